@@ -1,0 +1,298 @@
+//! ResNet-18/34/50 (He et al. 2016, arXiv:1512.03385) with an ImageNet stem (7×7/2 conv +
+//! 3×3/2 max-pool) or the CIFAR stem of SimCLR's appendix B.9 (3×3/1 conv, no max-pool),
+//! and a width multiplier on every stage's channels (1.0 = 64-128-256-512).
+//!
+//! Parameter names follow torchvision's (`conv1.weight`, `bn1.running_mean`,
+//! `layer1.0.conv2.weight`, `layer2.0.downsample.0.weight`, …) so that weights can be
+//! exchanged with PyTorch. There is no `fc`: the encoder ends at global average pooling.
+
+use serde::{Deserialize, Serialize};
+use tch::nn::{self, ModuleT};
+use tch::Tensor;
+
+/// Which first layers the network has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stem {
+    /// 3×3 stride-1 conv, no max-pool: for 32×32 inputs such as CIFAR.
+    Cifar,
+    /// 7×7 stride-2 conv + 3×3 stride-2 max-pool: for 224×224 inputs.
+    Imagenet,
+}
+
+/// The architecture of a ResNet encoder.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ResNetConfig {
+    /// 18, 34 or 50.
+    pub depth: usize,
+    pub stem: Stem,
+    /// Multiplier on the channel counts 64-128-256-512 (0.25 → 16-32-64-128).
+    pub width: f64,
+}
+
+impl ResNetConfig {
+    /// Blocks per stage and whether the blocks are bottlenecks (×4 expansion).
+    fn layout(&self) -> Option<([usize; 4], bool)> {
+        match self.depth {
+            18 => Some(([2, 2, 2, 2], false)),
+            34 => Some(([3, 4, 6, 3], false)),
+            50 => Some(([3, 4, 6, 3], true)),
+            _ => None,
+        }
+    }
+
+    /// Channels of each stage's 3×3 convolutions after the width multiplier (at least 1).
+    pub fn stage_channels(&self) -> [i64; 4] {
+        [64.0, 128.0, 256.0, 512.0].map(|c: f64| ((c * self.width).round() as i64).max(1))
+    }
+
+    /// D, the dimension of the representation h.
+    pub fn out_dim(&self) -> i64 {
+        let bottleneck = self.layout().map(|l| l.1).unwrap_or(false);
+        self.stage_channels()[3] * if bottleneck { 4 } else { 1 }
+    }
+
+    /// Checks the depth and width; the message names the bad value.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.layout().is_none() {
+            return Err(format!(
+                "model.depth is {}: choose 18, 34 or 50",
+                self.depth
+            ));
+        }
+        if !(self.width.is_finite() && self.width > 0.0 && self.width <= 8.0) {
+            return Err(format!(
+                "model.width is {}: it must be in (0, 8]",
+                self.width
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn conv(p: nn::Path, c_in: i64, c_out: i64, k: i64, stride: i64) -> nn::Conv2D {
+    let cfg = nn::ConvConfig {
+        stride,
+        padding: k / 2,
+        bias: false,
+        // torchvision: kaiming_normal_(mode="fan_out", nonlinearity="relu")
+        ws_init: nn::Init::Kaiming {
+            dist: nn::init::NormalOrUniform::Normal,
+            fan: nn::init::FanInOut::FanOut,
+            non_linearity: nn::init::NonLinearity::ReLU,
+        },
+        ..Default::default()
+    };
+    nn::conv2d(p, c_in, c_out, k, cfg)
+}
+
+fn bn(p: nn::Path, c: i64) -> nn::BatchNorm {
+    nn::batch_norm2d(p, c, Default::default())
+}
+
+/// One residual block: basic (two 3×3) or bottleneck (1×1, 3×3, 1×1 with ×4 expansion).
+#[derive(Debug)]
+struct Block {
+    convs: Vec<(nn::Conv2D, nn::BatchNorm)>,
+    downsample: Option<(nn::Conv2D, nn::BatchNorm)>,
+}
+
+impl Block {
+    fn new(p: &nn::Path, c_in: i64, c: i64, stride: i64, bottleneck: bool) -> (Self, i64) {
+        let (c_out, shapes): (i64, Vec<(i64, i64, i64, i64)>) = if bottleneck {
+            (
+                4 * c,
+                vec![(c_in, c, 1, 1), (c, c, 3, stride), (c, 4 * c, 1, 1)],
+            )
+        } else {
+            (c, vec![(c_in, c, 3, stride), (c, c, 3, 1)])
+        };
+        let convs = shapes
+            .iter()
+            .enumerate()
+            .map(|(i, &(ci, co, k, s))| {
+                let n = i + 1;
+                (
+                    conv(p / format!("conv{n}"), ci, co, k, s),
+                    bn(p / format!("bn{n}"), co),
+                )
+            })
+            .collect();
+        let downsample = (stride != 1 || c_in != c_out).then(|| {
+            let d = p / "downsample";
+            (conv(&d / "0", c_in, c_out, 1, stride), bn(&d / "1", c_out))
+        });
+        (Block { convs, downsample }, c_out)
+    }
+
+    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        let last = self.convs.len() - 1;
+        let mut y = x.shallow_clone();
+        for (i, (c, b)) in self.convs.iter().enumerate() {
+            y = y.apply(c).apply_t(b, train);
+            if i < last {
+                y = y.relu_();
+            }
+        }
+        let shortcut = match &self.downsample {
+            Some((c, b)) => x.apply(c).apply_t(b, train),
+            None => x.shallow_clone(),
+        };
+        (y + shortcut).relu_()
+    }
+}
+
+/// A ResNet encoder: `forward_t` maps [N, 3, H, W] → [N, out_dim].
+#[derive(Debug)]
+pub struct ResNet {
+    pub config: ResNetConfig,
+    conv1: nn::Conv2D,
+    bn1: nn::BatchNorm,
+    layers: Vec<Block>,
+}
+
+impl ResNet {
+    /// Creates the variables under `p` (use the store's root for torchvision names).
+    pub fn new(p: &nn::Path, config: &ResNetConfig) -> Result<Self, String> {
+        config.validate()?;
+        let (blocks, bottleneck) = config.layout().expect("validated");
+        let ch = config.stage_channels();
+        let (k, s) = match config.stem {
+            Stem::Cifar => (3, 1),
+            Stem::Imagenet => (7, 2),
+        };
+        let conv1 = conv(p / "conv1", 3, ch[0], k, s);
+        let bn1 = bn(p / "bn1", ch[0]);
+        let mut c_in = ch[0];
+        let mut layers = Vec::new();
+        for (stage, (&n, &c)) in blocks.iter().zip(ch.iter()).enumerate() {
+            let lp = p / format!("layer{}", stage + 1);
+            for i in 0..n {
+                let stride = if i == 0 && stage > 0 { 2 } else { 1 };
+                let (b, c_out) = Block::new(&(&lp / i), c_in, c, stride, bottleneck);
+                layers.push(b);
+                c_in = c_out;
+            }
+        }
+        Ok(ResNet {
+            config: config.clone(),
+            conv1,
+            bn1,
+            layers,
+        })
+    }
+
+    pub fn out_dim(&self) -> i64 {
+        self.config.out_dim()
+    }
+}
+
+impl ModuleT for ResNet {
+    /// [N, 3, H, W] → [N, D]
+    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        let mut y = x.apply(&self.conv1).apply_t(&self.bn1, train).relu_(); // [N, C0, H', W']
+        if self.config.stem == Stem::Imagenet {
+            y = y.max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
+        }
+        for b in &self.layers {
+            y = b.forward_t(&y, train);
+        }
+        y.adaptive_avg_pool2d([1, 1]).flatten(1, -1) // [N, D]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{Device, Kind};
+
+    fn build(depth: usize, stem: Stem, width: f64) -> (nn::VarStore, ResNet) {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let net = ResNet::new(&vs.root(), &ResNetConfig { depth, stem, width }).unwrap();
+        (vs, net)
+    }
+
+    fn param_count(vs: &nn::VarStore) -> i64 {
+        vs.trainable_variables()
+            .iter()
+            .map(|t| t.numel() as i64)
+            .sum()
+    }
+
+    #[test]
+    fn torchvision_names_and_parameter_counts() {
+        // torchvision resnet18 has 11,689,512 parameters; its fc is 512*1000 + 1000.
+        let (vs, net) = build(18, Stem::Imagenet, 1.0);
+        assert_eq!(param_count(&vs), 11_689_512 - 513_000);
+        assert_eq!(net.out_dim(), 512);
+        let names = vs.variables();
+        for n in [
+            "conv1.weight",
+            "bn1.running_mean",
+            "layer1.0.conv2.weight",
+            "layer2.0.downsample.0.weight",
+            "layer2.0.downsample.1.running_var",
+            "layer4.1.bn2.bias",
+        ] {
+            assert!(names.contains_key(n), "missing {n}");
+        }
+        assert_eq!(names["layer2.0.conv1.weight"].size(), vec![128, 64, 3, 3]);
+        // torchvision resnet50: 25,557,032 parameters, fc = 2048*1000 + 1000.
+        let (vs, net) = build(50, Stem::Imagenet, 1.0);
+        assert_eq!(param_count(&vs), 25_557_032 - 2_049_000);
+        assert_eq!(net.out_dim(), 2048);
+        // resnet34: 21,797,672.
+        let (vs, _) = build(34, Stem::Imagenet, 1.0);
+        assert_eq!(param_count(&vs), 21_797_672 - 513_000);
+    }
+
+    #[test]
+    fn cifar_stem_keeps_resolution_and_width_scales_channels() {
+        let (vs, net) = build(18, Stem::Cifar, 0.25);
+        assert_eq!(vs.variables()["conv1.weight"].size(), vec![16, 3, 3, 3]);
+        let x = Tensor::randn([2, 3, 32, 32], (Kind::Float, Device::Cpu));
+        let h = net.forward_t(&x, false);
+        assert_eq!(h.size(), vec![2, 32 * 4 / 4 * 4]); // 128 = 512 × 0.25
+                                                       // The ImageNet stem downsamples 4×, the CIFAR stem not at all: same 32×32 input, both
+                                                       // end at global pooling, so only the intermediate sizes differ; check via a 1×1 input.
+        let (_, inet) = build(18, Stem::Imagenet, 0.25);
+        assert_eq!(inet.forward_t(&x, true).size(), vec![2, 128]);
+    }
+
+    #[test]
+    fn channels_last_gives_the_same_output() {
+        tch::manual_seed(0);
+        let (vs, net) = build(18, Stem::Cifar, 0.125);
+        let x = Tensor::randn([2, 3, 16, 16], (Kind::Float, Device::Cpu));
+        let before = net.forward_t(&x, false);
+        crate::backbone::to_channels_last(&vs);
+        let after = net.forward_t(&crate::backbone::channels_last(&x), false);
+        let diff = (before - after).abs().max().double_value(&[]);
+        assert!(diff < 1e-4, "{diff}");
+    }
+
+    #[test]
+    fn bad_depth_and_width_are_named() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let e = ResNet::new(
+            &vs.root(),
+            &ResNetConfig {
+                depth: 20,
+                stem: Stem::Cifar,
+                width: 1.0,
+            },
+        )
+        .unwrap_err();
+        assert!(e.contains("20"), "{e}");
+        let e = ResNet::new(
+            &vs.root(),
+            &ResNetConfig {
+                depth: 18,
+                stem: Stem::Cifar,
+                width: 0.0,
+            },
+        )
+        .unwrap_err();
+        assert!(e.contains("width"), "{e}");
+    }
+}

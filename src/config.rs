@@ -1,0 +1,484 @@
+//! One `TrainConfig` nesting the parts' configs. Every default is documented on its field.
+//! Sources, later ones winning: the defaults, a TOML file, then `section.key=value` overrides
+//! (the CLI's flags are overrides too). Unknown keys are an error, and `validate` checks values
+//! once, before any work starts. The config is saved beside every checkpoint.
+
+use crate::backbone::{ResNetConfig, Stem};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("unknown config key `{key}`; the keys of [{section}] are: {known}")]
+    UnknownKey {
+        key: String,
+        section: String,
+        known: String,
+    },
+    #[error("override `{0}` must look like section.key=value (e.g. optim.lr=0.3)")]
+    BadOverride(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    pub data: DataConfig,
+    pub model: ModelConfig,
+    pub method: MethodConfig,
+    pub optim: OptimConfig,
+    pub train: LoopConfig,
+    pub eval: EvalConfig,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    /// Image folder, IDX folder or CIFAR binary folder. Unset: the built-in synthetic shapes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// Resize every image to this square size when loading. Unset: keep the images' own size
+    /// (they must then all share one size).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_size: Option<usize>,
+    /// Skip unreadable image files (listed in the log) instead of stopping. Default false.
+    pub skip_bad: bool,
+    /// Use at most this many images per split (quick runs). Unset: all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+    /// Synthetic data only: training images per class (10 classes). Default 500.
+    pub synthetic_train_per_class: usize,
+    /// Synthetic data only: test images per class. Default 100.
+    pub synthetic_test_per_class: usize,
+    /// Synthetic data only: image side in pixels. Default 32.
+    pub synthetic_size: usize,
+    /// Blur probability of the view recipe (SimCLR uses 0.5 on ImageNet, 0 on CIFAR). Default 0.
+    pub blur_p: f32,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            path: None,
+            image_size: None,
+            skip_bad: false,
+            limit: None,
+            synthetic_train_per_class: 500,
+            synthetic_test_per_class: 100,
+            synthetic_size: 32,
+            blur_p: 0.0,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// ResNet depth: 18, 34 or 50. Default 18.
+    pub depth: usize,
+    /// "cifar" (3×3 stem, no max-pool; for ~32 px images) or "imagenet". Default "cifar".
+    pub stem: Stem,
+    /// Channel multiplier (1.0 = 64-128-256-512). Default 0.25.
+    pub width: f64,
+    /// Hidden width of the projection head. Unset: the encoder's output dimension.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub projection_hidden: Option<i64>,
+    /// Output dimension of the projection head. Default 128 (SimCLR).
+    pub projection_dim: i64,
+    /// Run convolutions in channels-last memory order (faster on CPU). Default true.
+    pub channels_last: bool,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            depth: 18,
+            stem: Stem::Cifar,
+            width: 0.25,
+            projection_hidden: None,
+            projection_dim: 128,
+            channels_last: true,
+        }
+    }
+}
+
+impl ModelConfig {
+    pub fn resnet(&self) -> ResNetConfig {
+        ResNetConfig {
+            depth: self.depth,
+            stem: self.stem,
+            width: self.width,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MethodConfig {
+    /// The method, by name: "simclr". Default "simclr".
+    pub name: String,
+    /// Temperature τ of the contrastive loss. Default 0.5 (lightly's SimCLR CIFAR benchmark).
+    pub temperature: f64,
+}
+
+impl Default for MethodConfig {
+    fn default() -> Self {
+        MethodConfig {
+            name: "simclr".into(),
+            temperature: 0.5,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OptimConfig {
+    /// Peak learning rate of SGD. Default 0.12 (= 0.06 × batch/128, lightly's CIFAR recipe).
+    pub lr: f64,
+    /// Learning rate at the end of the cosine decay. Default 0.
+    pub final_lr: f64,
+    /// Momentum μ. Default 0.9.
+    pub momentum: f64,
+    /// Weight decay λ. Default 5e-4.
+    pub weight_decay: f64,
+    /// Linear warm-up length in epochs (fractions allowed). Default 0.5.
+    pub warmup_epochs: f64,
+}
+
+impl Default for OptimConfig {
+    fn default() -> Self {
+        OptimConfig {
+            lr: 0.12,
+            final_lr: 0.0,
+            momentum: 0.9,
+            weight_decay: 5e-4,
+            warmup_epochs: 0.5,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoopConfig {
+    /// Passes over the training split. Default 10.
+    pub epochs: usize,
+    /// Images per step (each gives two views, so 2× this many go through the encoder). Default 256.
+    pub batch_size: usize,
+    /// Seed of the model initialisation, data order and augmentations. Default 0.
+    pub seed: u64,
+    /// CPU threads for libtorch and augmentation. 0: all cores. Default 0.
+    pub threads: usize,
+    /// Run folder: checkpoint, config, metrics, exported encoder. Default "runs/simclr".
+    pub out_dir: PathBuf,
+    /// Write a checkpoint every this many steps (and at the end of every epoch). Default 100.
+    pub checkpoint_every: usize,
+    /// Append a metrics line every this many steps. Default 10.
+    pub log_every: usize,
+    /// Batches prepared ahead on the background thread. Default 2.
+    pub prefetch: usize,
+}
+
+impl Default for LoopConfig {
+    fn default() -> Self {
+        LoopConfig {
+            epochs: 10,
+            batch_size: 256,
+            seed: 0,
+            threads: 0,
+            out_dir: PathBuf::from("runs/simclr"),
+            checkpoint_every: 100,
+            log_every: 10,
+            prefetch: 2,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalConfig {
+    /// Neighbours of the weighted kNN classifier. Default 200 (InstDisc, lightly).
+    pub knn_k: usize,
+    /// Temperature of the kNN vote weights exp(cos/t). Default 0.1.
+    pub knn_t: f64,
+    /// Epochs of the linear probe (logistic regression on frozen features). Default 30.
+    pub linear_epochs: usize,
+    /// Learning rate of the linear probe (Adam, cosine decay). Default 1e-2.
+    pub linear_lr: f64,
+    /// Images per forward pass when extracting features. Default 512.
+    pub batch_size: usize,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        EvalConfig {
+            knn_k: 200,
+            knn_t: 0.1,
+            linear_epochs: 30,
+            linear_lr: 1e-2,
+            batch_size: 512,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Defaults ← TOML file ← `section.key=value` overrides, then [`TrainConfig::validate`].
+    pub fn load(file: Option<&Path>, overrides: &[String]) -> Result<Self, ConfigError> {
+        let mut table = toml::Table::try_from(TrainConfig::default()).expect("defaults serialise");
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.into(),
+                source,
+            })?;
+            let user: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                path: path.into(),
+                message: e.to_string(),
+            })?;
+            merge(&mut table, user, "")?;
+        }
+        for o in overrides {
+            apply_override(&mut table, o)?;
+        }
+        let cfg: TrainConfig = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// The config as TOML text (saved in every run folder).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("config serialises")
+    }
+
+    /// Checks every value once; the message names the key and the value.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        self.model
+            .resnet()
+            .validate()
+            .map_err(ConfigError::Invalid)?;
+        if self.model.projection_dim < 1 || self.model.projection_hidden.is_some_and(|h| h < 1) {
+            return bad("model.projection_dim and model.projection_hidden must be ≥ 1".into());
+        }
+        if self.method.name != "simclr" {
+            return bad(format!(
+                "method.name is {:?}: the methods are: simclr",
+                self.method.name
+            ));
+        }
+        if !(self.method.temperature.is_finite() && self.method.temperature > 0.0) {
+            return bad(format!(
+                "method.temperature is {}: it must be > 0 (e.g. 0.5)",
+                self.method.temperature
+            ));
+        }
+        let o = &self.optim;
+        if !(o.lr.is_finite() && o.lr > 0.0) {
+            return bad(format!("optim.lr is {}: it must be > 0", o.lr));
+        }
+        if !(o.final_lr.is_finite() && o.final_lr >= 0.0) {
+            return bad(format!("optim.final_lr is {}: it must be ≥ 0", o.final_lr));
+        }
+        if !(0.0..1.0).contains(&o.momentum) {
+            return bad(format!(
+                "optim.momentum is {}: it must be in [0, 1)",
+                o.momentum
+            ));
+        }
+        if !(o.weight_decay.is_finite() && o.weight_decay >= 0.0) {
+            return bad(format!(
+                "optim.weight_decay is {}: it must be ≥ 0",
+                o.weight_decay
+            ));
+        }
+        if !(o.warmup_epochs.is_finite() && o.warmup_epochs >= 0.0) {
+            return bad(format!(
+                "optim.warmup_epochs is {}: it must be ≥ 0",
+                o.warmup_epochs
+            ));
+        }
+        let t = &self.train;
+        if t.epochs == 0 {
+            return bad("train.epochs is 0: it must be ≥ 1".into());
+        }
+        if t.batch_size < 2 {
+            return bad(format!(
+                "train.batch_size is {}: contrastive learning needs ≥ 2 images per batch",
+                t.batch_size
+            ));
+        }
+        if t.checkpoint_every == 0 || t.log_every == 0 || t.prefetch == 0 {
+            return bad(
+                "train.checkpoint_every, train.log_every and train.prefetch must be ≥ 1".into(),
+            );
+        }
+        if self.eval.knn_k == 0 || !(self.eval.knn_t > 0.0) || self.eval.batch_size == 0 {
+            return bad("eval.knn_k and eval.batch_size must be ≥ 1 and eval.knn_t > 0".into());
+        }
+        if self.data.image_size == Some(0) || self.data.synthetic_size < 8 {
+            return bad("data.image_size must be ≥ 1 and data.synthetic_size ≥ 8".into());
+        }
+        if !(0.0..=1.0).contains(&self.data.blur_p) {
+            return bad(format!(
+                "data.blur_p is {}: it must be in [0, 1]",
+                self.data.blur_p
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Merges `src` into `dst`, refusing keys that `dst` (the defaults) does not have.
+fn merge(dst: &mut toml::Table, src: toml::Table, prefix: &str) -> Result<(), ConfigError> {
+    for (k, v) in src {
+        let key = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match (dst.get_mut(&k), v) {
+            (Some(toml::Value::Table(d)), toml::Value::Table(s)) => merge(d, s, &key)?,
+            (Some(slot), v) => *slot = v,
+            (None, v) if is_optional_key(&key) => {
+                dst.insert(k, v);
+            }
+            (None, _) => return Err(unknown_key(dst, &key, prefix)),
+        }
+    }
+    Ok(())
+}
+
+/// Keys whose default is unset, so that they are absent from the serialised defaults.
+fn is_optional_key(key: &str) -> bool {
+    matches!(
+        key,
+        "data.path" | "data.image_size" | "data.limit" | "model.projection_hidden"
+    )
+}
+
+fn unknown_key(section: &toml::Table, key: &str, prefix: &str) -> ConfigError {
+    let mut known: Vec<String> = section.keys().cloned().collect();
+    let optional: Vec<String> = [
+        "data.path",
+        "data.image_size",
+        "data.limit",
+        "model.projection_hidden",
+    ]
+    .iter()
+    .filter_map(|k| k.strip_prefix(&format!("{prefix}.")).map(String::from))
+    .filter(|k| !known.contains(k))
+    .collect();
+    known.extend(optional);
+    known.sort();
+    ConfigError::UnknownKey {
+        key: key.into(),
+        section: if prefix.is_empty() {
+            "top level".into()
+        } else {
+            prefix.into()
+        },
+        known: known.join(", "),
+    }
+}
+
+/// Applies one `section.key=value` override; the value is read as TOML, else as a string.
+fn apply_override(table: &mut toml::Table, text: &str) -> Result<(), ConfigError> {
+    let (key, raw) = text
+        .split_once('=')
+        .ok_or_else(|| ConfigError::BadOverride(text.into()))?;
+    let key = key.trim();
+    let (section, field) = key
+        .split_once('.')
+        .ok_or_else(|| ConfigError::BadOverride(text.into()))?;
+    let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.trim().to_string()));
+    let mut src = toml::Table::new();
+    let mut inner = toml::Table::new();
+    inner.insert(field.to_string(), value);
+    src.insert(section.to_string(), toml::Value::Table(inner));
+    if !table.contains_key(section) {
+        return Err(unknown_key(table, key, ""));
+    }
+    merge(table, src, "")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_round_trip() {
+        let c = TrainConfig::load(None, &[]).unwrap();
+        assert_eq!(c, TrainConfig::default());
+        let back: TrainConfig = toml::from_str(&c.to_toml()).unwrap();
+        assert_eq!(back, c);
+    }
+
+    #[test]
+    fn file_then_overrides() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(
+            &f,
+            "[optim]\nlr = 0.5\n[train]\nepochs = 3\n[data]\npath = \"/x\"\n",
+        )
+        .unwrap();
+        let c = TrainConfig::load(
+            Some(&f),
+            &["train.epochs=7".into(), "model.stem=imagenet".into()],
+        )
+        .unwrap();
+        assert_eq!(c.optim.lr, 0.5);
+        assert_eq!(c.train.epochs, 7);
+        assert_eq!(c.model.stem, Stem::Imagenet);
+        assert_eq!(c.data.path, Some(PathBuf::from("/x")));
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_naming_the_key() {
+        let e = TrainConfig::load(None, &["optim.learning_rate=0.1".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("optim.learning_rate") && e.contains("lr"), "{e}");
+        let e = TrainConfig::load(None, &["nope.x=1".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nope.x"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "[train]\nepoch = 3\n").unwrap();
+        let e = TrainConfig::load(Some(&f), &[]).unwrap_err().to_string();
+        assert!(e.contains("train.epoch"), "{e}");
+        assert!(matches!(
+            TrainConfig::load(None, &["lr".into()]),
+            Err(ConfigError::BadOverride(_))
+        ));
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        for (o, word) in [
+            ("method.temperature=0", "temperature"),
+            ("optim.lr=-1", "optim.lr"),
+            ("train.batch_size=1", "batch_size"),
+            ("model.depth=19", "19"),
+            ("train.epochs=\"ten\"", "epochs"),
+        ] {
+            let e = TrainConfig::load(None, &[o.into()])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(word), "{o}: {e}");
+        }
+    }
+}

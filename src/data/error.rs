@@ -1,0 +1,202 @@
+//! Everything that can go wrong while reading a dataset. Each message names the file, folder
+//! or value at fault and says what to do about it.
+
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+/// The image file extensions that image folders are read with (compared case-insensitively).
+pub const IMAGE_EXTENSIONS: [&str; 8] = ["jpg", "jpeg", "png", "bmp", "gif", "tif", "tiff", "webp"];
+
+/// An error while finding, reading or decoding a dataset.
+#[derive(Debug, Error)]
+pub enum DataError {
+    #[error(
+        "'{}' does not exist; check the path (or leave the data path out to use the built-in \
+         synthetic dataset)",
+        .path.display()
+    )]
+    NotFound { path: PathBuf },
+
+    #[error(
+        "'{}' is a file, but a folder was expected; pass the folder that holds the images \
+         (extract archives such as .tar.gz or .zip first)",
+        .path.display()
+    )]
+    NotADirectory { path: PathBuf },
+
+    #[error("cannot read '{}': {source}; check that it exists and is readable", .path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error(
+        "no images found in '{}'{detail}; selfsup reads image files ({}) directly in the folder, \
+         in one sub-folder per class, or in train/ and test/ (or val/) sub-folders; it also reads \
+         MNIST-style IDX files (train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz]) and \
+         CIFAR-10/100 binary batches (data_batch_1.bin ... or train.bin)",
+        .path.display(),
+        IMAGE_EXTENSIONS.map(|e| format!(".{e}")).join(", ")
+    )]
+    NoImages { path: PathBuf, detail: String },
+
+    #[error(
+        "cannot decode image '{}': {reason}; fix or delete the file, or pass --skip-bad to skip \
+         unreadable images",
+        .path.display()
+    )]
+    BadImage { path: PathBuf, reason: String },
+
+    #[error(
+        "'{}' is {width}x{height} pixels but '{}' is {first_width}x{first_height}; images of \
+         different sizes need --image-size N to resize every image to NxN",
+        .path.display(),
+        .first.display()
+    )]
+    SizeMismatch {
+        path: PathBuf,
+        width: usize,
+        height: usize,
+        first: PathBuf,
+        first_width: usize,
+        first_height: usize,
+    },
+
+    #[error(
+        "'{}' has images directly inside it (e.g. '{image}') and also class sub-folders with \
+         images (e.g. '{folder}/'); move the loose images into their class folder, or delete them",
+        .path.display()
+    )]
+    MixedLayout {
+        path: PathBuf,
+        image: String,
+        folder: String,
+    },
+
+    #[error(
+        "the test split '{}' has class folder '{class}', which the training split does not have \
+         (training classes: {known}); rename or remove that folder",
+        .path.display()
+    )]
+    UnknownTestClass {
+        path: PathBuf,
+        class: String,
+        known: String,
+    },
+
+    #[error(
+        "the test split '{}' has no class sub-folders, so its images have no labels; put them \
+         in one sub-folder per class (as in the training split) or remove the folder",
+        .path.display()
+    )]
+    UnlabeledTest { path: PathBuf },
+
+    #[error(
+        "'{}' is missing, but '{}' is there; both are needed — download the missing file into \
+         the same folder",
+        .path.display(),
+        .partner.display()
+    )]
+    MissingFile { path: PathBuf, partner: PathBuf },
+
+    #[error(
+        "'{}' does not start with the IDX {kind} magic number: found 0x{found:08x}, expected \
+         0x{expected:08x}; the file is not an MNIST-style {kind} file, is damaged, or is still \
+         compressed — download it again",
+        .path.display()
+    )]
+    IdxMagic {
+        path: PathBuf,
+        kind: &'static str,
+        found: u32,
+        expected: u32,
+    },
+
+    #[error(
+        "'{}' is {actual} bytes but its IDX header ({header}) says it should be {expected} \
+         bytes; the file is truncated or damaged — download it again",
+        .path.display()
+    )]
+    IdxLength {
+        path: PathBuf,
+        header: String,
+        expected: u128,
+        actual: usize,
+    },
+
+    #[error(
+        "'{}' holds {n_images} images but '{}' holds {n_labels} labels; they must match — the \
+         two files are from different datasets or one is damaged, download them again",
+        .images.display(),
+        .labels.display()
+    )]
+    IdxCountMismatch {
+        images: PathBuf,
+        n_images: usize,
+        labels: PathBuf,
+        n_labels: usize,
+    },
+
+    #[error(
+        "cannot decompress '{}': {source}; the .gz file is damaged — download it again",
+        .path.display()
+    )]
+    Gzip {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error(
+        "'{}' is {len} bytes, which is not a whole number of {record}-byte CIFAR records \
+         ({label_bytes} label byte(s) + 3072 pixel bytes each); the file is truncated or not a \
+         CIFAR binary batch (use the \"binary version\", not the python or matlab one) — download \
+         it again",
+        .path.display()
+    )]
+    CifarLength {
+        path: PathBuf,
+        len: usize,
+        record: usize,
+        label_bytes: usize,
+    },
+
+    #[error(
+        "'{}' holds no images; the file is empty or damaged — download it again",
+        .path.display()
+    )]
+    EmptyFile { path: PathBuf },
+
+    #[error(
+        "'{}': image {index} has label {label}, but there are only {num_classes} classes; the \
+         file is damaged or does not match its class-name file — download it again",
+        .path.display()
+    )]
+    LabelOutOfRange {
+        path: PathBuf,
+        index: usize,
+        label: u32,
+        num_classes: usize,
+    },
+
+    #[error(
+        "the images of '{}' need {bytes} bytes of memory at {width}x{height} pixels, which \
+         cannot be allocated; use a smaller --image-size or a --limit",
+        .path.display()
+    )]
+    TooLarge {
+        path: PathBuf,
+        bytes: u128,
+        width: usize,
+        height: usize,
+    },
+
+    #[error("invalid {name} {value}: {reason}")]
+    InvalidOption {
+        name: &'static str,
+        value: String,
+        reason: &'static str,
+    },
+}

@@ -1,0 +1,113 @@
+//! Judging an encoder by its frozen features on a labeled split: a weighted kNN classifier and
+//! a linear probe, plus collapse diagnostics of embeddings.
+
+pub mod diagnostics;
+pub mod features;
+pub mod knn;
+pub mod linear;
+
+pub use diagnostics::{effective_rank, embedding_std};
+pub use features::extract_features;
+pub use knn::{knn_accuracy, knn_predict};
+pub use linear::{linear_probe, LinearProbe};
+
+/// Fraction of `pred` equal to `labels` (both [M] int64 tensors).
+pub fn accuracy(pred: &tch::Tensor, labels: &tch::Tensor) -> f64 {
+    let m = labels.size()[0];
+    if m == 0 {
+        return 0.0;
+    }
+    pred.eq_tensor(labels)
+        .sum(tch::Kind::Float)
+        .double_value(&[])
+        / m as f64
+}
+
+/// Labels as an int64 tensor [N].
+pub fn labels_tensor(labels: &[u32]) -> tch::Tensor {
+    let v: Vec<i64> = labels.iter().map(|&l| l as i64).collect();
+    tch::Tensor::from_slice(&v)
+}
+
+use crate::backbone::ResNet;
+use crate::config::EvalConfig;
+use crate::data::Dataset;
+
+/// Accuracies of an encoder on a labeled split, with its collapse diagnostics.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct EvalReport {
+    pub knn_top1: f64,
+    /// None when the linear probe was not asked for.
+    pub linear_top1: Option<f64>,
+    /// Per-dimension std of the normalised test features (0 = collapsed).
+    pub feature_std: f64,
+    pub feature_effective_rank: f64,
+    pub seconds: f64,
+}
+
+/// Extracts frozen features of `train` (the kNN memory / probe training set) and `test`, and
+/// scores the encoder by weighted kNN and, with `linear`, a linear probe.
+pub fn evaluate(
+    encoder: &ResNet,
+    train: &Dataset,
+    test: &Dataset,
+    cfg: &EvalConfig,
+    channels_last: bool,
+    linear: bool,
+) -> anyhow::Result<EvalReport> {
+    let start = std::time::Instant::now();
+    let (Some(ytr), Some(yte)) = (&train.labels, &test.labels) else {
+        anyhow::bail!("evaluation needs labels on both splits: use a folder of class sub-folders (or IDX / CIFAR files)");
+    };
+    if test.images.is_empty() {
+        anyhow::bail!("the test split has no images");
+    }
+    let size = crate::train::input_size(train.images.height, train.images.width);
+    if (test.images.height, test.images.width) != (train.images.height, train.images.width) {
+        anyhow::bail!(
+            "train images are {}x{} but test images are {}x{}: pass --image-size to resize both",
+            train.images.width,
+            train.images.height,
+            test.images.width,
+            test.images.height
+        );
+    }
+    let recipe = crate::augment::ViewRecipe::eval(size);
+    let ftr = extract_features(
+        encoder,
+        &train.images,
+        &recipe,
+        cfg.batch_size,
+        channels_last,
+    ); // [N, D]
+    let fte = extract_features(
+        encoder,
+        &test.images,
+        &recipe,
+        cfg.batch_size,
+        channels_last,
+    ); // [M, D]
+    let (ytr, yte) = (labels_tensor(ytr), labels_tensor(yte));
+    let classes = train.num_classes().max(test.num_classes()) as i64;
+    let knn_top1 = knn_accuracy(&ftr, &ytr, &fte, &yte, classes, cfg.knn_k, cfg.knn_t);
+    let linear_top1 = linear.then(|| {
+        linear_probe(
+            &ftr,
+            &ytr,
+            &fte,
+            &yte,
+            classes,
+            cfg.linear_epochs,
+            cfg.linear_lr,
+            0,
+        )
+        .test_accuracy
+    });
+    Ok(EvalReport {
+        knn_top1,
+        linear_top1,
+        feature_std: embedding_std(&fte),
+        feature_effective_rank: effective_rank(&fte),
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}

@@ -1,0 +1,5 @@
+//! Heads g(·) on top of the encoder: small MLPs described as data.
+
+pub mod mlp;
+
+pub use mlp::{Block, Mlp};

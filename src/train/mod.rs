@@ -1,0 +1,306 @@
+//! The pre-training loop: data → two views → method step → SGD, with a warm-up + cosine
+//! learning rate, metrics as JSON lines, atomic checkpoints and exact resume.
+
+pub mod loader;
+pub mod run_dir;
+
+pub use loader::Loader;
+pub use run_dir::{load_checkpoint, restore_variables, RunDir, RunState};
+
+use crate::augment::ViewRecipe;
+use crate::backbone::to_channels_last;
+use crate::config::TrainConfig;
+use crate::data::{self, Splits};
+use crate::eval::{embedding_std, features::nhwc_to_tensor};
+use crate::method::{self, Method};
+use crate::optim::{warmup_cosine, Sgd};
+use anyhow::{bail, Context};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::sync::Arc;
+use std::time::Instant;
+use tch::nn::VarStore;
+
+/// Uses `threads` CPU threads for libtorch and rayon (0: all cores).
+pub fn set_threads(threads: usize) {
+    let n = if threads == 0 {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    } else {
+        threads
+    };
+    tch::set_num_threads(n as i32);
+    tch::set_num_interop_threads(1);
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global();
+}
+
+/// Loads `data.path`, or generates the built-in synthetic shapes when it is unset.
+pub fn load_data(cfg: &TrainConfig) -> anyhow::Result<Splits> {
+    let d = &cfg.data;
+    let splits = match &d.path {
+        None => data::synthetic::generate(
+            d.synthetic_train_per_class,
+            d.synthetic_test_per_class,
+            d.synthetic_size,
+            cfg.train.seed,
+        ),
+        Some(path) => {
+            let opts = data::LoadOptions {
+                image_size: d.image_size,
+                skip_bad: d.skip_bad,
+                limit: d.limit,
+            };
+            data::load(path, &opts)?
+        }
+    };
+    if splits.train.images.is_empty() {
+        bail!("the training split has no images");
+    }
+    Ok(splits)
+}
+
+/// The SimCLR view recipe for images of side `size`.
+pub fn view_recipe(cfg: &TrainConfig, size: usize) -> ViewRecipe {
+    let mut r = ViewRecipe::simclr(size);
+    r.blur_p = cfg.data.blur_p;
+    r
+}
+
+/// The side of the square network input for a store of `h × w` images.
+pub fn input_size(h: usize, w: usize) -> usize {
+    h.min(w)
+}
+
+/// What a finished (or resumed-and-finished) pre-training reports.
+#[derive(Debug, Clone)]
+pub struct PretrainReport {
+    pub steps_run: u64,
+    pub total_steps: u64,
+    pub last_loss: f64,
+    /// Images (each two views) per second end to end over this session's steps.
+    pub images_per_s: f64,
+    /// Mean seconds per step the trainer waited for the loader (0 when the pipeline keeps up).
+    pub data_wait_s: f64,
+    /// Mean seconds per step the loader spent augmenting (on its own thread).
+    pub augment_s: f64,
+    pub train_seconds: f64,
+}
+
+/// A method and the variables it trains.
+pub struct Model {
+    pub vs: VarStore,
+    pub method: Box<dyn Method>,
+}
+
+/// Builds the method of `cfg` with freshly initialised variables (seeded).
+pub fn build_model(cfg: &TrainConfig) -> anyhow::Result<Model> {
+    tch::manual_seed(cfg.train.seed as i64);
+    let vs = VarStore::new(tch::Device::Cpu);
+    let method = method::build(&vs, cfg)?;
+    if cfg.model.channels_last {
+        to_channels_last(&vs);
+    }
+    Ok(Model { vs, method })
+}
+
+/// Pre-trains on `splits.train` into `cfg.train.out_dir`. With `resume`, continues from the
+/// folder's checkpoint; without, refuses to overwrite a folder that has one.
+pub fn pretrain(
+    cfg: &TrainConfig,
+    splits: &Splits,
+    model: &Model,
+    resume: bool,
+) -> anyhow::Result<PretrainReport> {
+    let t = &cfg.train;
+    let run = RunDir::create(&t.out_dir)?;
+    let images = Arc::new(splits.train.images.clone());
+    let n = images.len();
+    if n < t.batch_size {
+        bail!(
+            "train.batch_size is {} but the training split has only {n} images: lower --batch-size to at most {n}",
+            t.batch_size
+        );
+    }
+    let steps_per_epoch = (n / t.batch_size) as u64;
+    let total_steps = steps_per_epoch * t.epochs as u64;
+    let warmup = (cfg.optim.warmup_epochs * steps_per_epoch as f64).round() as u64;
+    let mut opt = Sgd::new(&model.vs, cfg.optim.momentum, cfg.optim.weight_decay);
+
+    let mut state = RunState {
+        step: 0,
+        total_steps,
+        train_seconds: 0.0,
+        config: cfg.clone(),
+    };
+    let ckpt = run.checkpoint();
+    if ckpt.exists() {
+        if !resume {
+            bail!(
+                "{} already holds a checkpoint: pass --resume to continue that run, or choose another --out",
+                run.dir.display()
+            );
+        }
+        let loaded = load_checkpoint(&ckpt)?;
+        check_resumable(&loaded.state.config, cfg)
+            .with_context(|| format!("cannot resume from {}", ckpt.display()))?;
+        restore_variables(&model.vs, &loaded.model, &ckpt)?;
+        opt.load_state(&loaded.optim)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", ckpt.display()))?;
+        state.step = loaded.state.step;
+        state.train_seconds = loaded.state.train_seconds;
+        eprintln!(
+            "resuming {} at step {}/{}",
+            run.dir.display(),
+            state.step,
+            total_steps
+        );
+    } else {
+        write_run_config(&run, cfg)?;
+    }
+
+    let size = input_size(images.height, images.width);
+    let recipe = view_recipe(cfg, size);
+    recipe.validate()?;
+    let start = state.step;
+    let loader = Loader::spawn(
+        images,
+        recipe,
+        2,
+        t.batch_size,
+        t.seed,
+        start,
+        total_steps,
+        t.prefetch,
+    );
+    let bar = progress_bar(total_steps, start);
+
+    let session = Instant::now();
+    let seconds_before = state.train_seconds;
+    let (mut wait_total, mut augment_total, mut last_loss) = (0.0, 0.0, f64::NAN);
+    let mut window = (Instant::now(), 0u64);
+    for s in start..total_steps {
+        let w = Instant::now();
+        let batch = loader
+            .next()
+            .context("the data loader stopped unexpectedly")?;
+        wait_total += w.elapsed().as_secs_f64();
+        augment_total += batch.augment_s;
+        debug_assert_eq!(batch.step, s);
+        let views: Vec<tch::Tensor> = batch
+            .views
+            .iter()
+            .map(|v| nhwc_to_tensor(v, batch.batch_size, size, cfg.model.channels_last))
+            .collect();
+        let lr = warmup_cosine(s, total_steps, warmup, cfg.optim.lr, cfg.optim.final_lr);
+        let out = model.method.step(&views)?;
+        let loss = out.loss.double_value(&[]);
+        if !loss.is_finite() {
+            bail!(
+                "the loss became {loss} at step {s} (epoch {}): training stopped. The last good checkpoint is {} \
+                 (step {}); lower optim.lr or raise method.temperature and resume",
+                s / steps_per_epoch,
+                ckpt.display(),
+                state.step
+            );
+        }
+        opt.zero_grad();
+        out.loss.backward();
+        opt.step(lr);
+        last_loss = loss;
+        bar.inc(1);
+        let done = s + 1;
+        if done % t.log_every as u64 == 0 || done == total_steps {
+            let secs = window.0.elapsed().as_secs_f64();
+            let ips = (done - start - window.1) as f64 * t.batch_size as f64 / secs.max(1e-9);
+            window = (Instant::now(), done - start);
+            bar.set_message(format!("loss {loss:.4} | {ips:.0} img/s"));
+            run.log(&serde_json::json!({
+                "step": done, "epoch": s / steps_per_epoch, "loss": loss, "lr": lr,
+                "images_per_s": ips, "embedding_std": embedding_std(&out.embeddings),
+            }))?;
+        }
+        let epoch_end = done % steps_per_epoch == 0;
+        if done % t.checkpoint_every as u64 == 0 || epoch_end || done == total_steps {
+            state.step = done;
+            state.train_seconds = seconds_before + session.elapsed().as_secs_f64();
+            run.save_checkpoint(&model.vs, &opt.state(), &state)?;
+        }
+        if epoch_end {
+            bar.println(format!(
+                "epoch {}/{}: loss {loss:.4}",
+                done / steps_per_epoch,
+                t.epochs
+            ));
+        }
+    }
+    bar.finish_and_clear();
+    run.export_encoder(&model.vs, model.method.encoder_prefix())?;
+    let steps_run = total_steps - start;
+    let secs = session.elapsed().as_secs_f64();
+    Ok(PretrainReport {
+        steps_run,
+        total_steps,
+        last_loss,
+        images_per_s: steps_run as f64 * t.batch_size as f64 / secs.max(1e-9),
+        data_wait_s: wait_total / steps_run.max(1) as f64,
+        augment_s: augment_total / steps_run.max(1) as f64,
+        train_seconds: state.train_seconds,
+    })
+}
+
+fn write_run_config(run: &RunDir, cfg: &TrainConfig) -> anyhow::Result<()> {
+    crate::checkpoint::write_atomic(&run.config(), cfg.to_toml().as_bytes())?;
+    Ok(())
+}
+
+/// A run can continue under `now` only if everything that shapes its steps is unchanged.
+fn check_resumable(saved: &TrainConfig, now: &TrainConfig) -> anyhow::Result<()> {
+    if saved.model != now.model {
+        bail!(
+            "the checkpoint's model is {:?} but the config asks for {:?}",
+            saved.model,
+            now.model
+        );
+    }
+    if saved.method != now.method {
+        bail!(
+            "the checkpoint's method is {:?} but the config asks for {:?}",
+            saved.method,
+            now.method
+        );
+    }
+    let (a, b) = (&saved.train, &now.train);
+    if (a.batch_size, a.seed, a.epochs) != (b.batch_size, b.seed, b.epochs)
+        || saved.optim != now.optim
+    {
+        bail!(
+            "the checkpoint was trained with batch_size {}, seed {}, epochs {} and {:?}; resume with the same values",
+            a.batch_size,
+            a.seed,
+            a.epochs,
+            saved.optim
+        );
+    }
+    if saved.data != now.data {
+        bail!(
+            "the checkpoint was trained on data {:?}; resume with the same data settings",
+            saved.data
+        );
+    }
+    Ok(())
+}
+
+fn progress_bar(total: u64, start: u64) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr_with_hz(4));
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} steps | {msg} | {elapsed_precise} ETA {eta_precise}",
+        )
+        .expect("valid template"),
+    );
+    bar.set_position(start);
+    bar.reset_eta();
+    bar
+}

@@ -1,0 +1,174 @@
+//! The run folder: `config.toml`, `checkpoint.safetensors` (model + optimiser + state),
+//! `metrics.jsonl`, and `encoder.safetensors` (the backbone alone, torchvision names).
+
+use crate::checkpoint::{self, write_atomic, STATE_KEY};
+use crate::config::TrainConfig;
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use tch::{nn::VarStore, Tensor};
+
+/// Where training is in its run; stored in the checkpoint's metadata.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct RunState {
+    /// Steps completed (the next step to run).
+    pub step: u64,
+    pub total_steps: u64,
+    /// Wall-clock seconds of training so far, over all sessions of the run.
+    pub train_seconds: f64,
+    pub config: TrainConfig,
+}
+
+pub struct RunDir {
+    pub dir: PathBuf,
+}
+
+impl RunDir {
+    /// Creates the folder and proves it writable now, not after an hour of training.
+    pub fn create(dir: &Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir).with_context(|| {
+            format!(
+                "cannot create the run folder {}: choose another --out",
+                dir.display()
+            )
+        })?;
+        let probe = dir.join(".write-test");
+        write_atomic(&probe, b"ok").map_err(|e| {
+            anyhow::anyhow!(
+                "the run folder {} is not writable ({e}): choose another --out",
+                dir.display()
+            )
+        })?;
+        let _ = std::fs::remove_file(&probe);
+        Ok(RunDir {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    pub fn checkpoint(&self) -> PathBuf {
+        self.dir.join("checkpoint.safetensors")
+    }
+    pub fn config(&self) -> PathBuf {
+        self.dir.join("config.toml")
+    }
+    pub fn metrics(&self) -> PathBuf {
+        self.dir.join("metrics.jsonl")
+    }
+    pub fn encoder(&self) -> PathBuf {
+        self.dir.join("encoder.safetensors")
+    }
+
+    /// Saves the model, the optimiser buffers and the state, atomically.
+    pub fn save_checkpoint(
+        &self,
+        vs: &VarStore,
+        optim: &[(String, Tensor)],
+        state: &RunState,
+    ) -> anyhow::Result<()> {
+        let mut tensors: Vec<(String, Tensor)> = vs
+            .variables()
+            .into_iter()
+            .map(|(n, t)| (format!("model.{n}"), t))
+            .collect();
+        tensors.extend(
+            optim
+                .iter()
+                .map(|(n, t)| (format!("optim.momentum.{n}"), t.shallow_clone())),
+        );
+        let meta = HashMap::from([(STATE_KEY.to_string(), serde_json::to_string(state)?)]);
+        checkpoint::save(&self.checkpoint(), &tensors, meta)?;
+        write_atomic(&self.config(), state.config.to_toml().as_bytes())?;
+        Ok(())
+    }
+
+    /// Writes the encoder's variables (those under `prefix`, with the prefix removed).
+    pub fn export_encoder(&self, vs: &VarStore, prefix: &str) -> anyhow::Result<()> {
+        let tensors: Vec<(String, Tensor)> = vs
+            .variables()
+            .into_iter()
+            .filter_map(|(n, t)| n.strip_prefix(prefix).map(|s| (s.to_string(), t)))
+            .collect();
+        checkpoint::save(&self.encoder(), &tensors, HashMap::new())?;
+        Ok(())
+    }
+
+    /// Appends one JSON line to `metrics.jsonl`.
+    pub fn log(&self, line: &serde_json::Value) -> anyhow::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.metrics())
+            .with_context(|| format!("cannot append to {}", self.metrics().display()))?;
+        writeln!(f, "{line}")?;
+        Ok(())
+    }
+}
+
+/// A loaded checkpoint: its state and its tensors by group.
+pub struct LoadedCheckpoint {
+    pub state: RunState,
+    pub model: HashMap<String, Tensor>,
+    pub optim: Vec<(String, Tensor)>,
+}
+
+/// Reads a checkpoint written by [`RunDir::save_checkpoint`].
+pub fn load_checkpoint(path: &Path) -> anyhow::Result<LoadedCheckpoint> {
+    let (tensors, meta) = checkpoint::load(path)?;
+    let Some(state) = meta.get(STATE_KEY) else {
+        bail!(
+            "{} has no selfsup run state: it is not a selfsup checkpoint",
+            path.display()
+        );
+    };
+    let state: RunState = serde_json::from_str(state).with_context(|| {
+        format!(
+            "the run state in {} cannot be read (from another selfsup version?)",
+            path.display()
+        )
+    })?;
+    let mut model = HashMap::new();
+    let mut optim = Vec::new();
+    for (name, t) in tensors {
+        if let Some(n) = name.strip_prefix("model.") {
+            model.insert(n.to_string(), t);
+        } else if let Some(n) = name.strip_prefix("optim.momentum.") {
+            optim.push((n.to_string(), t));
+        }
+    }
+    Ok(LoadedCheckpoint {
+        state,
+        model,
+        optim,
+    })
+}
+
+/// Copies checkpoint tensors into the store's variables; every variable must be present with
+/// its shape, else the error names it (e.g. a checkpoint of another backbone).
+pub fn restore_variables(
+    vs: &VarStore,
+    model: &HashMap<String, Tensor>,
+    origin: &Path,
+) -> anyhow::Result<()> {
+    let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, mut var) in vars {
+        let src = model.get(&name).with_context(|| {
+            format!(
+                "{} has no tensor {name}: it was written for another model",
+                origin.display()
+            )
+        })?;
+        if src.size() != var.size() {
+            bail!(
+                "{}: {name} is {:?} there but this model needs {:?}: it was written for another model (depth/width/stem)",
+                origin.display(),
+                src.size(),
+                var.size()
+            );
+        }
+        tch::no_grad(|| var.copy_(src));
+    }
+    Ok(())
+}

@@ -1,0 +1,191 @@
+//! The `selfsup` binary as a user runs it: tiny synthetic runs, bad flags, kill and resume.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn selfsup() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_selfsup"))
+}
+
+/// Settings for a run of a few seconds on tiny synthetic images.
+fn tiny(out: &Path) -> Vec<String> {
+    [
+        "--out",
+        out.to_str().unwrap(),
+        "--width",
+        "0.0625",
+        "--batch-size",
+        "16",
+        "--threads",
+        "1",
+        "--set",
+        "data.synthetic_train_per_class=8",
+        "--set",
+        "data.synthetic_test_per_class=4",
+        "--set",
+        "data.synthetic_size=16",
+        "--set",
+        "eval.linear_epochs=2",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("selfsup runs")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn pretrain_eval_embed_on_tiny_synthetic_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let o = run(selfsup()
+        .arg("pretrain")
+        .args(tiny(&out))
+        .args(["--epochs", "2", "--linear"]));
+    assert!(o.status.success(), "{}", text(&o));
+    let t = text(&o);
+    assert!(
+        t.contains("kNN top-1") && t.contains("linear probe top-1"),
+        "{t}"
+    );
+    for f in [
+        "checkpoint.safetensors",
+        "encoder.safetensors",
+        "config.toml",
+        "metrics.jsonl",
+    ] {
+        assert!(out.join(f).exists(), "missing {f}");
+    }
+    // 80 images / batch 16 = 5 steps per epoch, 2 epochs; one metrics line per 10 steps + eval.
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let last: serde_json::Value = serde_json::from_str(metrics.lines().nth(0).unwrap()).unwrap();
+    assert_eq!(last["step"], 10);
+    assert!(last["loss"].as_f64().unwrap().is_finite());
+
+    let o = run(selfsup().args(["eval", "--run", out.to_str().unwrap(), "--method", "knn"]));
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("kNN top-1"));
+
+    // Embed a small image folder.
+    let imgs = dir.path().join("imgs");
+    std::fs::create_dir(&imgs).unwrap();
+    for i in 0..3u8 {
+        image::RgbImage::from_pixel(20, 20, image::Rgb([i * 80, 10, 200]))
+            .save(imgs.join(format!("{i}.png")))
+            .unwrap();
+    }
+    let npy = dir.path().join("emb.npy");
+    let o = run(selfsup()
+        .args([
+            "embed",
+            "--run",
+            out.to_str().unwrap(),
+            "--data",
+            imgs.to_str().unwrap(),
+        ])
+        .args(["--out", npy.to_str().unwrap(), "--image-size", "16"]));
+    assert!(o.status.success(), "{}", text(&o));
+    let bytes = std::fs::read(&npy).unwrap();
+    assert!(bytes.starts_with(b"\x93NUMPY"));
+    let header = String::from_utf8_lossy(&bytes[10..80]);
+    assert!(header.contains("'shape': (3, 32)"), "{header}"); // D = 512 × 0.0625
+    let csv = std::fs::read_to_string(dir.path().join("emb.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 4);
+    assert!(csv.lines().nth(1).unwrap().starts_with("0,0.png,"), "{csv}");
+}
+
+#[test]
+fn bad_flags_and_values_get_one_clear_message() {
+    let o = run(selfsup().args(["pretrain", "--no-such-flag"]));
+    assert!(!o.status.success());
+    assert!(text(&o).contains("--no-such-flag"));
+    let dir = tempfile::tempdir().unwrap();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["pretrain", "--data", "/no/such/folder"],
+            "/no/such/folder",
+        ),
+        (vec!["pretrain", "--temperature", "0"], "temperature"),
+        (
+            vec!["pretrain", "--set", "optim.learning_rate=1"],
+            "optim.learning_rate",
+        ),
+        (vec!["pretrain", "--width=-1"], "width"),
+        (vec!["eval", "--run", "/no/such/run"], "/no/such/run"),
+    ];
+    for (args, needle) in cases {
+        let o = run(selfsup().current_dir(dir.path()).args(&args));
+        let t = text(&o);
+        assert!(!o.status.success(), "{args:?} succeeded");
+        assert!(t.contains(needle) && t.contains("error:"), "{args:?}: {t}");
+        assert!(!t.contains("panicked"), "{args:?}: {t}");
+    }
+    // Nothing was written for runs that failed validation.
+    assert!(!dir.path().join("runs").exists());
+}
+
+#[test]
+fn batch_larger_than_the_data_is_refused_before_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let mut args = tiny(&out);
+    args.extend(["--batch-size".into(), "1000".into()]);
+    let o = run(selfsup().arg("pretrain").args(args));
+    assert!(!o.status.success());
+    assert!(text(&o).contains("batch-size"), "{}", text(&o));
+}
+
+#[test]
+fn sigkill_then_resume_finishes_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let mut args = tiny(&out);
+    args.extend(
+        [
+            "--epochs",
+            "40",
+            "--set",
+            "train.checkpoint_every=2",
+            "--no-eval",
+        ]
+        .map(String::from),
+    );
+    let mut child = selfsup()
+        .arg("pretrain")
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let ckpt = out.join("checkpoint.safetensors");
+    let start = Instant::now();
+    while !ckpt.exists() && start.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(ckpt.exists(), "no checkpoint was written");
+    // Without --resume the folder is protected.
+    let o = run(selfsup().arg("pretrain").args(&args));
+    assert!(
+        !o.status.success() && text(&o).contains("--resume"),
+        "{}",
+        text(&o)
+    );
+    let o = run(selfsup().arg("pretrain").args(&args).arg("--resume"));
+    assert!(o.status.success(), "{}", text(&o));
+    let t = text(&o);
+    assert!(t.contains("resuming") && t.contains("(of 200)"), "{t}");
+}
