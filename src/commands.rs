@@ -265,7 +265,7 @@ pub fn demo(a: &ConfigArgs) -> anyhow::Result<()> {
     }
     // Demo defaults (each still overridable): a short run that fits in about two minutes on 2 cores.
     let mut set = vec![
-        "train.epochs=8".to_string(),
+        "train.epochs=6".to_string(),
         "train.batch_size=128".into(),
         "optim.lr=0.2".into(),
     ];
