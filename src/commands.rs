@@ -1,6 +1,6 @@
 //! What each subcommand does, on top of the library.
 
-use crate::{open_run, ConfigArgs, EmbedArgs, EvalArgs, PretrainArgs};
+use crate::{open_run, BenchArgs, ConfigArgs, EmbedArgs, EvalArgs, PretrainArgs};
 use anyhow::Context;
 use selfsup::config::TrainConfig;
 use selfsup::data::{Dataset, Splits};
@@ -308,5 +308,61 @@ pub fn demo(a: &ConfigArgs) -> anyhow::Result<()> {
         t0.elapsed().as_secs_f64() / 60.0,
         run.dir.display()
     );
+    Ok(())
+}
+
+pub fn bench(a: &BenchArgs) -> anyhow::Result<()> {
+    use selfsup::bench;
+    let cfg = a.config.load()?;
+    train::set_threads(cfg.train.threads);
+    let t = Instant::now();
+    let splits = train::load_data(&cfg)?;
+    let load_s = t.elapsed().as_secs_f64();
+    describe(&splits, &cfg);
+    let images = &splits.train.images;
+    let size = train::input_size(images.height, images.width);
+    let b = cfg.train.batch_size;
+    let m = &cfg.model;
+    println!(
+        "selfsup bench: {} ResNet-{} width {} {} stem, batch {b} ({} views of {size}x{size}), \
+         threads {}, {}",
+        cfg.method.name,
+        m.depth,
+        m.width,
+        format!("{:?}", m.stem).to_lowercase(),
+        2 * b,
+        tch::get_num_threads(),
+        if m.channels_last { "channels_last" } else { "NCHW" }
+    );
+    let loaded = splits.train.len() + splits.test.as_ref().map_or(0, |t| t.len());
+    println!(
+        "load+decode: {:.0} images/s ({loaded} images, all splits, in {load_s:.1} s)",
+        loaded as f64 / load_s
+    );
+    let aug = bench::time_augmentation(&cfg, images, b, 5);
+    println!("augmentation (two views): {aug:.0} images/s");
+    let f = bench::time_train_step(&cfg, b, size, a.warm, a.steps)?;
+    println!(
+        "train_views_per_s={:.1} fwd_views_per_s={:.1} step_s={:.3} loss_first={:.4} loss_last={:.4}",
+        f.train_views_per_s, f.forward_views_per_s, f.step_s, f.loss_first, f.loss_last
+    );
+    if a.e2e_steps > 0 {
+        let e = bench::time_end_to_end(
+            &cfg,
+            std::sync::Arc::new(images.clone()),
+            a.warm,
+            a.e2e_steps,
+        )?;
+        println!(
+            "end_to_end_images_per_s={:.1} ({:.0} views/s, {:.0} % of the training step), loader wait {:.1} ms/step",
+            e.images_per_s,
+            2.0 * e.images_per_s,
+            100.0 * 2.0 * e.images_per_s / f.train_views_per_s,
+            1e3 * e.wait_s
+        );
+    }
+    if let Some(rss) = bench::peak_rss_mib() {
+        println!("peak_rss_mb={rss:.0}");
+    }
     Ok(())
 }

@@ -4,6 +4,7 @@
 //! `data` → `augment` → `backbone` → `head` → `loss` → `method` → `optim` → `train` → `eval`.
 
 pub mod augment;
+pub mod bench;
 pub mod backbone;
 pub mod checkpoint;
 pub mod config;

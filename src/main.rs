@@ -30,6 +30,8 @@ enum Command {
     Embed(EmbedArgs),
     /// The built-in demo (the default): synthetic shapes, kNN before and after pretraining.
     Demo(ConfigArgs),
+    /// Throughput: training-step and forward views/s, augmentation and end-to-end images/s, peak RSS.
+    Bench(BenchArgs),
 }
 
 /// Settings shared by every command: a TOML file and overrides. Flags are overrides too.
@@ -174,6 +176,21 @@ pub struct EmbedArgs {
     image_size: Option<usize>,
 }
 
+#[derive(Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Timed training steps (after the warm-up steps); the median is reported.
+    #[arg(long, default_value_t = 6)]
+    steps: usize,
+    /// Untimed warm-up steps.
+    #[arg(long, default_value_t = 2)]
+    warm: usize,
+    /// Timed steps of the end-to-end loop (loader + step) on the data; 0 skips it.
+    #[arg(long, default_value_t = 10)]
+    e2e_steps: usize,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command.unwrap_or(Command::Demo(ConfigArgs::default())) {
@@ -181,6 +198,7 @@ fn main() -> ExitCode {
         Command::Eval(a) => commands::eval(&a),
         Command::Embed(a) => commands::embed(&a),
         Command::Demo(a) => commands::demo(&a),
+        Command::Bench(a) => commands::bench(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
