@@ -99,12 +99,7 @@ pub fn time_train_step(
 }
 
 /// Images per second turned into two augmented views (median of `reps` batches of `batch`).
-pub fn time_augmentation(
-    cfg: &TrainConfig,
-    images: &ImageStore,
-    batch: usize,
-    reps: usize,
-) -> f64 {
+pub fn time_augmentation(cfg: &TrainConfig, images: &ImageStore, batch: usize, reps: usize) -> f64 {
     let size = crate::train::input_size(images.height, images.width);
     let recipe = view_recipe(cfg, size);
     let b = batch.min(images.len());

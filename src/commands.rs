@@ -332,7 +332,11 @@ pub fn bench(a: &BenchArgs) -> anyhow::Result<()> {
         format!("{:?}", m.stem).to_lowercase(),
         2 * b,
         tch::get_num_threads(),
-        if m.channels_last { "channels_last" } else { "NCHW" }
+        if m.channels_last {
+            "channels_last"
+        } else {
+            "NCHW"
+        }
     );
     let loaded = splits.train.len() + splits.test.as_ref().map_or(0, |t| t.len());
     println!(

@@ -128,6 +128,19 @@ pub struct MethodConfig {
     pub name: String,
     /// Temperature τ of the contrastive loss. Default 0.5 (lightly's SimCLR CIFAR benchmark).
     pub temperature: f64,
+    /// The two-view loss, by name (`selfsup pretrain --loss`): nt_xent, nt_xent_tiled, dcl,
+    /// info_nce, info_nce_tiled, n_pair, triplet, margin, barlow_twins, vicreg. Default "nt_xent".
+    pub loss: String,
+    /// Margin m of the triplet and margin losses, on L2-normalised embeddings. Default 0.5.
+    pub margin: f64,
+    /// Barlow Twins off-diagonal weight λ. Default 5e-3 (the paper).
+    pub barlow_lambda: f64,
+    /// VICReg weights (invariance, variance, covariance). Default [25, 25, 1] (the paper).
+    pub vicreg_weights: [f64; 3],
+    /// N-pair embedding-norm regulariser λ. Default 0.002 (Sohn 2016).
+    pub n_pair_l2: f64,
+    /// Rows per block of the tiled losses; 0 picks blocks of about 2²⁴ similarities. Default 0.
+    pub tile_rows: usize,
 }
 
 impl Default for MethodConfig {
@@ -135,7 +148,31 @@ impl Default for MethodConfig {
         MethodConfig {
             name: "simclr".into(),
             temperature: 0.5,
+            loss: "nt_xent".into(),
+            margin: 0.5,
+            barlow_lambda: 5e-3,
+            vicreg_weights: [25.0, 25.0, 1.0],
+            n_pair_l2: 0.002,
+            tile_rows: 0,
         }
+    }
+}
+
+impl MethodConfig {
+    /// The configured two-view loss; an unknown or unsuitable name is an error naming the choices.
+    pub fn two_view_loss(&self) -> Result<crate::loss::TwoViewLoss, String> {
+        crate::loss::TwoViewLoss::new(
+            &self.loss,
+            crate::loss::two_view::LossParams {
+                temperature: self.temperature,
+                margin: self.margin,
+                barlow_lambda: self.barlow_lambda,
+                vicreg_weights: self.vicreg_weights,
+                n_pair_l2: self.n_pair_l2,
+                tile_rows: self.tile_rows,
+            },
+        )
+        .map_err(|e| format!("method.loss: {e}"))
     }
 }
 
@@ -280,6 +317,23 @@ impl TrainConfig {
                 "method.temperature is {}: it must be > 0 (e.g. 0.5)",
                 self.method.temperature
             ));
+        }
+        let m = &self.method;
+        m.two_view_loss().map_err(ConfigError::Invalid)?;
+        for (what, v) in [
+            ("method.margin", m.margin),
+            ("method.barlow_lambda", m.barlow_lambda),
+            ("method.n_pair_l2", m.n_pair_l2),
+        ]
+        .into_iter()
+        .chain(
+            m.vicreg_weights
+                .iter()
+                .map(|&w| ("method.vicreg_weights", w)),
+        ) {
+            if !(v.is_finite() && v >= 0.0) {
+                return bad(format!("{what} is {v}: it must be ≥ 0"));
+            }
         }
         let o = &self.optim;
         if !(o.lr.is_finite() && o.lr > 0.0) {

@@ -4,8 +4,8 @@
 //! `data` → `augment` → `backbone` → `head` → `loss` → `method` → `optim` → `train` → `eval`.
 
 pub mod augment;
-pub mod bench;
 pub mod backbone;
+pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod data;

@@ -59,6 +59,10 @@ pub struct ConfigArgs {
     /// NT-Xent temperature τ [method.temperature, default 0.5].
     #[arg(long)]
     temperature: Option<f64>,
+    /// Two-view loss: nt_xent, nt_xent_tiled, dcl, info_nce, info_nce_tiled, n_pair, triplet,
+    /// margin, barlow_twins, vicreg [method.loss, default nt_xent].
+    #[arg(long)]
+    loss: Option<String>,
     /// ResNet depth: 18, 34 or 50 [model.depth, default 18].
     #[arg(long)]
     depth: Option<usize>,
@@ -111,6 +115,7 @@ impl ConfigArgs {
             "method.temperature",
             self.temperature.map(|v| format!("{v:?}")),
         );
+        push("method.loss", self.loss.as_ref().map(|v| format!("{v:?}")));
         push("model.depth", self.depth.map(|v| v.to_string()));
         push("model.width", self.width.map(|v| format!("{v:?}")));
         push("model.stem", self.stem.as_ref().map(|v| format!("{v:?}")));

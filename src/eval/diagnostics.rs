@@ -40,6 +40,51 @@ pub fn effective_rank(z: &Tensor) -> f64 {
     h.exp()
 }
 
+/// Alignment (Wang & Isola 2020, eq. 4 with α = 2): mean squared distance between the
+/// normalised embeddings of positive pairs; 0 when the two views agree exactly.
+/// ```text
+/// align = 1/K Σ_k ‖u_k − v_k‖²,   u = z_a/‖z_a‖, v = z_b/‖z_b‖      (in [0, 4])
+/// ```
+/// # Shapes
+/// `z_a`, `z_b`: [K, D] → f64
+pub fn alignment(z_a: &Tensor, z_b: &Tensor) -> f64 {
+    let u = normalized(z_a);
+    let v = normalized(z_b);
+    (u - v)
+        .pow_tensor_scalar(2)
+        .sum_dim_intlist([1i64].as_slice(), false, Kind::Double)
+        .mean(Kind::Double)
+        .double_value(&[])
+}
+
+/// Uniformity (Wang & Isola 2020, eq. 5 with t = 2): log of the mean Gaussian potential between
+/// distinct normalised embeddings; −4 is the ideal of points spread over a high-dimensional
+/// sphere, 0 is complete collapse.
+/// ```text
+/// unif = log( 1/(N(N−1)) Σ_{i≠j} exp(−2 ‖u_i − u_j‖²) )
+/// ```
+/// # Shapes
+/// `z`: [N, D], N ≥ 2 → f64
+pub fn uniformity(z: &Tensor) -> f64 {
+    let u = normalized(z);
+    let n = u.size()[0];
+    if n < 2 {
+        return f64::NAN;
+    }
+    // ‖u_i − u_j‖² = 2 − 2 u_i·u_j for unit rows
+    let sq = (u.matmul(&u.tr()) * -2.0 + 2.0).clamp_min(0.0); // [N, N]
+    let k = (sq * -2.0).exp();
+    let off_diagonal = k.sum(Kind::Double) - k.diagonal(0, 0, 1).sum(Kind::Double);
+    (off_diagonal / (n * (n - 1)) as f64)
+        .log()
+        .double_value(&[])
+}
+
+fn normalized(z: &Tensor) -> Tensor {
+    let z = z.detach().to_kind(Kind::Double);
+    &z / z.norm_scalaropt_dim(2, [1], true).clamp_min(1e-12)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -64,5 +109,23 @@ mod tests {
         let iso = Tensor::randn([4096, 8], (Kind::Float, Device::Cpu));
         let r = effective_rank(&iso);
         assert!(r > 7.8 && r <= 8.0 + 1e-9, "{r}");
+    }
+
+    #[test]
+    fn alignment_and_uniformity_closed_forms() {
+        tch::manual_seed(3);
+        let z = Tensor::randn([50, 8], (Kind::Float, Device::Cpu));
+        assert!(alignment(&z, &(&z * 2.0)) < 1e-10);
+        // opposite views: ‖u − (−u)‖² = 4
+        assert!((alignment(&z, &(-&z)) - 4.0).abs() < 1e-6);
+        // collapse: every distance 0 → log 1 = 0
+        let same = Tensor::ones([10, 4], (Kind::Float, Device::Cpu));
+        assert!(uniformity(&same).abs() < 1e-9);
+        // two antipodal points: exp(−2·4) → −8
+        let pair = Tensor::from_slice(&[1.0f32, 0.0, -1.0, 0.0]).view([2, 2]);
+        assert!((uniformity(&pair) + 8.0).abs() < 1e-9);
+        // random points in 8-D spread out: well below 0, above the antipodal bound
+        let u = uniformity(&z);
+        assert!(u < -2.0 && u > -8.0, "{u}");
     }
 }

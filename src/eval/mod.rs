@@ -6,7 +6,7 @@ pub mod features;
 pub mod knn;
 pub mod linear;
 
-pub use diagnostics::{effective_rank, embedding_std};
+pub use diagnostics::{alignment, effective_rank, embedding_std, uniformity};
 pub use features::extract_features;
 pub use knn::{knn_accuracy, knn_predict};
 pub use linear::{linear_probe, LinearProbe};

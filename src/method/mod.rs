@@ -15,6 +15,8 @@ pub struct StepOutput {
     pub loss: Tensor,
     /// Embeddings of the first view [K, D'], for collapse diagnostics (detached).
     pub embeddings: Tensor,
+    /// Embeddings of the second view [K, D'] (detached), for alignment.
+    pub embeddings_b: Tensor,
 }
 
 /// A self-supervised method: its loss on a batch of views, and the encoder it trains.

@@ -6,14 +6,15 @@ use super::{Method, StepOutput};
 use crate::backbone::ResNet;
 use crate::config::TrainConfig;
 use crate::head::Mlp;
-use crate::loss::nt_xent;
+use crate::loss::TwoViewLoss;
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
 pub struct SimClr {
     pub backbone: ResNet,
     pub projection: Mlp,
-    pub temperature: f64,
+    /// NT-Xent by default; any two-view loss of the catalogue (`method.loss`).
+    pub loss: TwoViewLoss,
 }
 
 impl SimClr {
@@ -29,14 +30,14 @@ impl SimClr {
         Ok(SimClr {
             backbone,
             projection,
-            temperature: cfg.method.temperature,
+            loss: cfg.method.two_view_loss().map_err(anyhow::Error::msg)?,
         })
     }
 }
 
 impl Method for SimClr {
     /// Both views go through f and g as one batch of 2K (BatchNorm sees both, as in SimCLR):
-    /// `z = g(f([x_a; x_b]))`, `L = NT-Xent(z[:K], z[K:], τ)`.
+    /// `z = g(f([x_a; x_b]))`, `L = NT-Xent(z[:K], z[K:], τ)` (or the configured loss).
     fn step(&self, views: &[Tensor]) -> anyhow::Result<StepOutput> {
         anyhow::ensure!(
             views.len() == 2,
@@ -48,10 +49,11 @@ impl Method for SimClr {
         let h = self.backbone.forward_t(&x, true); // [2K, D]
         let z = self.projection.forward_t(&h, true); // [2K, 128]
         let (za, zb) = (z.narrow(0, 0, k), z.narrow(0, k, k)); // [K, 128] each
-        let loss = nt_xent(&za, &zb, self.temperature)?;
+        let loss = self.loss.compute(&za, &zb)?;
         Ok(StepOutput {
             loss,
             embeddings: za.detach(),
+            embeddings_b: zb.detach(),
         })
     }
 

@@ -11,7 +11,7 @@ use crate::augment::ViewRecipe;
 use crate::backbone::to_channels_last;
 use crate::config::TrainConfig;
 use crate::data::{self, Splits};
-use crate::eval::{embedding_std, features::nhwc_to_tensor};
+use crate::eval::{alignment, embedding_std, features::nhwc_to_tensor, uniformity};
 use crate::method::{self, Method};
 use crate::optim::{warmup_cosine, Sgd};
 use anyhow::{bail, Context};
@@ -219,6 +219,8 @@ pub fn pretrain(
             run.log(&serde_json::json!({
                 "step": done, "epoch": s / steps_per_epoch, "loss": loss, "lr": lr,
                 "images_per_s": ips, "embedding_std": embedding_std(&out.embeddings),
+                "alignment": alignment(&out.embeddings, &out.embeddings_b),
+                "uniformity": uniformity(&out.embeddings),
             }))?;
         }
         let epoch_end = done % steps_per_epoch == 0;
