@@ -74,6 +74,7 @@ pub fn time_train_step(
         opt.zero_grad();
         out.loss.backward();
         opt.step(cfg.optim.lr);
+        model.method.after_step(i as u64, (warm + steps) as u64);
         losses.push(out.loss.double_value(&[]));
         if i >= warm {
             times.push(t.elapsed().as_secs_f64());
@@ -155,8 +156,7 @@ pub fn time_end_to_end(
     let total = (warm + steps) as u64;
     let loader = Loader::spawn(
         images,
-        view_recipe(cfg, size),
-        2,
+        crate::train::view_recipes(cfg, size),
         b,
         cfg.train.seed,
         0,
@@ -184,6 +184,7 @@ pub fn time_end_to_end(
         opt.zero_grad();
         out.loss.backward();
         opt.step(cfg.optim.lr);
+        model.method.after_step(s, total);
     }
     let secs = t0.elapsed().as_secs_f64();
     Ok(EndToEnd {

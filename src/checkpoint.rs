@@ -138,8 +138,21 @@ pub fn from_bytes(
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect();
-        let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
-        out.push((name, Tensor::from_slice(&values).view(shape.as_slice())));
+        let shape: Vec<i64> = view
+            .shape()
+            .iter()
+            .map(|&d| i64::try_from(d))
+            .collect::<Result<_, _>>()
+            .map_err(|_| {
+                format!(
+                    "tensor {name} has a dimension too large: {:?}",
+                    view.shape()
+                )
+            })?;
+        let t = Tensor::from_slice(&values)
+            .f_view(shape.as_slice())
+            .map_err(|e| format!("tensor {name} of shape {:?}: {e}", view.shape()))?;
+        out.push((name, t));
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok((out, metadata))
@@ -149,6 +162,19 @@ pub fn from_bytes(
 mod tests {
     use super::*;
     use tch::Device;
+
+    #[test]
+    fn a_zero_size_tensor_with_a_huge_dimension_is_an_error_not_a_panic() {
+        // safetensors accepts shape [0, 2^64 − 1] (zero elements); it must not reach view().
+        let header =
+            r#"{"w":{"dtype":"F32","shape":[0,18446744073709551615],"data_offsets":[0,0]}}"#;
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend(header.as_bytes());
+        match from_bytes(&bytes) {
+            Err(e) => assert!(e.contains("w"), "{e}"),
+            Ok(_) => {} // a safetensors version that rejects it earlier is fine too
+        }
+    }
 
     #[test]
     fn round_trip_keeps_values_shapes_and_metadata() {

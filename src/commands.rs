@@ -47,10 +47,11 @@ fn print_eval(label: &str, r: &EvalReport) {
         .map(|a| format!(", linear probe top-1 {:.2} %", 100.0 * a))
         .unwrap_or_default();
     println!(
-        "{label}: kNN top-1 {:.2} %{linear} (feature std {:.3}, effective rank {:.1}; {:.0} s)",
+        "{label}: kNN top-1 {:.2} %{linear} (feature std {:.3}, effective rank {:.1}, uniformity {:.2}; {:.0} s)",
         100.0 * r.knn_top1,
         r.feature_std,
         r.feature_effective_rank,
+        r.feature_uniformity,
         r.seconds
     );
 }

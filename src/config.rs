@@ -63,6 +63,9 @@ pub struct DataConfig {
     pub synthetic_size: usize,
     /// Blur probability of the view recipe (SimCLR uses 0.5 on ImageNet, 0 on CIFAR). Default 0.
     pub blur_p: f32,
+    /// Smallest area fraction of the random resized crop (SimCLR: 0.08; MoCo's CIFAR recipes
+    /// use 0.2, which learns faster on short schedules). Default 0.08.
+    pub crop_min_scale: f32,
 }
 
 impl Default for DataConfig {
@@ -76,6 +79,7 @@ impl Default for DataConfig {
             synthetic_test_per_class: 100,
             synthetic_size: 32,
             blur_p: 0.0,
+            crop_min_scale: 0.08,
         }
     }
 }
@@ -141,6 +145,11 @@ pub struct MethodConfig {
     pub n_pair_l2: f64,
     /// Rows per block of the tiled losses; 0 picks blocks of about 2²⁴ similarities. Default 0.
     pub tile_rows: usize,
+    /// Starting momentum of the EMA target (BYOL) / key encoder (MoCo); it rises to 1 by a
+    /// cosine schedule over the run. Default 0.99.
+    pub ema_momentum: f64,
+    /// MoCo's queue of negative keys. Default 4096.
+    pub queue_size: usize,
 }
 
 impl Default for MethodConfig {
@@ -154,6 +163,8 @@ impl Default for MethodConfig {
             vicreg_weights: [25.0, 25.0, 1.0],
             n_pair_l2: 0.002,
             tile_rows: 0,
+            ema_momentum: 0.99,
+            queue_size: 4096,
         }
     }
 }
@@ -306,10 +317,29 @@ impl TrainConfig {
         if self.model.projection_dim < 1 || self.model.projection_hidden.is_some_and(|h| h < 1) {
             return bad("model.projection_dim and model.projection_hidden must be ≥ 1".into());
         }
-        if self.method.name != "simclr" {
+        if !crate::method::METHODS.contains(&self.method.name.as_str()) {
             return bad(format!(
-                "method.name is {:?}: the methods are: simclr",
-                self.method.name
+                "method.name is {:?}: the methods are: {}",
+                self.method.name,
+                crate::method::METHODS.join(", ")
+            ));
+        }
+        if self.method.name != "simclr" && self.method.loss != MethodConfig::default().loss {
+            return bad(format!(
+                "method.loss is {:?} but method {:?} has its own loss: --loss applies to simclr only",
+                self.method.loss, self.method.name
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.method.ema_momentum) {
+            return bad(format!(
+                "method.ema_momentum is {}: it must be in [0, 1] (e.g. 0.99)",
+                self.method.ema_momentum
+            ));
+        }
+        if !(1..=1 << 20).contains(&self.method.queue_size) {
+            return bad(format!(
+                "method.queue_size is {}: it must be between 1 and 1048576 (MoCo uses 4096–65536)",
+                self.method.queue_size
             ));
         }
         if !(self.method.temperature.is_finite() && self.method.temperature > 0.0) {
@@ -380,6 +410,12 @@ impl TrainConfig {
         }
         if self.data.image_size == Some(0) || self.data.synthetic_size < 8 {
             return bad("data.image_size must be ≥ 1 and data.synthetic_size ≥ 8".into());
+        }
+        let s = self.data.crop_min_scale;
+        if !(s > 0.0 && s <= 1.0) {
+            return bad(format!(
+                "data.crop_min_scale is {s}: it must be in (0, 1] (SimCLR uses 0.08)"
+            ));
         }
         if !(0.0..=1.0).contains(&self.data.blur_p) {
             return bad(format!(

@@ -59,7 +59,10 @@ pub struct ConfigArgs {
     /// NT-Xent temperature τ [method.temperature, default 0.5].
     #[arg(long)]
     temperature: Option<f64>,
-    /// Two-view loss: nt_xent, nt_xent_tiled, dcl, info_nce, info_nce_tiled, n_pair, triplet,
+    /// Method: simclr, moco, byol, simsiam, barlow_twins, vicreg [method.name, default simclr].
+    #[arg(long)]
+    method: Option<String>,
+    /// Two-view loss of simclr: nt_xent, nt_xent_tiled, dcl, info_nce, info_nce_tiled, n_pair, triplet,
     /// margin, barlow_twins, vicreg [method.loss, default nt_xent].
     #[arg(long)]
     loss: Option<String>,
@@ -114,6 +117,10 @@ impl ConfigArgs {
         push(
             "method.temperature",
             self.temperature.map(|v| format!("{v:?}")),
+        );
+        push(
+            "method.name",
+            self.method.as_ref().map(|v| format!("{v:?}")),
         );
         push("method.loss", self.loss.as_ref().map(|v| format!("{v:?}")));
         push("model.depth", self.depth.map(|v| v.to_string()));

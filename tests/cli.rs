@@ -1,49 +1,8 @@
-//! The `selfsup` binary as a user runs it: tiny synthetic runs, bad flags, kill and resume.
+//! The `selfsup` binary as a user runs it: tiny synthetic runs, bad flags and values.
 
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-fn selfsup() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_selfsup"))
-}
-
-/// Settings for a run of a few seconds on tiny synthetic images.
-fn tiny(out: &Path) -> Vec<String> {
-    [
-        "--out",
-        out.to_str().unwrap(),
-        "--width",
-        "0.0625",
-        "--batch-size",
-        "16",
-        "--threads",
-        "1",
-        "--set",
-        "data.synthetic_train_per_class=8",
-        "--set",
-        "data.synthetic_test_per_class=4",
-        "--set",
-        "data.synthetic_size=16",
-        "--set",
-        "eval.linear_epochs=2",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
-}
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.output().expect("selfsup runs")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use common::{run, selfsup, text, tiny};
 
 #[test]
 fn pretrain_eval_embed_on_tiny_synthetic_data() {
@@ -123,6 +82,21 @@ fn bad_flags_and_values_get_one_clear_message() {
         ),
         (vec!["pretrain", "--width=-1"], "width"),
         (vec!["eval", "--run", "/no/such/run"], "/no/such/run"),
+        (vec!["pretrain", "--loss", "ntxent"], "nt_xent_tiled"),
+        (vec!["pretrain", "--loss", "neg_cosine"], "predictor"),
+        (vec!["pretrain", "--method", "swav2"], "byol"),
+        (
+            vec!["pretrain", "--method", "byol", "--loss", "dcl"],
+            "simclr only",
+        ),
+        (
+            vec!["pretrain", "--set", "method.margin=-1"],
+            "method.margin",
+        ),
+        (
+            vec!["pretrain", "--set", "data.crop_min_scale=0"],
+            "crop_min_scale",
+        ),
     ];
     for (args, needle) in cases {
         let o = run(selfsup().current_dir(dir.path()).args(&args));
@@ -147,45 +121,71 @@ fn batch_larger_than_the_data_is_refused_before_training() {
 }
 
 #[test]
-fn sigkill_then_resume_finishes_the_run() {
+fn every_method_and_two_view_loss_trains_from_the_cli() {
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("run");
-    let mut args = tiny(&out);
-    args.extend(
-        [
-            "--epochs",
-            "40",
-            "--set",
-            "train.checkpoint_every=2",
-            "--no-eval",
-        ]
-        .map(String::from),
-    );
-    let mut child = selfsup()
-        .arg("pretrain")
-        .args(&args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let ckpt = out.join("checkpoint.safetensors");
-    let start = Instant::now();
-    while !ckpt.exists() && start.elapsed() < Duration::from_secs(60) {
-        std::thread::sleep(Duration::from_millis(20));
+    let runs: Vec<Vec<&str>> = vec![
+        vec!["--method", "moco", "--set", "method.queue_size=64"],
+        vec!["--method", "byol"],
+        vec!["--method", "simsiam"],
+        vec!["--method", "barlow_twins"],
+        vec!["--method", "vicreg"],
+        vec!["--loss", "dcl"],
+        vec!["--loss", "nt_xent_tiled", "--set", "method.tile_rows=5"],
+        vec!["--loss", "triplet"],
+    ];
+    for (i, extra) in runs.iter().enumerate() {
+        let out = dir.path().join(format!("run{i}"));
+        let o = run(selfsup()
+            .arg("pretrain")
+            .args(tiny(&out))
+            .args(["--epochs", "1"])
+            .args(extra));
+        let t = text(&o);
+        assert!(o.status.success(), "{extra:?}: {t}");
+        assert!(
+            t.contains("kNN top-1") && !t.contains("NaN"),
+            "{extra:?}: {t}"
+        );
+        let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+        assert!(
+            metrics.contains("\"uniformity\"") && metrics.contains("\"alignment\""),
+            "{extra:?}"
+        );
     }
-    std::thread::sleep(Duration::from_millis(300));
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
-    assert!(ckpt.exists(), "no checkpoint was written");
-    // Without --resume the folder is protected.
-    let o = run(selfsup().arg("pretrain").args(&args));
-    assert!(
-        !o.status.success() && text(&o).contains("--resume"),
-        "{}",
-        text(&o)
-    );
-    let o = run(selfsup().arg("pretrain").args(&args).arg("--resume"));
-    assert!(o.status.success(), "{}", text(&o));
+}
+
+#[test]
+fn bench_prints_every_figure() {
+    let o = run(selfsup().args([
+        "bench",
+        "--width",
+        "0.0625",
+        "--batch-size",
+        "8",
+        "--threads",
+        "1",
+        "--steps",
+        "1",
+        "--warm",
+        "0",
+        "--e2e-steps",
+        "1",
+        "--set",
+        "data.synthetic_train_per_class=2",
+        "--set",
+        "data.synthetic_test_per_class=1",
+        "--set",
+        "data.synthetic_size=16",
+    ]));
     let t = text(&o);
-    assert!(t.contains("resuming") && t.contains("(of 200)"), "{t}");
+    assert!(o.status.success(), "{t}");
+    for needle in [
+        "train_views_per_s=",
+        "fwd_views_per_s=",
+        "augmentation (two views):",
+        "end_to_end_images_per_s=",
+        "peak_rss_mb=",
+    ] {
+        assert!(t.contains(needle), "{needle} missing: {t}");
+    }
 }

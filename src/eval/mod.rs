@@ -42,6 +42,8 @@ pub struct EvalReport {
     /// Per-dimension std of the normalised test features (0 = collapsed).
     pub feature_std: f64,
     pub feature_effective_rank: f64,
+    /// Uniformity (Wang & Isola 2020) of up to 2048 test features (0 = collapsed, −4 = spread).
+    pub feature_uniformity: f64,
     pub seconds: f64,
 }
 
@@ -108,6 +110,7 @@ pub fn evaluate(
         linear_top1,
         feature_std: embedding_std(&fte),
         feature_effective_rank: effective_rank(&fte),
+        feature_uniformity: uniformity(&fte.narrow(0, 0, fte.size()[0].min(2048))),
         seconds: start.elapsed().as_secs_f64(),
     })
 }

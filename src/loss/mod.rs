@@ -9,6 +9,7 @@ pub mod n_pair;
 pub mod nce;
 pub mod neg_cosine;
 pub mod nt_xent;
+pub mod supcon;
 pub mod tiled;
 pub mod triplet;
 pub mod two_view;
@@ -22,6 +23,7 @@ pub use n_pair::n_pair;
 pub use nce::nce;
 pub use neg_cosine::negative_cosine;
 pub use nt_xent::nt_xent;
+pub use supcon::supcon;
 pub use tiled::{info_nce_in_batch_tiled, nt_xent_tiled};
 pub use triplet::{batch_all_triplet, batch_hard_triplet, triplet};
 pub use two_view::TwoViewLoss;
@@ -131,7 +133,7 @@ pub(crate) fn check_non_negative(what: &'static str, value: f64) -> Result<(), L
 }
 
 /// Row-wise L2 normalisation `u_i = z_i / max(‖z_i‖, 1e-12)`: [N, D] → [N, D].
-pub(crate) fn l2_normalize(z: &tch::Tensor) -> tch::Tensor {
+pub fn l2_normalize(z: &tch::Tensor) -> tch::Tensor {
     z / z.norm_scalaropt_dim(2, [1], true).clamp_min(1e-12)
 }
 

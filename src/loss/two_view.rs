@@ -31,6 +31,7 @@ pub const NOT_TWO_VIEW: &[(&str, &str)] = &[
         "it collapses without a predictor and stop-gradient: it is the loss of the BYOL/SimSiam methods",
     ),
     ("nce", "it needs noise samples from a known distribution: see examples/nce_word_pairs.rs"),
+    ("supcon", "it needs class labels: use the library's supcon (SupCon, Khosla et al. 2020)"),
     ("triplet_batch_all", "use `triplet` (batch-hard over pair ids) or the library's batch_all_triplet with labels"),
 ];
 

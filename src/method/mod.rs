@@ -1,9 +1,20 @@
 //! Methods: compositions of backbone + heads + loss, with the view recipe they train on.
 //! A registry maps the CLI name to the method.
 
+pub mod byol;
+pub mod ema;
+pub mod moco;
+pub mod queue;
 pub mod simclr;
+pub mod simsiam;
+pub mod sinkhorn;
 
+pub use byol::Byol;
+pub use ema::Ema;
+pub use moco::MoCo;
+pub use queue::Queue;
 pub use simclr::SimClr;
+pub use simsiam::SimSiam;
 
 use crate::backbone::ResNet;
 use crate::config::TrainConfig;
@@ -23,6 +34,9 @@ pub struct StepOutput {
 pub trait Method {
     /// Views: `views[v]` is [K, 3, H, W], view v of the same K images.
     fn step(&self, views: &[Tensor]) -> anyhow::Result<StepOutput>;
+    /// Called after every optimiser step (`step` = the step just taken, 0-based): momentum
+    /// updates of target networks, queue updates.
+    fn after_step(&self, _step: u64, _total_steps: u64) {}
     /// The encoder f whose features are evaluated and exported.
     fn encoder(&self) -> &ResNet;
     /// Name-space of the encoder's variables in the store (stripped on export).
@@ -31,16 +45,85 @@ pub trait Method {
     }
 }
 
-/// The names `method.name` accepts.
-pub const METHODS: &[&str] = &["simclr"];
+/// The names `method.name` accepts:
+/// - `simclr`: NT-Xent (or `method.loss`) on a 2-layer projection;
+/// - `moco`: MoCo v2, momentum key encoder + queue of `method.queue_size` negatives;
+/// - `byol`: predictor + EMA target, negative cosine;
+/// - `simsiam`: predictor + stop-gradient, negative cosine;
+/// - `barlow_twins`, `vicreg`: their losses on a 3-layer projector of width
+///   `model.projection_hidden` (default 4 × the encoder's features).
+pub const METHODS: &[&str] = &[
+    "simclr",
+    "moco",
+    "byol",
+    "simsiam",
+    "barlow_twins",
+    "vicreg",
+];
 
 /// Builds the method named in `cfg.method.name`, creating its variables in `vs`.
 pub fn build(vs: &nn::VarStore, cfg: &TrainConfig) -> anyhow::Result<Box<dyn Method>> {
     match cfg.method.name.as_str() {
-        "simclr" => Ok(Box::new(SimClr::new(&vs.root(), cfg)?)),
+        "simclr" | "barlow_twins" | "vicreg" => Ok(Box::new(SimClr::new(&vs.root(), cfg)?)),
+        "moco" => Ok(Box::new(MoCo::new(vs, cfg)?)),
+        "byol" => Ok(Box::new(Byol::new(vs, cfg)?)),
+        "simsiam" => Ok(Box::new(SimSiam::new(vs, cfg)?)),
         other => anyhow::bail!(
             "unknown method {other:?}: choose one of {}",
             METHODS.join(", ")
         ),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! Tiny settings and views for the methods' tests.
+    use super::Method;
+    use crate::config::TrainConfig;
+    use crate::optim::Sgd;
+    use tch::{nn, Device, Kind, Tensor};
+
+    /// ResNet-18 at width 1/8 with a 16-d projection, for method `name`.
+    pub fn tiny_config(name: &str) -> TrainConfig {
+        let mut cfg = TrainConfig::default();
+        cfg.method.name = name.into();
+        cfg.model.width = 0.125;
+        cfg.model.projection_dim = 16;
+        cfg.model.projection_hidden = Some(32);
+        tch::manual_seed(0);
+        cfg
+    }
+
+    /// Two views [k, 3, 16, 16] of k random images (the second slightly perturbed).
+    pub fn tiny_views(k: i64, seed: i64) -> Vec<Tensor> {
+        tch::manual_seed(seed);
+        let a = Tensor::randn([k, 3, 16, 16], (Kind::Float, Device::Cpu));
+        let b = &a + Tensor::randn([k, 3, 16, 16], (Kind::Float, Device::Cpu)) * 0.1;
+        vec![a, b]
+    }
+
+    /// Eight SGD steps on fixed views with `after_step`: every loss finite, the encoder's
+    /// weights move and its embeddings do not collapse.
+    pub fn train_a_few_steps(vs: &nn::VarStore, m: &dyn Method, _cfg: &TrainConfig) {
+        let views = tiny_views(16, 7);
+        let mut opt = Sgd::new(vs, 0.9, 0.0);
+        let w = vs.variables()["backbone.conv1.weight"].copy();
+        for s in 0..8 {
+            let out = m.step(&views).unwrap();
+            let l = out.loss.double_value(&[]);
+            assert!(l.is_finite(), "step {s}: loss {l}");
+            opt.zero_grad();
+            out.loss.backward();
+            opt.step(0.05);
+            m.after_step(s, 8);
+            assert!(
+                crate::eval::embedding_std(&out.embeddings) > 1e-3,
+                "step {s}: collapsed"
+            );
+        }
+        assert!(
+            !vs.variables()["backbone.conv1.weight"].equal(&w),
+            "the encoder did not move"
+        );
     }
 }

@@ -4,8 +4,9 @@
 
 use super::{Method, StepOutput};
 use crate::backbone::ResNet;
+use crate::config::MethodConfig;
 use crate::config::TrainConfig;
-use crate::head::Mlp;
+use crate::head::{Block, Mlp};
 use crate::loss::TwoViewLoss;
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
@@ -23,14 +24,39 @@ impl SimClr {
         let backbone =
             ResNet::new(&(p / "backbone"), &cfg.model.resnet()).map_err(anyhow::Error::msg)?;
         let d = backbone.out_dim();
-        let hidden = cfg.model.projection_hidden.unwrap_or(d);
-        let projection =
-            Mlp::simclr_projection(&(p / "projection"), d, hidden, cfg.model.projection_dim)
-                .map_err(anyhow::Error::msg)?;
+        let m = &cfg.method;
+        let (projection, loss_name) = match m.name.as_str() {
+            // Barlow Twins (§4, Table 14) and VICReg (§4.3) use a wide 3-layer projector.
+            "barlow_twins" | "vicreg" => {
+                let h = cfg.model.projection_hidden.unwrap_or(4 * d);
+                let blocks = [
+                    Block::new(d, h, true, true),
+                    Block::new(h, h, true, true),
+                    Block::new(h, h, false, false),
+                ];
+                (Mlp::new(&(p / "projection"), &blocks), m.name.clone())
+            }
+            _ => {
+                let hidden = cfg.model.projection_hidden.unwrap_or(d);
+                let proj = Mlp::simclr_projection(
+                    &(p / "projection"),
+                    d,
+                    hidden,
+                    cfg.model.projection_dim,
+                );
+                (proj, m.loss.clone())
+            }
+        };
+        let loss = MethodConfig {
+            loss: loss_name,
+            ..m.clone()
+        }
+        .two_view_loss()
+        .map_err(anyhow::Error::msg)?;
         Ok(SimClr {
             backbone,
-            projection,
-            loss: cfg.method.two_view_loss().map_err(anyhow::Error::msg)?,
+            projection: projection.map_err(anyhow::Error::msg)?,
+            loss,
         })
     }
 }

@@ -44,6 +44,25 @@ impl Sgd {
         }
     }
 
+    /// `sqrt(Σ_p ‖∂L/∂p‖²)` over the parameters that have a gradient: non-finite if any
+    /// gradient element is (NaN and ±∞ propagate through the sum).
+    pub fn grad_norm(&self) -> f64 {
+        let squares: Vec<Tensor> = self
+            .params
+            .iter()
+            .map(|(_, p)| p.grad())
+            .filter(|g| g.defined())
+            .map(|g| g.detach().norm().to_kind(tch::Kind::Double).square())
+            .collect();
+        if squares.is_empty() {
+            return 0.0;
+        }
+        Tensor::stack(&squares, 0)
+            .sum(tch::Kind::Double)
+            .sqrt()
+            .double_value(&[])
+    }
+
     /// One update with learning rate `lr`; parameters without a gradient are left alone.
     pub fn step(&mut self, lr: f64) {
         tch::no_grad(|| {
@@ -147,5 +166,22 @@ mod tests {
         assert!(
             opt.load_state(&[]).unwrap_err().contains("l.weight") || opt.load_state(&[]).is_err()
         );
+    }
+
+    #[test]
+    fn grad_norm_by_hand_and_non_finite_gradients_show() {
+        let vs = VarStore::new(Device::Cpu);
+        let a = vs.root().var_copy("a", &Tensor::from_slice(&[3.0f32]));
+        let b = vs.root().var_copy("b", &Tensor::from_slice(&[1.0f32, 2.0]));
+        let opt = Sgd::new(&vs, 0.9, 0.0);
+        assert_eq!(opt.grad_norm(), 0.0); // no gradient yet
+                                          // L = 2a + Σ b² → ∂a = 2, ∂b = (2, 4): norm √(4 + 4 + 16) = √24
+        (&a * 2.0 + (&b * &b).sum(Kind::Float))
+            .sum(Kind::Float)
+            .backward();
+        assert!((opt.grad_norm() - 24f64.sqrt()).abs() < 1e-5);
+        // L = sqrt(a − 3) at a = 3: ∂a = +∞
+        (&a - 3.0).sqrt().sum(Kind::Float).backward();
+        assert!(!opt.grad_norm().is_finite());
     }
 }

@@ -41,8 +41,7 @@ impl Loader {
     #[allow(clippy::too_many_arguments)]
     pub fn spawn(
         images: Arc<ImageStore>,
-        recipe: ViewRecipe,
-        num_views: usize,
+        recipes: Vec<ViewRecipe>,
         batch_size: usize,
         seed: u64,
         start: u64,
@@ -53,7 +52,7 @@ impl Loader {
         let handle = std::thread::spawn(move || {
             let n = images.len();
             let steps_per_epoch = (n / batch_size) as u64;
-            let view_len = batch_size * recipe.out_size * recipe.out_size * 3;
+            let view_len = batch_size * recipes[0].out_size * recipes[0].out_size * 3;
             let mut perm_epoch = u64::MAX;
             let mut perm = Vec::new();
             for step in start..end {
@@ -65,15 +64,17 @@ impl Loader {
                 }
                 let b = (step % steps_per_epoch) as usize;
                 let idx = &perm[b * batch_size..(b + 1) * batch_size];
-                let views = (0..num_views)
-                    .map(|v| {
+                let views = recipes
+                    .iter()
+                    .enumerate()
+                    .map(|(v, recipe)| {
                         let mut out = vec![0f32; view_len];
                         augment_batch(
                             &images.pixels,
                             images.height,
                             images.width,
                             idx,
-                            &recipe,
+                            recipe,
                             seed,
                             epoch,
                             v as u64,

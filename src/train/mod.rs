@@ -2,6 +2,7 @@
 //! learning rate, metrics as JSON lines, atomic checkpoints and exact resume.
 
 pub mod loader;
+pub mod memory;
 pub mod run_dir;
 
 pub use loader::Loader;
@@ -65,7 +66,20 @@ pub fn load_data(cfg: &TrainConfig) -> anyhow::Result<Splits> {
 pub fn view_recipe(cfg: &TrainConfig, size: usize) -> ViewRecipe {
     let mut r = ViewRecipe::simclr(size);
     r.blur_p = cfg.data.blur_p;
+    r.crop_scale.0 = cfg.data.crop_min_scale;
     r
+}
+
+/// The recipe of each of the two views. BYOL's are asymmetric (Grill et al. 2020, Table 6):
+/// the second view is blurred a tenth as often and solarized with probability 0.2.
+pub fn view_recipes(cfg: &TrainConfig, size: usize) -> Vec<ViewRecipe> {
+    let a = view_recipe(cfg, size);
+    let mut b = a.clone();
+    if cfg.method.name == "byol" {
+        b.blur_p = a.blur_p * 0.1;
+        b.solarize_p = 0.2;
+    }
+    vec![a, b]
 }
 
 /// The side of the square network input for a store of `h × w` images.
@@ -114,15 +128,21 @@ pub fn pretrain(
     resume: bool,
 ) -> anyhow::Result<PretrainReport> {
     let t = &cfg.train;
-    let run = RunDir::create(&t.out_dir)?;
-    let images = Arc::new(splits.train.images.clone());
-    let n = images.len();
+    let n = splits.train.len();
     if n < t.batch_size {
         bail!(
             "train.batch_size is {} but the training split has only {n} images: lower --batch-size to at most {n}",
             t.batch_size
         );
     }
+    let size = input_size(splits.train.images.height, splits.train.images.width);
+    if let Some(available) = memory::available_bytes() {
+        let tiled = cfg.method.loss.ends_with("_tiled");
+        memory::check_fits(&cfg.model.resnet(), size, t.batch_size, tiled, available)
+            .map_err(anyhow::Error::msg)?;
+    }
+    let run = RunDir::create(&t.out_dir)?;
+    let images = Arc::new(splits.train.images.clone());
     let steps_per_epoch = (n / t.batch_size) as u64;
     let total_steps = steps_per_epoch * t.epochs as u64;
     let warmup = (cfg.optim.warmup_epochs * steps_per_epoch as f64).round() as u64;
@@ -150,6 +170,7 @@ pub fn pretrain(
             .map_err(|e| anyhow::anyhow!("{}: {e}", ckpt.display()))?;
         state.step = loaded.state.step;
         state.train_seconds = loaded.state.train_seconds;
+        run.truncate_log_after(state.step)?;
         eprintln!(
             "resuming {} at step {}/{}",
             run.dir.display(),
@@ -157,17 +178,19 @@ pub fn pretrain(
             total_steps
         );
     } else {
+        // A fresh run: lines of an earlier attempt that never reached a checkpoint go.
+        run.truncate_log_after(0)?;
         write_run_config(&run, cfg)?;
     }
 
-    let size = input_size(images.height, images.width);
-    let recipe = view_recipe(cfg, size);
-    recipe.validate()?;
+    let recipes = view_recipes(cfg, size);
+    for r in &recipes {
+        r.validate()?;
+    }
     let start = state.step;
     let loader = Loader::spawn(
         images,
-        recipe,
-        2,
+        recipes,
         t.batch_size,
         t.seed,
         start,
@@ -207,7 +230,18 @@ pub fn pretrain(
         }
         opt.zero_grad();
         out.loss.backward();
+        let grad_norm = opt.grad_norm();
+        if !grad_norm.is_finite() {
+            bail!(
+                "the gradient became non-finite ({grad_norm}) at step {s} (epoch {}) with a finite loss {loss}: \
+                 training stopped before the update. The last good checkpoint is {} (step {}); lower optim.lr and resume",
+                s / steps_per_epoch,
+                ckpt.display(),
+                state.step
+            );
+        }
         opt.step(lr);
+        model.method.after_step(s, total_steps);
         last_loss = loss;
         bar.inc(1);
         let done = s + 1;
@@ -217,7 +251,7 @@ pub fn pretrain(
             window = (Instant::now(), done - start);
             bar.set_message(format!("loss {loss:.4} | {ips:.0} img/s"));
             run.log(&serde_json::json!({
-                "step": done, "epoch": s / steps_per_epoch, "loss": loss, "lr": lr,
+                "step": done, "epoch": s / steps_per_epoch, "loss": loss, "lr": lr, "grad_norm": grad_norm,
                 "images_per_s": ips, "embedding_std": embedding_std(&out.embeddings),
                 "alignment": alignment(&out.embeddings, &out.embeddings_b),
                 "uniformity": uniformity(&out.embeddings),
@@ -305,4 +339,23 @@ fn progress_bar(total: u64, start: u64) -> ProgressBar {
     bar.set_position(start);
     bar.reset_eta();
     bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byol_views_are_asymmetric_and_the_others_share_one_recipe() {
+        let mut cfg = TrainConfig::default();
+        cfg.data.blur_p = 1.0;
+        let r = view_recipes(&cfg, 32);
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[0], r[1]);
+        assert_eq!(r[0].crop_scale.0, cfg.data.crop_min_scale);
+        cfg.method.name = "byol".into();
+        let r = view_recipes(&cfg, 32);
+        assert_eq!((r[0].blur_p, r[0].solarize_p), (1.0, 0.0));
+        assert!((r[1].blur_p - 0.1).abs() < 1e-6 && r[1].solarize_p == 0.2);
+    }
 }

@@ -94,6 +94,29 @@ impl RunDir {
         Ok(())
     }
 
+    /// On resume from the checkpoint of step `step`: drops the metrics lines of later steps
+    /// (logged before an interruption, they will be logged again) and any line cut short by
+    /// the interruption, so that every step appears once. Rewritten atomically.
+    pub fn truncate_log_after(&self, step: u64) -> anyhow::Result<()> {
+        let path = self.metrics();
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            return Ok(()); // no log yet
+        };
+        let kept: String = text
+            .lines()
+            .filter(|l| {
+                serde_json::from_str::<serde_json::Value>(l)
+                    .ok()
+                    .and_then(|v| v.get("step").and_then(|s| s.as_u64()))
+                    .is_some_and(|s| s <= step)
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        write_atomic(&path, kept.as_bytes())
+            .with_context(|| format!("cannot rewrite {}", path.display()))?;
+        Ok(())
+    }
+
     /// Appends one JSON line to `metrics.jsonl`.
     pub fn log(&self, line: &serde_json::Value) -> anyhow::Result<()> {
         let mut f = std::fs::OpenOptions::new()

@@ -1,0 +1,120 @@
+//! BYOL (Grill et al. 2020, arXiv:2006.07733): an online network with a predictor regresses
+//! the projection of a momentum (EMA) target network; no negatives.
+
+use super::ema::Ema;
+use super::{Method, StepOutput};
+use crate::backbone::ResNet;
+use crate::config::TrainConfig;
+use crate::head::Mlp;
+use crate::loss::negative_cosine;
+use crate::optim::cosine_schedule;
+use tch::nn::{self, ModuleT};
+use tch::Tensor;
+
+pub struct Byol {
+    pub backbone: ResNet,
+    pub projection: Mlp,
+    /// q: `Linear(out, hidden) → BN → ReLU → Linear(hidden, out)`, online only.
+    pub predictor: Mlp,
+    target_backbone: ResNet,
+    target_projection: Mlp,
+    target: Ema,
+    base_momentum: f64,
+}
+
+impl Byol {
+    /// Online network under `backbone.*`, `projection.*`, `predictor.*`; target under `target.*`.
+    pub fn new(vs: &nn::VarStore, cfg: &TrainConfig) -> anyhow::Result<Self> {
+        let p = vs.root();
+        let r = cfg.model.resnet();
+        let e = anyhow::Error::msg;
+        let backbone = ResNet::new(&(&p / "backbone"), &r).map_err(e)?;
+        let d = backbone.out_dim();
+        let hidden = cfg.model.projection_hidden.unwrap_or(4 * d);
+        let out = cfg.model.projection_dim;
+        let projection = Mlp::simclr_projection(&(&p / "projection"), d, hidden, out).map_err(e)?;
+        let predictor = Mlp::simclr_projection(&(&p / "predictor"), out, hidden, out).map_err(e)?;
+        let t = &p / "target";
+        let target_backbone = ResNet::new(&(&t / "backbone"), &r).map_err(e)?;
+        let target_projection =
+            Mlp::simclr_projection(&(&t / "projection"), d, hidden, out).map_err(e)?;
+        let target = Ema::new(vs, "target.").map_err(e)?;
+        Ok(Byol {
+            backbone,
+            projection,
+            predictor,
+            target_backbone,
+            target_projection,
+            target,
+            base_momentum: cfg.method.ema_momentum,
+        })
+    }
+}
+
+impl Method for Byol {
+    /// `p = q(g(f(x)))` online, `z' = g'(f'(x))` target (no gradient), symmetric:
+    /// `L = ½ [D(p_a, z'_b) + D(p_b, z'_a)]`, D the negative cosine (lightly's byol.py).
+    fn step(&self, views: &[Tensor]) -> anyhow::Result<StepOutput> {
+        anyhow::ensure!(
+            views.len() == 2,
+            "BYOL takes 2 views per image, got {}",
+            views.len()
+        );
+        let k = views[0].size()[0];
+        let x = Tensor::cat(views, 0); // [2K, 3, H, W]
+        let z = self
+            .projection
+            .forward_t(&self.backbone.forward_t(&x, true), true); // [2K, D]
+        let p = self.predictor.forward_t(&z, true); // [2K, D]
+        let zt = tch::no_grad(|| {
+            self.target_projection
+                .forward_t(&self.target_backbone.forward_t(&x, true), true)
+        }); // [2K, D]
+        let (p_a, p_b) = (p.narrow(0, 0, k), p.narrow(0, k, k));
+        let (t_a, t_b) = (zt.narrow(0, 0, k), zt.narrow(0, k, k));
+        let loss = (negative_cosine(&p_a, &t_b)? + negative_cosine(&p_b, &t_a)?) * 0.5;
+        Ok(StepOutput {
+            loss,
+            embeddings: z.narrow(0, 0, k).detach(),
+            embeddings_b: z.narrow(0, k, k).detach(),
+        })
+    }
+
+    /// τ_m from `ema_momentum` (0.99) to 1 by cosine over the run (BYOL §3.2).
+    fn after_step(&self, step: u64, total_steps: u64) {
+        self.target
+            .update(cosine_schedule(step, total_steps, self.base_momentum, 1.0));
+    }
+
+    fn encoder(&self) -> &ResNet {
+        &self.backbone
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::method::testing::{tiny_config, tiny_views, train_a_few_steps};
+
+    #[test]
+    fn the_target_gets_no_gradient_and_follows_the_momentum_schedule() {
+        let cfg = tiny_config("byol");
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        let m = Byol::new(&vs, &cfg).unwrap();
+        let name = "projection.layers.0.linear.weight";
+        let online = vs.variables()[name].shallow_clone();
+        let target = vs.variables()[&format!("target.{name}")].shallow_clone();
+        assert!(online.equal(&target), "the target starts as a copy");
+        m.step(&tiny_views(8, 1)).unwrap().loss.backward();
+        assert!(online.grad().defined() && !target.grad().defined());
+        let before = target.copy();
+        tch::no_grad(|| online.shallow_clone().g_add_scalar_(1.0));
+        // halfway through the run m = 1 − (1 − 0.99)/2 = 0.995
+        m.after_step(50, 100);
+        let want = &before * 0.995 + &online * 0.005;
+        assert!((target.copy() - &want).abs().max().double_value(&[]) < 1e-6);
+        m.after_step(100, 100); // m = 1 at the end: frozen
+        assert!((target.copy() - &want).abs().max().double_value(&[]) < 1e-6);
+        train_a_few_steps(&vs, &m, &cfg);
+    }
+}
