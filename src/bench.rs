@@ -154,7 +154,7 @@ pub fn time_end_to_end(
     let mut opt = Sgd::new(&model.vs, cfg.optim.momentum, cfg.optim.weight_decay);
     let size = crate::train::input_size(images.height, images.width);
     let total = (warm + steps) as u64;
-    let loader = Loader::spawn(
+    let mut loader = Loader::spawn(
         images,
         crate::train::view_recipes(cfg, size),
         b,

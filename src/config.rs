@@ -231,7 +231,8 @@ pub struct LoopConfig {
     pub checkpoint_every: usize,
     /// Append a metrics line every this many steps. Default 10.
     pub log_every: usize,
-    /// Batches prepared ahead on the background thread. Default 2.
+    /// Batches prepared ahead on a background thread; 0 augments in the training thread
+    /// between steps (measured within noise of 2 on 2 cores). Default 2.
     pub prefetch: usize,
 }
 
@@ -400,10 +401,8 @@ impl TrainConfig {
                 t.batch_size
             ));
         }
-        if t.checkpoint_every == 0 || t.log_every == 0 || t.prefetch == 0 {
-            return bad(
-                "train.checkpoint_every, train.log_every and train.prefetch must be ≥ 1".into(),
-            );
+        if t.checkpoint_every == 0 || t.log_every == 0 {
+            return bad("train.checkpoint_every and train.log_every must be ≥ 1".into());
         }
         if self.eval.knn_k == 0 || !(self.eval.knn_t > 0.0) || self.eval.batch_size == 0 {
             return bad("eval.knn_k and eval.batch_size must be ≥ 1 and eval.knn_t > 0".into());

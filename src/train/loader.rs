@@ -31,14 +31,75 @@ pub fn epoch_permutation(seed: u64, epoch: u64, n: usize) -> Vec<usize> {
     Rng::for_sample(seed, epoch, 0, PERMUTATION_STREAM).permutation(n)
 }
 
-/// A background producer of [`ViewBatch`]es for steps `start..end`, at most `prefetch` ahead.
+/// Makes the batches of steps `start..end` in order: a pure function of `(seed, step)`.
+struct BatchMaker {
+    images: Arc<ImageStore>,
+    recipes: Vec<ViewRecipe>,
+    batch_size: usize,
+    seed: u64,
+    next_step: u64,
+    end: u64,
+    /// The permutation of the epoch last used, cached.
+    perm: (u64, Vec<usize>),
+}
+
+impl BatchMaker {
+    fn next(&mut self) -> Option<ViewBatch> {
+        if self.next_step >= self.end {
+            return None;
+        }
+        let step = self.next_step;
+        self.next_step += 1;
+        let t = Instant::now();
+        let (n, b) = (self.images.len(), self.batch_size);
+        let steps_per_epoch = (n / b) as u64;
+        let epoch = step / steps_per_epoch;
+        if self.perm.0 != epoch {
+            self.perm = (epoch, epoch_permutation(self.seed, epoch, n));
+        }
+        let k = (step % steps_per_epoch) as usize;
+        let idx = &self.perm.1[k * b..(k + 1) * b];
+        let size = self.recipes[0].out_size;
+        let views = self
+            .recipes
+            .iter()
+            .enumerate()
+            .map(|(v, recipe)| {
+                let mut out = vec![0f32; b * size * size * 3];
+                let im = &self.images;
+                augment_batch(
+                    &im.pixels, im.height, im.width, idx, recipe, self.seed, epoch, v as u64,
+                    &mut out,
+                );
+                out
+            })
+            .collect();
+        Some(ViewBatch {
+            step,
+            views,
+            batch_size: b,
+            augment_s: t.elapsed().as_secs_f64(),
+        })
+    }
+}
+
+/// The producer of [`ViewBatch`]es for steps `start..end`: on a background thread at most
+/// `prefetch` batches ahead, or with `prefetch = 0` in the caller's thread when asked (on a
+/// machine whose cores the training step already fills, overlap buys nothing and the two
+/// thread pools only disturb each other: measure with `selfsup bench`).
 pub struct Loader {
-    rx: Receiver<ViewBatch>,
-    handle: Option<JoinHandle<()>>,
+    source: Source,
+}
+
+enum Source {
+    Background {
+        rx: Receiver<ViewBatch>,
+        handle: Option<JoinHandle<()>>,
+    },
+    InThread(Box<BatchMaker>),
 }
 
 impl Loader {
-    #[allow(clippy::too_many_arguments)]
     pub fn spawn(
         images: Arc<ImageStore>,
         recipes: Vec<ViewRecipe>,
@@ -48,71 +109,54 @@ impl Loader {
         end: u64,
         prefetch: usize,
     ) -> Self {
+        let mut maker = BatchMaker {
+            images,
+            recipes,
+            batch_size,
+            seed,
+            next_step: start,
+            end,
+            perm: (u64::MAX, Vec::new()),
+        };
+        if prefetch == 0 {
+            return Loader {
+                source: Source::InThread(Box::new(maker)),
+            };
+        }
         let (tx, rx) = sync_channel(prefetch);
         let handle = std::thread::spawn(move || {
-            let n = images.len();
-            let steps_per_epoch = (n / batch_size) as u64;
-            let view_len = batch_size * recipes[0].out_size * recipes[0].out_size * 3;
-            let mut perm_epoch = u64::MAX;
-            let mut perm = Vec::new();
-            for step in start..end {
-                let t = Instant::now();
-                let epoch = step / steps_per_epoch;
-                if epoch != perm_epoch {
-                    perm = epoch_permutation(seed, epoch, n);
-                    perm_epoch = epoch;
-                }
-                let b = (step % steps_per_epoch) as usize;
-                let idx = &perm[b * batch_size..(b + 1) * batch_size];
-                let views = recipes
-                    .iter()
-                    .enumerate()
-                    .map(|(v, recipe)| {
-                        let mut out = vec![0f32; view_len];
-                        augment_batch(
-                            &images.pixels,
-                            images.height,
-                            images.width,
-                            idx,
-                            recipe,
-                            seed,
-                            epoch,
-                            v as u64,
-                            &mut out,
-                        );
-                        out
-                    })
-                    .collect();
-                let batch = ViewBatch {
-                    step,
-                    views,
-                    batch_size,
-                    augment_s: t.elapsed().as_secs_f64(),
-                };
+            while let Some(batch) = maker.next() {
                 if tx.send(batch).is_err() {
                     return; // the trainer stopped early
                 }
             }
         });
         Loader {
-            rx,
-            handle: Some(handle),
+            source: Source::Background {
+                rx,
+                handle: Some(handle),
+            },
         }
     }
 
-    /// The next batch, or None when the producer is done.
-    pub fn next(&self) -> Option<ViewBatch> {
-        self.rx.recv().ok()
+    /// The next batch, or None when the steps are done.
+    pub fn next(&mut self) -> Option<ViewBatch> {
+        match &mut self.source {
+            Source::Background { rx, .. } => rx.recv().ok(),
+            Source::InThread(maker) => maker.next(),
+        }
     }
 }
 
 impl Drop for Loader {
     fn drop(&mut self) {
-        // Unblock the producer (its send fails once rx is gone) and wait for it.
-        let (_tx, rx) = sync_channel(1);
-        drop(std::mem::replace(&mut self.rx, rx));
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
+        if let Source::Background { rx, handle } = &mut self.source {
+            // Unblock the producer (its send fails once rx is gone) and wait for it.
+            let (_tx, new_rx) = sync_channel(1);
+            drop(std::mem::replace(rx, new_rx));
+            if let Some(h) = handle.take() {
+                let _ = h.join();
+            }
         }
     }
 }

@@ -188,7 +188,7 @@ pub fn pretrain(
         r.validate()?;
     }
     let start = state.step;
-    let loader = Loader::spawn(
+    let mut loader = Loader::spawn(
         images,
         recipes,
         t.batch_size,
