@@ -130,7 +130,8 @@ impl ModelConfig {
 pub struct MethodConfig {
     /// The method, by name: "simclr". Default "simclr".
     pub name: String,
-    /// Temperature τ of the contrastive loss. Default 0.5 (lightly's SimCLR CIFAR benchmark).
+    /// Temperature τ of the contrastive loss. Default 0.2: one-epoch CIFAR-10 runs gave kNN
+    /// 45.2 % at τ = 0.2 against 41.9 % at 0.5 (lightly's choice); solo-learn also uses 0.2.
     pub temperature: f64,
     /// The two-view loss, by name (`selfsup pretrain --loss`): nt_xent, nt_xent_tiled, dcl,
     /// info_nce, info_nce_tiled, n_pair, triplet, margin, barlow_twins, vicreg. Default "nt_xent".
@@ -156,7 +157,7 @@ impl Default for MethodConfig {
     fn default() -> Self {
         MethodConfig {
             name: "simclr".into(),
-            temperature: 0.5,
+            temperature: 0.2,
             loss: "nt_xent".into(),
             margin: 0.5,
             barlow_lambda: 5e-3,
@@ -190,7 +191,8 @@ impl MethodConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OptimConfig {
-    /// Peak learning rate of SGD. Default 0.12 (= 0.06 × batch/128, lightly's CIFAR recipe).
+    /// Peak learning rate of SGD. Default 0.3 (one-epoch CIFAR-10 runs at τ = 0.2: 0.3 and 0.12
+    /// tie; the 8-epoch 30-minute recipe of the README uses 0.3).
     pub lr: f64,
     /// Learning rate at the end of the cosine decay. Default 0.
     pub final_lr: f64,
@@ -205,7 +207,7 @@ pub struct OptimConfig {
 impl Default for OptimConfig {
     fn default() -> Self {
         OptimConfig {
-            lr: 0.12,
+            lr: 0.3,
             final_lr: 0.0,
             momentum: 0.9,
             weight_decay: 5e-4,

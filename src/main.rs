@@ -53,10 +53,10 @@ pub struct ConfigArgs {
     /// Images per step; each gives two views [train.batch_size, default 256].
     #[arg(long)]
     batch_size: Option<usize>,
-    /// Peak SGD learning rate [optim.lr, default 0.12].
+    /// Peak SGD learning rate [optim.lr, default 0.3].
     #[arg(long)]
     lr: Option<f64>,
-    /// NT-Xent temperature τ [method.temperature, default 0.5].
+    /// NT-Xent temperature τ [method.temperature, default 0.2].
     #[arg(long)]
     temperature: Option<f64>,
     /// Method: simclr, moco, byol, simsiam, barlow_twins, vicreg [method.name, default simclr].
