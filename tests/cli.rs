@@ -110,6 +110,20 @@ fn bad_flags_and_values_get_one_clear_message() {
 }
 
 #[test]
+fn an_output_folder_that_cannot_be_created_is_refused_before_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let o = run(selfsup().arg("pretrain").args(tiny(&file.join("run"))));
+    let t = text(&o);
+    assert!(
+        !o.status.success() && t.contains("a-file") && t.contains("--out"),
+        "{t}"
+    );
+    assert!(!t.contains("panicked") && !t.contains("pretrained"), "{t}");
+}
+
+#[test]
 fn batch_larger_than_the_data_is_refused_before_training() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");

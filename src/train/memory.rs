@@ -56,6 +56,21 @@ pub fn available_bytes() -> Option<f64> {
     Some(kib * 1024.0)
 }
 
+/// Refuses a MoCo queue of `size` keys of `dim` floats (kept twice: the queue and the step's
+/// snapshot) that does not fit in `available` bytes; returns the bytes left for the step.
+pub fn check_queue_fits(size: usize, dim: i64, available: f64) -> Result<f64, String> {
+    let need = 2.0 * 4.0 * size as f64 * dim as f64;
+    if need > available {
+        return Err(format!(
+            "a queue of {size} keys × {dim} dimensions needs about {:.1} GiB but {:.1} GiB of memory is \
+             available: lower method.queue_size",
+            gib(need),
+            gib(available)
+        ));
+    }
+    Ok(available - need)
+}
+
 fn gib(bytes: f64) -> f64 {
     bytes / (1u64 << 30) as f64
 }
@@ -149,6 +164,17 @@ mod tests {
         );
         let e = check_fits(&c, 4096, 1, false, 1e6).unwrap_err();
         assert!(e.contains("--image-size"), "{e}");
+    }
+
+    #[test]
+    fn a_queue_that_cannot_fit_is_refused_and_one_that_fits_leaves_the_rest() {
+        let left = check_queue_fits(4096, 128, 1e9).unwrap();
+        assert!((left - (1e9 - 8.0 * 4096.0 * 128.0)).abs() < 1.0);
+        let e = check_queue_fits(1 << 20, 128, 1e8).unwrap_err();
+        assert!(
+            e.contains("1048576 keys") && e.contains("queue_size"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -136,7 +136,15 @@ pub fn pretrain(
         );
     }
     let size = input_size(splits.train.images.height, splits.train.images.width);
-    if let Some(available) = memory::available_bytes() {
+    if let Some(mut available) = memory::available_bytes() {
+        if cfg.method.name == "moco" {
+            available = memory::check_queue_fits(
+                cfg.method.queue_size,
+                cfg.model.projection_dim,
+                available,
+            )
+            .map_err(anyhow::Error::msg)?;
+        }
         let tiled = cfg.method.loss.ends_with("_tiled");
         memory::check_fits(&cfg.model.resnet(), size, t.batch_size, tiled, available)
             .map_err(anyhow::Error::msg)?;
