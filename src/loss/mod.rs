@@ -69,16 +69,8 @@ pub(crate) fn check_pair(
     b: &tch::Tensor,
     min_rows: i64,
 ) -> Result<(), LossError> {
-    for (name, t) in [(a_name, a), (b_name, b)] {
-        let s = t.size();
-        if s.len() != 2 || s[0] < min_rows || s[1] < 1 {
-            return Err(LossError::BadShape {
-                name,
-                shape: s,
-                min_rows,
-            });
-        }
-    }
+    check_rows(a_name, a, min_rows)?;
+    check_rows(b_name, b, min_rows)?;
     if a.size() != b.size() {
         return Err(LossError::ShapeMismatch {
             a_name,

@@ -108,7 +108,7 @@ mod tests {
         m.step(&tiny_views(8, 1)).unwrap().loss.backward();
         assert!(online.grad().defined() && !target.grad().defined());
         let before = target.copy();
-        tch::no_grad(|| online.shallow_clone().g_add_scalar_(1.0));
+        let _ = tch::no_grad(|| online.shallow_clone().g_add_scalar_(1.0));
         // halfway through the run m = 1 − (1 − 0.99)/2 = 0.995
         m.after_step(50, 100);
         let want = &before * 0.995 + &online * 0.005;

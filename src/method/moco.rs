@@ -150,7 +150,7 @@ mod tests {
                 .defined(),
             "no gradient to the keys"
         );
-        tch::no_grad(|| query_var.shallow_clone().g_add_scalar_(0.5));
+        let _ = tch::no_grad(|| query_var.shallow_clone().g_add_scalar_(0.5));
         m.after_step(0, 10);
         assert_eq!(m.queue.ptr(), 16, "2K = 16 keys enqueued");
         assert!(!m
