@@ -6,19 +6,10 @@
 //! Run one form per process: peak RSS (Linux VmHWM) is per process. "extra" is the peak minus
 //! the resident memory just before the loss (inputs already allocated).
 
-use selfsup::bench::peak_rss_mib;
+use selfsup::bench::{peak_rss_mib, status_mib};
 use selfsup::loss::{nt_xent, nt_xent_tiled};
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
-
-fn rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        .map_or(f64::NAN, |kib| kib / 1024.0)
-}
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -40,7 +31,7 @@ fn main() {
     tch::manual_seed(0);
     let z = Tensor::randn([n, d], (Kind::Float, Device::Cpu)).set_requires_grad(true); // [2K, D]
     let (a, b) = (z.narrow(0, 0, n / 2), z.narrow(0, n / 2, n / 2));
-    let before = rss_mib();
+    let before = status_mib("VmRSS").unwrap_or(f64::NAN);
     let t = Instant::now();
     let loss = match mode {
         "plain" => nt_xent(&a, &b, 0.5),

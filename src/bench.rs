@@ -193,12 +193,20 @@ pub fn time_end_to_end(
     })
 }
 
-/// Peak resident memory of this process in MiB (Linux `VmHWM`), if known.
-pub fn peak_rss_mib() -> Option<f64> {
+/// A memory figure of this process in MiB from Linux `/proc/self/status` (`"VmHWM"`: peak
+/// resident, `"VmRSS"`: resident now), if known.
+pub fn status_mib(key: &str) -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status
+        .lines()
+        .find(|l| l.strip_prefix(key).is_some_and(|r| r.starts_with(':')))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
+}
+
+/// Peak resident memory of this process in MiB (Linux `VmHWM`), if known.
+pub fn peak_rss_mib() -> Option<f64> {
+    status_mib("VmHWM")
 }
 
 #[cfg(test)]
