@@ -1,18 +1,18 @@
 //! Throughput figures (`selfsup bench`), measured the way `../shared/bench/torch_simclr_step.py`
 //! measures PyTorch's: the median over timed steps after warm-up steps, same inputs every step.
 //!
-//! - training step: `2B` views `[2B, 3, S, S]` (random, fixed) → method step → backward → SGD;
+//! - training step: `2B` views `[2B, 3, S, S]` (random, fixed; plus the small multi-crop views
+//!   when configured) → the trainer's [`sgd_step`] (views/s counts the `2B` large views);
 //! - forward: the encoder alone in eval mode without gradients, on the same `2B` views;
 //! - augmentation: two SimCLR views of `B` stored images (decoding happens once, at load);
 //! - end to end: the real training loop's pieces (background loader + step + SGD) on a dataset.
 
 use crate::augment::augment_batch;
 use crate::config::TrainConfig;
-use crate::data::ImageStore;
+use crate::data::{Dataset, ImageStore};
 use crate::eval::features::nhwc_to_tensor;
 use crate::optim::Sgd;
-use crate::train::{build_model, view_recipe, Loader};
-use std::sync::Arc;
+use crate::train::{build_model, loader_data, sgd_step, view_recipe, view_recipes, Loader};
 use std::time::Instant;
 use tch::nn::ModuleT;
 use tch::{Device, Kind, Tensor};
@@ -63,24 +63,23 @@ pub fn time_train_step(
     anyhow::ensure!(steps >= 1, "bench needs at least one timed step");
     let model = build_model(cfg)?;
     let mut opt = Sgd::new(&model.vs, cfg.optim.momentum, cfg.optim.weight_decay);
-    let views = [
-        random_views(batch, size, cfg.model.channels_last),
-        random_views(batch, size, cfg.model.channels_last),
-    ];
+    let views: Vec<Tensor> = view_recipes(cfg, size)
+        .iter()
+        .map(|r| random_views(batch, r.out_size, cfg.model.channels_last))
+        .collect();
+    let labels = Tensor::arange(batch as i64, (Kind::Int64, Device::Cpu)).remainder(10);
+    let labels = model.method.uses_labels().then_some(&labels);
     let (mut times, mut losses) = (Vec::new(), Vec::new());
-    for i in 0..warm + steps {
+    let total = (warm + steps) as u64;
+    for i in 0..total {
         let t = Instant::now();
-        let out = model.method.step(&views)?;
-        opt.zero_grad();
-        out.loss.backward();
-        opt.step(cfg.optim.lr);
-        model.method.after_step(i as u64, (warm + steps) as u64);
-        losses.push(out.loss.double_value(&[]));
-        if i >= warm {
+        let done = sgd_step(&model, &mut opt, &views, labels, cfg.optim.lr, (i, total))?;
+        losses.push(done.loss);
+        if i >= warm as u64 {
             times.push(t.elapsed().as_secs_f64());
         }
     }
-    let x = Tensor::cat(&views, 0);
+    let x = Tensor::cat(&views[..2], 0);
     let mut fwd = Vec::new();
     tch::no_grad(|| {
         for _ in 0..3 {
@@ -137,26 +136,27 @@ pub struct EndToEnd {
     pub wait_s: f64,
 }
 
-/// The training loop (loader thread + step + SGD) for `warm + steps` steps on `images`.
+/// The training loop (loader thread + step + SGD) for `warm + steps` steps on `train`.
 pub fn time_end_to_end(
     cfg: &TrainConfig,
-    images: Arc<ImageStore>,
+    train: &Dataset,
     warm: usize,
     steps: usize,
 ) -> anyhow::Result<EndToEnd> {
     let b = cfg.train.batch_size;
     anyhow::ensure!(
-        images.len() >= b,
+        train.len() >= b,
         "the data has {} images, fewer than the batch size {b}",
-        images.len()
+        train.len()
     );
     let model = build_model(cfg)?;
     let mut opt = Sgd::new(&model.vs, cfg.optim.momentum, cfg.optim.weight_decay);
-    let size = crate::train::input_size(images.height, images.width);
+    let size = crate::train::input_size(train.images.height, train.images.width);
     let total = (warm + steps) as u64;
+    let data = loader_data(train, model.method.as_ref())?;
     let mut loader = Loader::spawn(
-        images,
-        crate::train::view_recipes(cfg, size),
+        data,
+        view_recipes(cfg, size),
         b,
         cfg.train.seed,
         0,
@@ -175,16 +175,15 @@ pub fn time_end_to_end(
             .next()
             .ok_or_else(|| anyhow::anyhow!("the loader stopped early"))?;
         wait += w.elapsed().as_secs_f64();
-        let views: Vec<Tensor> = batch
-            .views
-            .iter()
-            .map(|v| nhwc_to_tensor(v, b, size, cfg.model.channels_last))
-            .collect();
-        let out = model.method.step(&views)?;
-        opt.zero_grad();
-        out.loss.backward();
-        opt.step(cfg.optim.lr);
-        model.method.after_step(s, total);
+        let (views, labels) = batch.to_tensors(cfg.model.channels_last);
+        sgd_step(
+            &model,
+            &mut opt,
+            &views,
+            labels.as_ref(),
+            cfg.optim.lr,
+            (s, total),
+        )?;
     }
     let secs = t0.elapsed().as_secs_f64();
     Ok(EndToEnd {

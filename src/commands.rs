@@ -352,12 +352,7 @@ pub fn bench(a: &BenchArgs) -> anyhow::Result<()> {
         f.train_views_per_s, f.forward_views_per_s, f.step_s, f.loss_first, f.loss_last
     );
     if a.e2e_steps > 0 {
-        let e = bench::time_end_to_end(
-            &cfg,
-            std::sync::Arc::new(images.clone()),
-            a.warm,
-            a.e2e_steps,
-        )?;
+        let e = bench::time_end_to_end(&cfg, &splits.train, a.warm, a.e2e_steps)?;
         println!(
             "end_to_end_images_per_s={:.1} ({:.0} views/s, {:.0} % of the training step), loader wait {:.1} ms/step",
             e.images_per_s,

@@ -66,6 +66,14 @@ pub struct DataConfig {
     /// Smallest area fraction of the random resized crop (SimCLR: 0.08; MoCo's CIFAR recipes
     /// use 0.2, which learns faster on short schedules). Default 0.08.
     pub crop_min_scale: f32,
+    /// Multi-crop (SwAV, DINO only): small views per image besides the two large ones. Default 0
+    /// (solo-learn's CIFAR recipes; the papers use 6 on ImageNet).
+    pub small_crops: usize,
+    /// Side of the small views in pixels; 0: 3/7 of the large side (14 for 32 px). Default 0.
+    pub small_crop_size: usize,
+    /// Area range `[lo, hi]` of the small crops as a fraction of the image. Default [0.05, 0.14]
+    /// (SwAV).
+    pub small_crop_scale: (f32, f32),
 }
 
 impl Default for DataConfig {
@@ -80,6 +88,9 @@ impl Default for DataConfig {
             synthetic_size: 32,
             blur_p: 0.0,
             crop_min_scale: 0.08,
+            small_crops: 0,
+            small_crop_size: 0,
+            small_crop_scale: (0.05, 0.14),
         }
     }
 }
@@ -151,6 +162,17 @@ pub struct MethodConfig {
     pub ema_momentum: f64,
     /// MoCo's queue of negative keys. Default 4096.
     pub queue_size: usize,
+    /// Prototypes (SwAV) or output dimensions (DINO's head). Default 3000 (SwAV; solo-learn's
+    /// CIFAR recipes).
+    pub prototypes: usize,
+    /// Temperature of the softmax over prototype scores: SwAV's τ, DINO's student τ_s. Default 0.1.
+    pub prototype_temperature: f64,
+    /// SwAV's Sinkhorn-Knopp entropy ε (3 iterations). Default 0.05.
+    pub sinkhorn_epsilon: f64,
+    /// DINO's teacher temperature τ_t (sharpening). Default 0.04.
+    pub teacher_temperature: f64,
+    /// DINO's centre momentum: `c ← m·c + (1 − m)·mean(teacher outputs)`. Default 0.9.
+    pub center_momentum: f64,
 }
 
 impl Default for MethodConfig {
@@ -166,6 +188,11 @@ impl Default for MethodConfig {
             tile_rows: 0,
             ema_momentum: 0.99,
             queue_size: 4096,
+            prototypes: 3000,
+            prototype_temperature: 0.1,
+            sinkhorn_epsilon: 0.05,
+            teacher_temperature: 0.04,
+            center_momentum: 0.9,
         }
     }
 }
@@ -219,8 +246,12 @@ impl Default for OptimConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LoopConfig {
-    /// Passes over the training split. Default 10.
+    /// Passes over the training split. Default 10. With `minutes`, an upper bound.
     pub epochs: usize,
+    /// Wall-clock budget of training in minutes: the run measures its speed over its first
+    /// steps and fits its schedules to the steps that fit (see train/budget.rs). Unset: `epochs`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub minutes: Option<f64>,
     /// Images per step (each gives two views, so 2× this many go through the encoder). Default 256.
     pub batch_size: usize,
     /// Seed of the model initialisation, data order and augmentations. Default 0.
@@ -242,6 +273,7 @@ impl Default for LoopConfig {
     fn default() -> Self {
         LoopConfig {
             epochs: 10,
+            minutes: None,
             batch_size: 256,
             seed: 0,
             threads: 0,
@@ -353,6 +385,27 @@ impl TrainConfig {
         }
         let m = &self.method;
         m.two_view_loss().map_err(ConfigError::Invalid)?;
+        if !(2..=1 << 16).contains(&m.prototypes) {
+            return bad(format!(
+                "method.prototypes is {}: it must be between 2 and 65536 (SwAV uses 3000)",
+                m.prototypes
+            ));
+        }
+        for (what, v) in [
+            ("method.prototype_temperature", m.prototype_temperature),
+            ("method.sinkhorn_epsilon", m.sinkhorn_epsilon),
+            ("method.teacher_temperature", m.teacher_temperature),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return bad(format!("{what} is {v}: it must be > 0"));
+            }
+        }
+        if !(0.0..=1.0).contains(&m.center_momentum) {
+            return bad(format!(
+                "method.center_momentum is {}: it must be in [0, 1] (e.g. 0.9)",
+                m.center_momentum
+            ));
+        }
         for (what, v) in [
             ("method.margin", m.margin),
             ("method.barlow_lambda", m.barlow_lambda),
@@ -397,6 +450,13 @@ impl TrainConfig {
         if t.epochs == 0 {
             return bad("train.epochs is 0: it must be ≥ 1".into());
         }
+        if let Some(m) = t.minutes {
+            if !(m.is_finite() && m > 0.0) {
+                return bad(format!(
+                    "train.minutes is {m}: it must be > 0 (e.g. --minutes 30)"
+                ));
+            }
+        }
         if t.batch_size < 2 {
             return bad(format!(
                 "train.batch_size is {}: contrastive learning needs ≥ 2 images per batch",
@@ -416,6 +476,26 @@ impl TrainConfig {
         if !(s > 0.0 && s <= 1.0) {
             return bad(format!(
                 "data.crop_min_scale is {s}: it must be in (0, 1] (SimCLR uses 0.08)"
+            ));
+        }
+        let d = &self.data;
+        let multi_crop = matches!(self.method.name.as_str(), "swav" | "dino");
+        if d.small_crops > 0 && !multi_crop {
+            return bad(format!(
+                "data.small_crops is {} but method {:?} trains on 2 views: multi-crop works with swav and dino",
+                d.small_crops, self.method.name
+            ));
+        }
+        if d.small_crops > 16 {
+            return bad(format!(
+                "data.small_crops is {}: at most 16 (the papers use 6 to 10)",
+                d.small_crops
+            ));
+        }
+        let (lo, hi) = d.small_crop_scale;
+        if !(lo > 0.0 && lo <= hi && hi <= 1.0) {
+            return bad(format!(
+                "data.small_crop_scale is [{lo}, {hi}]: it must satisfy 0 < lo ≤ hi ≤ 1 (SwAV: [0.05, 0.14])"
             ));
         }
         if !(0.0..=1.0).contains(&self.data.blur_p) {
@@ -452,7 +532,11 @@ fn merge(dst: &mut toml::Table, src: toml::Table, prefix: &str) -> Result<(), Co
 fn is_optional_key(key: &str) -> bool {
     matches!(
         key,
-        "data.path" | "data.image_size" | "data.limit" | "model.projection_hidden"
+        "data.path"
+            | "data.image_size"
+            | "data.limit"
+            | "model.projection_hidden"
+            | "train.minutes"
     )
 }
 

@@ -50,6 +50,10 @@ pub struct ConfigArgs {
     /// Passes over the training images [train.epochs, default 10].
     #[arg(long)]
     epochs: Option<usize>,
+    /// Wall-clock training budget in minutes; schedules fit the steps that fit, --epochs caps
+    /// them [train.minutes].
+    #[arg(long)]
+    minutes: Option<f64>,
     /// Images per step; each gives two views [train.batch_size, default 256].
     #[arg(long)]
     batch_size: Option<usize>,
@@ -59,13 +63,18 @@ pub struct ConfigArgs {
     /// NT-Xent temperature τ [method.temperature, default 0.2].
     #[arg(long)]
     temperature: Option<f64>,
-    /// Method: simclr, moco, byol, simsiam, barlow_twins, vicreg [method.name, default simclr].
+    /// Method: simclr, moco, byol, simsiam, barlow_twins, vicreg, swav, dino, supcon
+    /// [method.name, default simclr].
     #[arg(long)]
     method: Option<String>,
     /// Two-view loss of simclr: nt_xent, nt_xent_tiled, dcl, info_nce, info_nce_tiled, n_pair, triplet,
     /// margin, barlow_twins, vicreg [method.loss, default nt_xent].
     #[arg(long)]
     loss: Option<String>,
+    /// Multi-crop: small views per image besides the two large ones, for swav and dino
+    /// [data.small_crops, default 0].
+    #[arg(long)]
+    small_crops: Option<usize>,
     /// ResNet depth: 18, 34 or 50 [model.depth, default 18].
     #[arg(long)]
     depth: Option<usize>,
@@ -112,7 +121,9 @@ impl ConfigArgs {
             }
         };
         push("train.epochs", self.epochs.map(|v| v.to_string()));
+        push("train.minutes", self.minutes.map(|v| format!("{v:?}")));
         push("train.batch_size", self.batch_size.map(|v| v.to_string()));
+        push("data.small_crops", self.small_crops.map(|v| v.to_string()));
         push("optim.lr", self.lr.map(|v| format!("{v:?}")));
         push(
             "method.temperature",

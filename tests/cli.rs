@@ -97,6 +97,18 @@ fn bad_flags_and_values_get_one_clear_message() {
             vec!["pretrain", "--set", "data.crop_min_scale=0"],
             "crop_min_scale",
         ),
+        (vec!["pretrain", "--small-crops", "2"], "swav and dino"),
+        (vec!["pretrain", "--minutes", "0"], "train.minutes"),
+        (
+            vec![
+                "pretrain",
+                "--method",
+                "swav",
+                "--set",
+                "method.prototypes=1",
+            ],
+            "method.prototypes",
+        ),
     ];
     for (args, needle) in cases {
         let o = run(selfsup().current_dir(dir.path()).args(&args));
@@ -143,6 +155,23 @@ fn every_method_and_two_view_loss_trains_from_the_cli() {
         vec!["--method", "simsiam"],
         vec!["--method", "barlow_twins"],
         vec!["--method", "vicreg"],
+        vec![
+            "--method",
+            "swav",
+            "--small-crops",
+            "2",
+            "--set",
+            "method.prototypes=20",
+        ],
+        vec![
+            "--method",
+            "dino",
+            "--small-crops",
+            "2",
+            "--set",
+            "method.prototypes=32",
+        ],
+        vec!["--method", "supcon"],
         vec!["--loss", "dcl"],
         vec!["--loss", "nt_xent_tiled", "--set", "method.tile_rows=5"],
         vec!["--loss", "triplet"],
@@ -166,6 +195,60 @@ fn every_method_and_two_view_loss_trains_from_the_cli() {
             "{extra:?}"
         );
     }
+}
+
+#[test]
+fn a_time_budget_fits_the_schedule_to_the_steps_that_fit() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    // 5 steps per epoch: 400 epochs are 2000 steps, far more than fit in 2 seconds
+    let o = run(selfsup().arg("pretrain").args(tiny(&out)).args([
+        "--epochs",
+        "400",
+        "--minutes",
+        "0.033",
+        "--no-eval",
+    ]));
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("time budget 0.0 min:"), "{t}");
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let last: serde_json::Value = serde_json::from_str(metrics.lines().last().unwrap()).unwrap();
+    let steps = last["step"].as_u64().unwrap();
+    assert!((23..2000).contains(&steps), "{steps} steps");
+    // the cosine schedule ran to its end within the budget
+    assert!(last["lr"].as_f64().unwrap() < 0.02 * 0.3, "{last}");
+    assert!(
+        t.contains(&format!("pretrained {steps} steps (of {steps})")),
+        "{t}"
+    );
+}
+
+#[test]
+fn supcon_on_unlabelled_images_says_it_needs_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let imgs = dir.path().join("imgs");
+    std::fs::create_dir(&imgs).unwrap();
+    for i in 0..20u8 {
+        image::RgbImage::from_pixel(16, 16, image::Rgb([i * 10, 10, 200]))
+            .save(imgs.join(format!("{i}.png")))
+            .unwrap();
+    }
+    let out = dir.path().join("run");
+    let o = run(selfsup().arg("pretrain").args(tiny(&out)).args([
+        "--method",
+        "supcon",
+        "--data",
+        imgs.to_str().unwrap(),
+    ]));
+    let t = text(&o);
+    assert!(!o.status.success(), "{t}");
+    assert!(
+        t.contains("class labels") && t.contains("sub-folder"),
+        "{t}"
+    );
+    assert!(!t.contains("panicked"), "{t}");
+    assert!(!out.join("checkpoint.safetensors").exists());
 }
 
 #[test]

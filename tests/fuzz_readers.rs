@@ -126,6 +126,7 @@ fn valid_checkpoint() -> Vec<u8> {
     let state = RunState {
         step: 3,
         total_steps: 10,
+        fitted: false,
         train_seconds: 1.5,
         config: TrainConfig::default(),
     };

@@ -1,4 +1,5 @@
-//! Batches of two augmented views, prepared on a background thread while the model trains.
+//! Batches of augmented views (two, or 2 + n small multi-crop views), prepared on a background
+//! thread while the model trains.
 //!
 //! Step s of a run reads images `perm_e[b·B .. (b+1)·B]` where `e = s / steps_per_epoch`,
 //! `b = s % steps_per_epoch` and `perm_e` is a permutation drawn from `(seed, e)`; every
@@ -7,6 +8,7 @@
 
 use crate::augment::{augment_batch, ViewRecipe};
 use crate::data::ImageStore;
+use crate::eval::features::nhwc_to_tensor;
 use crate::rng::Rng;
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
@@ -19,11 +21,36 @@ const PERMUTATION_STREAM: u64 = 1 << 32;
 /// One prepared training batch.
 pub struct ViewBatch {
     pub step: u64,
-    /// `views[v]` is [B, S, S, 3] f32 (NHWC), normalised.
+    /// `views[v]` is [B, S_v, S_v, 3] f32 (NHWC), normalised; `S_v = sizes[v]`.
     pub views: Vec<Vec<f32>>,
+    pub sizes: Vec<usize>,
+    /// Class labels of the batch's images [B], when the loader was given labels.
+    pub labels: Option<Vec<i64>>,
     pub batch_size: usize,
     /// Seconds the background thread spent augmenting this batch.
     pub augment_s: f64,
+}
+
+impl ViewBatch {
+    /// The views as `[B, 3, S_v, S_v]` tensors (channels-last strides when asked, no copy) and
+    /// the labels as a `[B]` i64 tensor.
+    pub fn to_tensors(&self, channels_last: bool) -> (Vec<tch::Tensor>, Option<tch::Tensor>) {
+        let views = self
+            .views
+            .iter()
+            .zip(&self.sizes)
+            .map(|(v, &s)| nhwc_to_tensor(v, self.batch_size, s, channels_last))
+            .collect();
+        let labels = self.labels.as_deref().map(tch::Tensor::from_slice);
+        (views, labels)
+    }
+}
+
+/// The images a loader draws from, with their class labels when a method needs them.
+#[derive(Clone)]
+pub struct LoaderData {
+    pub images: Arc<ImageStore>,
+    pub labels: Option<Arc<Vec<u32>>>,
 }
 
 /// The image order of epoch `epoch`.
@@ -33,7 +60,7 @@ pub fn epoch_permutation(seed: u64, epoch: u64, n: usize) -> Vec<usize> {
 
 /// Makes the batches of steps `start..end` in order: a pure function of `(seed, step)`.
 struct BatchMaker {
-    images: Arc<ImageStore>,
+    data: LoaderData,
     recipes: Vec<ViewRecipe>,
     batch_size: usize,
     seed: u64,
@@ -51,7 +78,7 @@ impl BatchMaker {
         let step = self.next_step;
         self.next_step += 1;
         let t = Instant::now();
-        let (n, b) = (self.images.len(), self.batch_size);
+        let (n, b) = (self.data.images.len(), self.batch_size);
         let steps_per_epoch = (n / b) as u64;
         let epoch = step / steps_per_epoch;
         if self.perm.0 != epoch {
@@ -59,14 +86,14 @@ impl BatchMaker {
         }
         let k = (step % steps_per_epoch) as usize;
         let idx = &self.perm.1[k * b..(k + 1) * b];
-        let size = self.recipes[0].out_size;
         let views = self
             .recipes
             .iter()
             .enumerate()
             .map(|(v, recipe)| {
+                let size = recipe.out_size;
                 let mut out = vec![0f32; b * size * size * 3];
-                let im = &self.images;
+                let im = &self.data.images;
                 augment_batch(
                     &im.pixels, im.height, im.width, idx, recipe, self.seed, epoch, v as u64,
                     &mut out,
@@ -74,9 +101,16 @@ impl BatchMaker {
                 out
             })
             .collect();
+        let labels = self
+            .data
+            .labels
+            .as_ref()
+            .map(|l| idx.iter().map(|&i| l[i] as i64).collect());
         Some(ViewBatch {
             step,
             views,
+            sizes: self.recipes.iter().map(|r| r.out_size).collect(),
+            labels,
             batch_size: b,
             augment_s: t.elapsed().as_secs_f64(),
         })
@@ -101,7 +135,7 @@ enum Source {
 
 impl Loader {
     pub fn spawn(
-        images: Arc<ImageStore>,
+        data: LoaderData,
         recipes: Vec<ViewRecipe>,
         batch_size: usize,
         seed: u64,
@@ -110,7 +144,7 @@ impl Loader {
         prefetch: usize,
     ) -> Self {
         let mut maker = BatchMaker {
-            images,
+            data,
             recipes,
             batch_size,
             seed,

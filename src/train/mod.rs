@@ -1,18 +1,23 @@
 //! The pre-training loop: data → two views → method step → SGD, with a warm-up + cosine
 //! learning rate, metrics as JSON lines, atomic checkpoints and exact resume.
 
+pub mod budget;
 pub mod loader;
 pub mod memory;
 pub mod run_dir;
+pub mod step;
 
-pub use loader::Loader;
+pub use budget::TimeBudget;
+pub use loader::{Loader, LoaderData};
 pub use run_dir::{load_checkpoint, restore_variables, RunDir, RunState};
+pub use step::{sgd_step, StepDone, StepFault};
 
 use crate::augment::ViewRecipe;
 use crate::backbone::to_channels_last;
 use crate::config::TrainConfig;
+use crate::data::Dataset;
 use crate::data::{self, Splits};
-use crate::eval::{alignment, embedding_std, features::nhwc_to_tensor, uniformity};
+use crate::eval::{alignment, embedding_std, uniformity};
 use crate::method::{self, Method};
 use crate::optim::{warmup_cosine, Sgd};
 use anyhow::{bail, Context};
@@ -70,16 +75,52 @@ pub fn view_recipe(cfg: &TrainConfig, size: usize) -> ViewRecipe {
     r
 }
 
-/// The recipe of each of the two views. BYOL's are asymmetric (Grill et al. 2020, Table 6):
-/// the second view is blurred a tenth as often and solarized with probability 0.2.
+/// The recipe of every view of an image: two large views, then `data.small_crops` small ones.
+/// - BYOL's and DINO's two large views are asymmetric (Grill et al. 2020, Table 6; DINO
+///   appendix): the second is blurred a tenth as often and solarized with probability 0.2.
+/// - Multi-crop (SwAV §3.2, DINO): the small views are crops of area `data.small_crop_scale`
+///   resized to `data.small_crop_size` (0: `3/7` of the large side, 96 px for 224 as in the
+///   papers, 14 px for CIFAR's 32).
 pub fn view_recipes(cfg: &TrainConfig, size: usize) -> Vec<ViewRecipe> {
     let a = view_recipe(cfg, size);
     let mut b = a.clone();
-    if cfg.method.name == "byol" {
+    if matches!(cfg.method.name.as_str(), "byol" | "dino") {
         b.blur_p = a.blur_p * 0.1;
         b.solarize_p = 0.2;
     }
-    vec![a, b]
+    let mut small = a.clone();
+    small.out_size = small_crop_size(cfg, size);
+    small.crop_scale = cfg.data.small_crop_scale;
+    let mut recipes = vec![a, b];
+    recipes.extend(std::iter::repeat_n(small, cfg.data.small_crops));
+    recipes
+}
+
+/// Side of the small multi-crop views for large views of side `size`.
+pub fn small_crop_size(cfg: &TrainConfig, size: usize) -> usize {
+    match cfg.data.small_crop_size {
+        0 => ((size * 3) as f64 / 7.0).round().max(1.0) as usize,
+        s => s,
+    }
+}
+
+/// What the loader reads: the images, and their labels when the method trains on labels.
+pub fn loader_data(train: &Dataset, method: &dyn Method) -> anyhow::Result<LoaderData> {
+    let labels = if method.uses_labels() {
+        let Some(l) = &train.labels else {
+            bail!(
+                "this method trains on class labels, but the training images have none: give --data a folder \
+                 with one sub-folder per class (or labelled IDX/CIFAR files)"
+            );
+        };
+        Some(Arc::new(l.clone()))
+    } else {
+        None
+    };
+    Ok(LoaderData {
+        images: Arc::new(train.images.clone()),
+        labels,
+    })
 }
 
 /// The side of the square network input for a store of `h × w` images.
@@ -149,16 +190,17 @@ pub fn pretrain(
         memory::check_fits(&cfg.model.resnet(), size, t.batch_size, tiled, available)
             .map_err(anyhow::Error::msg)?;
     }
+    let data = loader_data(&splits.train, model.method.as_ref())?;
     let run = RunDir::create(&t.out_dir)?;
-    let images = Arc::new(splits.train.images.clone());
     let steps_per_epoch = (n / t.batch_size) as u64;
-    let total_steps = steps_per_epoch * t.epochs as u64;
+    let epoch_steps = steps_per_epoch * t.epochs as u64;
     let warmup = (cfg.optim.warmup_epochs * steps_per_epoch as f64).round() as u64;
     let mut opt = Sgd::new(&model.vs, cfg.optim.momentum, cfg.optim.weight_decay);
 
     let mut state = RunState {
         step: 0,
-        total_steps,
+        total_steps: epoch_steps,
+        fitted: false,
         train_seconds: 0.0,
         config: cfg.clone(),
     };
@@ -178,12 +220,15 @@ pub fn pretrain(
             .map_err(|e| anyhow::anyhow!("{}: {e}", ckpt.display()))?;
         state.step = loaded.state.step;
         state.train_seconds = loaded.state.train_seconds;
+        if loaded.state.fitted {
+            (state.total_steps, state.fitted) = (loaded.state.total_steps, true);
+        }
         run.truncate_log_after(state.step)?;
         eprintln!(
             "resuming {} at step {}/{}",
             run.dir.display(),
             state.step,
-            total_steps
+            state.total_steps
         );
     } else {
         // A fresh run: lines of an earlier attempt that never reached a checkpoint go.
@@ -196,22 +241,28 @@ pub fn pretrain(
         r.validate()?;
     }
     let start = state.step;
+    let mut budget = match t.minutes {
+        Some(m) if !state.fitted => Some(TimeBudget::new(m * 60.0, start)),
+        _ => None,
+    };
     let mut loader = Loader::spawn(
-        images,
+        data,
         recipes,
         t.batch_size,
         t.seed,
         start,
-        total_steps,
+        state.total_steps,
         t.prefetch,
     );
-    let bar = progress_bar(total_steps, start);
+    let bar = progress_bar(state.total_steps, start);
 
     let session = Instant::now();
     let seconds_before = state.train_seconds;
     let (mut wait_total, mut augment_total, mut last_loss) = (0.0, 0.0, f64::NAN);
     let mut window = (Instant::now(), 0u64);
-    for s in start..total_steps {
+    let mut s = start;
+    while s < state.total_steps {
+        let total_steps = state.total_steps;
         let w = Instant::now();
         let batch = loader
             .next()
@@ -219,54 +270,59 @@ pub fn pretrain(
         wait_total += w.elapsed().as_secs_f64();
         augment_total += batch.augment_s;
         debug_assert_eq!(batch.step, s);
-        let views: Vec<tch::Tensor> = batch
-            .views
-            .iter()
-            .map(|v| nhwc_to_tensor(v, batch.batch_size, size, cfg.model.channels_last))
-            .collect();
+        let (views, labels) = batch.to_tensors(cfg.model.channels_last);
         let lr = warmup_cosine(s, total_steps, warmup, cfg.optim.lr, cfg.optim.final_lr);
-        let out = model.method.step(&views)?;
-        let loss = out.loss.double_value(&[]);
-        if !loss.is_finite() {
-            bail!(
-                "the loss became {loss} at step {s} (epoch {}): training stopped. The last good checkpoint is {} \
-                 (step {}); lower optim.lr or raise method.temperature and resume",
-                s / steps_per_epoch,
-                ckpt.display(),
-                state.step
-            );
-        }
-        opt.zero_grad();
-        out.loss.backward();
-        let grad_norm = opt.grad_norm();
-        if !grad_norm.is_finite() {
-            bail!(
-                "the gradient became non-finite ({grad_norm}) at step {s} (epoch {}) with a finite loss {loss}: \
-                 training stopped before the update. The last good checkpoint is {} (step {}); lower optim.lr and resume",
-                s / steps_per_epoch,
-                ckpt.display(),
-                state.step
-            );
-        }
-        opt.step(lr);
-        model.method.after_step(s, total_steps);
+        let done_step = sgd_step(model, &mut opt, &views, labels.as_ref(), lr, (s, total_steps))
+            .map_err(|e| match e.downcast_ref::<StepFault>() {
+                Some(fault) => anyhow::anyhow!(
+                    "{fault} at step {s} (epoch {}): training stopped before the update. The last good \
+                     checkpoint is {} (step {}); lower optim.lr (or raise method.temperature) and resume",
+                    s / steps_per_epoch,
+                    ckpt.display(),
+                    state.step
+                ),
+                None => e,
+            })?;
+        let StepDone {
+            out,
+            loss,
+            grad_norm,
+        } = done_step;
         last_loss = loss;
-        bar.inc(1);
         let done = s + 1;
-        if done % t.log_every as u64 == 0 || done == total_steps {
+        s = done;
+        bar.inc(1);
+        if let Some(b) = &mut budget {
+            let elapsed = seconds_before + session.elapsed().as_secs_f64();
+            if let Some(fitted) = b.observe(done, elapsed, state.total_steps) {
+                (state.total_steps, state.fitted) = (fitted, true);
+                bar.set_length(fitted);
+                bar.suspend(|| {
+                    eprintln!(
+                        "time budget {:.1} min: {fitted} steps ({:.2} epochs) fit, at {:.3} s/step",
+                        b.seconds / 60.0,
+                        fitted as f64 / steps_per_epoch as f64,
+                        b.seconds_per_step().unwrap_or(f64::NAN)
+                    )
+                });
+                budget = None;
+            }
+        }
+        let last = done == state.total_steps;
+        if done % t.log_every as u64 == 0 || last {
             let secs = window.0.elapsed().as_secs_f64();
             let ips = (done - start - window.1) as f64 * t.batch_size as f64 / secs.max(1e-9);
             window = (Instant::now(), done - start);
             bar.set_message(format!("loss {loss:.4} | {ips:.0} img/s"));
             run.log(&serde_json::json!({
-                "step": done, "epoch": s / steps_per_epoch, "loss": loss, "lr": lr, "grad_norm": grad_norm,
+                "step": done, "epoch": (done - 1) / steps_per_epoch, "loss": loss, "lr": lr, "grad_norm": grad_norm,
                 "images_per_s": ips, "embedding_std": embedding_std(&out.embeddings),
                 "alignment": alignment(&out.embeddings, &out.embeddings_b),
                 "uniformity": uniformity(&out.embeddings),
             }))?;
         }
         let epoch_end = done % steps_per_epoch == 0;
-        if done % t.checkpoint_every as u64 == 0 || epoch_end || done == total_steps {
+        if done % t.checkpoint_every as u64 == 0 || epoch_end || last {
             state.step = done;
             state.train_seconds = seconds_before + session.elapsed().as_secs_f64();
             run.save_checkpoint(&model.vs, &opt.state(), &state)?;
@@ -279,9 +335,10 @@ pub fn pretrain(
             ));
         }
     }
+    drop(loader);
     bar.finish_and_clear();
     run.export_encoder(&model.vs, model.method.encoder_prefix())?;
-    let steps_run = total_steps - start;
+    let (steps_run, total_steps) = (state.total_steps - start, state.total_steps);
     let secs = session.elapsed().as_secs_f64();
     Ok(PretrainReport {
         steps_run,
@@ -316,14 +373,15 @@ fn check_resumable(saved: &TrainConfig, now: &TrainConfig) -> anyhow::Result<()>
         );
     }
     let (a, b) = (&saved.train, &now.train);
-    if (a.batch_size, a.seed, a.epochs) != (b.batch_size, b.seed, b.epochs)
+    if (a.batch_size, a.seed, a.epochs, a.minutes) != (b.batch_size, b.seed, b.epochs, b.minutes)
         || saved.optim != now.optim
     {
         bail!(
-            "the checkpoint was trained with batch_size {}, seed {}, epochs {} and {:?}; resume with the same values",
+            "the checkpoint was trained with batch_size {}, seed {}, epochs {}, minutes {:?} and {:?}; resume with the same values",
             a.batch_size,
             a.seed,
             a.epochs,
+            a.minutes,
             saved.optim
         );
     }

@@ -16,6 +16,9 @@ pub struct RunState {
     /// Steps completed (the next step to run).
     pub step: u64,
     pub total_steps: u64,
+    /// `total_steps` was fitted to the time budget `train.minutes` (and is kept on resume).
+    #[serde(default)]
+    pub fitted: bool,
     /// Wall-clock seconds of training so far, over all sessions of the run.
     pub train_seconds: f64,
     pub config: TrainConfig,

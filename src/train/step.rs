@@ -1,0 +1,57 @@
+//! One training step, the same for the trainer and `selfsup bench`:
+//! ```text
+//! method step (loss) → check finite → zero_grad → backward → ‖∇‖ → check finite → SGD(lr) → after_step
+//! ```
+
+use super::Model;
+use crate::method::StepOutput;
+use crate::optim::Sgd;
+use tch::Tensor;
+
+/// What a finished step gives back.
+pub struct StepDone {
+    pub out: StepOutput,
+    pub loss: f64,
+    /// Global L2 norm of the gradient before the update.
+    pub grad_norm: f64,
+}
+
+/// Why a step stopped before changing any weight.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum StepFault {
+    #[error("the loss became {0}")]
+    Loss(f64),
+    #[error("the gradient became non-finite ({grad_norm}) with a finite loss {loss}")]
+    Gradient { grad_norm: f64, loss: f64 },
+}
+
+/// Runs step `step` of `total` at learning rate `lr` on `views` (and `labels` for methods that
+/// use them). A non-finite loss or gradient stops it before the update: the weights are as
+/// they were, and the error is a [`StepFault`].
+pub fn sgd_step(
+    model: &Model,
+    opt: &mut Sgd,
+    views: &[Tensor],
+    labels: Option<&Tensor>,
+    lr: f64,
+    (step, total): (u64, u64),
+) -> anyhow::Result<StepDone> {
+    let out = model.method.step(views, labels)?;
+    let loss = out.loss.double_value(&[]);
+    if !loss.is_finite() {
+        return Err(StepFault::Loss(loss).into());
+    }
+    opt.zero_grad();
+    out.loss.backward();
+    let grad_norm = opt.grad_norm();
+    if !grad_norm.is_finite() {
+        return Err(StepFault::Gradient { grad_norm, loss }.into());
+    }
+    opt.step(lr);
+    model.method.after_step(step, total);
+    Ok(StepDone {
+        out,
+        loss,
+        grad_norm,
+    })
+}
