@@ -54,7 +54,7 @@ impl Byol {
 impl Method for Byol {
     /// `p = q(g(f(x)))` online, `z' = g'(f'(x))` target (no gradient), symmetric:
     /// `L = ½ [D(p_a, z'_b) + D(p_b, z'_a)]`, D the negative cosine (lightly's byol.py).
-    fn step(&self, views: &[Tensor]) -> anyhow::Result<StepOutput> {
+    fn step(&self, views: &[Tensor], _labels: Option<&Tensor>) -> anyhow::Result<StepOutput> {
         anyhow::ensure!(
             views.len() == 2,
             "BYOL takes 2 views per image, got {}",
@@ -105,7 +105,7 @@ mod tests {
         let online = vs.variables()[name].shallow_clone();
         let target = vs.variables()[&format!("target.{name}")].shallow_clone();
         assert!(online.equal(&target), "the target starts as a copy");
-        m.step(&tiny_views(8, 1)).unwrap().loss.backward();
+        m.step(&tiny_views(8, 1), None).unwrap().loss.backward();
         assert!(online.grad().defined() && !target.grad().defined());
         let before = target.copy();
         let _ = tch::no_grad(|| online.shallow_clone().g_add_scalar_(1.0));

@@ -76,7 +76,7 @@ impl MoCo {
 impl Method for MoCo {
     /// Symmetrised: `q = normalise(g(f([x_a; x_b])))`, keys `k` from the momentum encoder
     /// (no gradient), `L = ½ [InfoNCE(q_a, k_b, queue) + InfoNCE(q_b, k_a, queue)]`.
-    fn step(&self, views: &[Tensor]) -> anyhow::Result<StepOutput> {
+    fn step(&self, views: &[Tensor], _labels: Option<&Tensor>) -> anyhow::Result<StepOutput> {
         anyhow::ensure!(
             views.len() == 2,
             "MoCo takes 2 views per image, got {}",
@@ -137,7 +137,7 @@ mod tests {
         let m = MoCo::new(&vs, &cfg).unwrap();
         let views = tiny_views(8, 0);
         let before = m.queue.negatives();
-        let out = m.step(&views).unwrap();
+        let out = m.step(&views, None).unwrap();
         // During the step the queue still holds only older keys.
         assert_eq!(m.queue.ptr(), 0);
         assert!(out.loss.double_value(&[]).is_finite());

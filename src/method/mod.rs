@@ -2,19 +2,25 @@
 //! A registry maps the CLI name to the method.
 
 pub mod byol;
+pub mod dino;
 pub mod ema;
 pub mod moco;
 pub mod queue;
 pub mod simclr;
 pub mod simsiam;
 pub mod sinkhorn;
+pub mod supcon;
+pub mod swav;
 
 pub use byol::Byol;
+pub use dino::Dino;
 pub use ema::Ema;
 pub use moco::MoCo;
 pub use queue::Queue;
 pub use simclr::SimClr;
 pub use simsiam::SimSiam;
+pub use supcon::SupCon;
+pub use swav::SwAV;
 
 use crate::backbone::ResNet;
 use crate::config::TrainConfig;
@@ -32,8 +38,14 @@ pub struct StepOutput {
 
 /// A self-supervised method: its loss on a batch of views, and the encoder it trains.
 pub trait Method {
-    /// Views: `views[v]` is [K, 3, H, W], view v of the same K images.
-    fn step(&self, views: &[Tensor]) -> anyhow::Result<StepOutput>;
+    /// Views: `views[v]` is [K, 3, H_v, W_v], view v of the same K images (views 0 and 1 the
+    /// large ones; multi-crop methods take smaller ones after them). `labels` [K] are the
+    /// images' classes, given when [`uses_labels`](Method::uses_labels) says so.
+    fn step(&self, views: &[Tensor], labels: Option<&Tensor>) -> anyhow::Result<StepOutput>;
+    /// Whether the method trains on class labels (SupCon).
+    fn uses_labels(&self) -> bool {
+        false
+    }
     /// Called after every optimiser step (`step` = the step just taken, 0-based): momentum
     /// updates of target networks, queue updates.
     fn after_step(&self, _step: u64, _total_steps: u64) {}
@@ -51,7 +63,10 @@ pub trait Method {
 /// - `byol`: predictor + EMA target, negative cosine;
 /// - `simsiam`: predictor + stop-gradient, negative cosine;
 /// - `barlow_twins`, `vicreg`: their losses on a 3-layer projector of width
-///   `model.projection_hidden` (default 4 × the encoder's features).
+///   `model.projection_hidden` (default 4 × the encoder's features);
+/// - `swav`: prototypes + Sinkhorn codes, swapped prediction, multi-crop;
+/// - `dino`: EMA teacher, centring and sharpening, multi-crop;
+/// - `supcon`: supervised contrastive, on the class labels of the training images.
 pub const METHODS: &[&str] = &[
     "simclr",
     "moco",
@@ -59,6 +74,9 @@ pub const METHODS: &[&str] = &[
     "simsiam",
     "barlow_twins",
     "vicreg",
+    "swav",
+    "dino",
+    "supcon",
 ];
 
 /// Builds the method named in `cfg.method.name`, creating its variables in `vs`.
@@ -68,6 +86,9 @@ pub fn build(vs: &nn::VarStore, cfg: &TrainConfig) -> anyhow::Result<Box<dyn Met
         "moco" => Ok(Box::new(MoCo::new(vs, cfg)?)),
         "byol" => Ok(Box::new(Byol::new(vs, cfg)?)),
         "simsiam" => Ok(Box::new(SimSiam::new(vs, cfg)?)),
+        "swav" => Ok(Box::new(SwAV::new(&vs.root(), cfg)?)),
+        "dino" => Ok(Box::new(Dino::new(vs, cfg)?)),
+        "supcon" => Ok(Box::new(SupCon::new(&vs.root(), cfg)?)),
         other => anyhow::bail!(
             "unknown method {other:?}: choose one of {}",
             METHODS.join(", ")
@@ -109,7 +130,7 @@ pub(crate) mod testing {
         let mut opt = Sgd::new(vs, 0.9, 0.0);
         let w = vs.variables()["backbone.conv1.weight"].copy();
         for s in 0..8 {
-            let out = m.step(&views).unwrap();
+            let out = m.step(&views, None).unwrap();
             let l = out.loss.double_value(&[]);
             assert!(l.is_finite(), "step {s}: loss {l}");
             opt.zero_grad();

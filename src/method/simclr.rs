@@ -64,7 +64,7 @@ impl SimClr {
 impl Method for SimClr {
     /// Both views go through f and g as one batch of 2K (BatchNorm sees both, as in SimCLR):
     /// `z = g(f([x_a; x_b]))`, `L = NT-Xent(z[:K], z[K:], τ)` (or the configured loss).
-    fn step(&self, views: &[Tensor]) -> anyhow::Result<StepOutput> {
+    fn step(&self, views: &[Tensor], _labels: Option<&Tensor>) -> anyhow::Result<StepOutput> {
         anyhow::ensure!(
             views.len() == 2,
             "SimCLR takes 2 views per image, got {}",
@@ -105,19 +105,19 @@ mod tests {
         let b = &a + Tensor::randn([8, 3, 16, 16], (Kind::Float, Device::Cpu)) * 0.1;
         let mut opt = crate::optim::Sgd::new(&vs, 0.9, 0.0);
         let first = m
-            .step(&[a.shallow_clone(), b.shallow_clone()])
+            .step(&[a.shallow_clone(), b.shallow_clone()], None)
             .unwrap()
             .loss
             .double_value(&[]);
         for _ in 0..15 {
             opt.zero_grad();
-            m.step(&[a.shallow_clone(), b.shallow_clone()])
+            m.step(&[a.shallow_clone(), b.shallow_clone()], None)
                 .unwrap()
                 .loss
                 .backward();
             opt.step(0.05);
         }
-        let last = m.step(&[a, b]).unwrap().loss.double_value(&[]);
+        let last = m.step(&[a, b], None).unwrap().loss.double_value(&[]);
         assert!(last < first - 0.1, "loss {first} → {last}");
         assert!(vs
             .variables()

@@ -53,7 +53,7 @@ impl SimSiam {
 
 impl Method for SimSiam {
     /// `z = g(f(x))`, `p = h(z)`, `L = ½ D(p_a, stopgrad(z_b)) + ½ D(p_b, stopgrad(z_a))` (eq. 2).
-    fn step(&self, views: &[Tensor]) -> anyhow::Result<StepOutput> {
+    fn step(&self, views: &[Tensor], _labels: Option<&Tensor>) -> anyhow::Result<StepOutput> {
         anyhow::ensure!(
             views.len() == 2,
             "SimSiam takes 2 views per image, got {}",
@@ -91,7 +91,7 @@ mod tests {
         let cfg = tiny_config("simsiam");
         let vs = nn::VarStore::new(tch::Device::Cpu);
         let m = SimSiam::new(&vs, &cfg).unwrap();
-        let out = m.step(&tiny_views(8, 2)).unwrap();
+        let out = m.step(&tiny_views(8, 2), None).unwrap();
         let l = out.loss.double_value(&[]);
         assert!((-1.0..=1.0).contains(&l), "a negative cosine: {l}");
         out.loss.backward();
