@@ -12,6 +12,7 @@ pub mod data;
 pub mod eval;
 pub mod head;
 pub mod loss;
+pub mod malloc;
 pub mod method;
 pub mod optim;
 pub mod rng;

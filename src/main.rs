@@ -215,6 +215,7 @@ pub struct BenchArgs {
 }
 
 fn main() -> ExitCode {
+    selfsup::malloc::keep_tensors_in_the_heap();
     let cli = Cli::parse();
     let result = match cli.command.unwrap_or(Command::Demo(ConfigArgs::default())) {
         Command::Pretrain(a) => commands::pretrain(&a),

@@ -271,6 +271,12 @@ pub fn pretrain(
         augment_total += batch.augment_s;
         debug_assert_eq!(batch.step, s);
         let (views, labels) = batch.to_tensors(cfg.model.channels_last);
+        // a budget too short for the configured warm-up warms up over its first quarter
+        let warmup = if state.fitted {
+            warmup.min(total_steps / 4)
+        } else {
+            warmup
+        };
         let lr = warmup_cosine(s, total_steps, warmup, cfg.optim.lr, cfg.optim.final_lr);
         let done_step = sgd_step(model, &mut opt, &views, labels.as_ref(), lr, (s, total_steps))
             .map_err(|e| match e.downcast_ref::<StepFault>() {
