@@ -1,6 +1,7 @@
 """Time-to-accuracy of PyTorch + lightly with selfsup's SimCLR recipe: train for a wall-clock
 budget, then the same weighted kNN (k 200, t 0.1, cosine, on the encoder's pooled features) as
-`selfsup eval`. Recipe (selfsup's defaults): lightly SimCLRTransform at 32 px, no blur, crop
+`selfsup eval`. Recipe (selfsup's defaults): lightly SimCLRTransform at 32 px, colour strength 0.5
+(jitter 0.4, 0.4, 0.4, 0.1), no blur, crop
 scale (0.08, 1), CIFAR-10 normalisation; ResNet-18 CIFAR stem at width W (the model of
 ../shared/bench/torch_simclr_step.py); projection Linear(d,d)-BN-ReLU-Linear(128); NTXentLoss
 τ 0.2; SGD lr 0.3, momentum 0.9, wd 5e-4; linear warm-up over half an epoch, then a cosine decay
@@ -45,7 +46,7 @@ def knn_top1(train, train_y, test, test_y, k=200, t=0.1, classes=10):
 
 def main(root, minutes=30.0, width=0.25, batch=256, workers=2):
     torch.manual_seed(0)
-    transform = SimCLRTransform(input_size=32, gaussian_blur=0.0, min_scale=0.08,
+    transform = SimCLRTransform(input_size=32, cj_strength=0.5, gaussian_blur=0.0, min_scale=0.08,
                                 normalize={"mean": MEAN, "std": STD})
     data = torchvision.datasets.ImageFolder(os.path.join(root, "train"), transform=transform)
     loader = torch.utils.data.DataLoader(data, batch_size=batch, shuffle=True, drop_last=True,

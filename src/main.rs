@@ -206,8 +206,8 @@ pub struct BenchArgs {
     /// Timed training steps (after the warm-up steps); the median is reported.
     #[arg(long, default_value_t = 6)]
     steps: usize,
-    /// Untimed warm-up steps.
-    #[arg(long, default_value_t = 2)]
+    /// Untimed warm-up steps (the allocator's heap grows over the first few).
+    #[arg(long, default_value_t = 5)]
     warm: usize,
     /// Timed steps of the end-to-end loop (loader + step) on the data; 0 skips it.
     #[arg(long, default_value_t = 10)]

@@ -4,6 +4,7 @@
 mod common;
 
 use common::{run, selfsup, text, tiny};
+use selfsup::optim::warmup_cosine;
 use selfsup::train::load_checkpoint;
 use std::path::Path;
 use std::process::{Child, Stdio};
@@ -168,4 +169,80 @@ fn an_interrupted_and_resumed_run_repeats_the_uninterrupted_losses_exactly() {
             "step {s}: loss {a} uninterrupted vs {b} resumed (resumed from step {resumed_from})"
         );
     }
+}
+
+#[test]
+fn a_resumed_time_budget_run_keeps_its_fitted_length_and_schedule() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("budget");
+    let mut args = tiny(&out);
+    args.extend(
+        [
+            "--epochs",
+            "400",
+            "--minutes",
+            "0.1",
+            "--set",
+            "train.log_every=1",
+            "--set",
+            "train.checkpoint_every=3",
+            "--no-eval",
+            "--resume",
+        ]
+        .map(String::from),
+    );
+    let mut child = spawn_pretrain(&args);
+    let start = Instant::now();
+    while checkpoint_step(&out).unwrap_or(0) < 9 {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no checkpoint past step 9"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it could be killed"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let state = load_checkpoint(&out.join("checkpoint.safetensors"))
+        .unwrap()
+        .state;
+    assert!(
+        state.fitted,
+        "the first checkpoint already holds the fitted length"
+    );
+    let o = run(selfsup().arg("pretrain").args(&args));
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(
+        !t.contains("time budget"),
+        "a resumed run does not measure again: {t}"
+    );
+    assert!(t.contains(&format!("(of {})", state.total_steps)), "{t}");
+    // every step, before and after the kill, follows the schedule fitted to the budget:
+    // 5 steps per epoch, warm-up min(round(0.5 × 5), total / 4), peak 0.3
+    let total = state.total_steps;
+    let warmup = 3u64.min(total / 4);
+    let got = lrs(&out);
+    assert_eq!(got.len() as u64, total);
+    for (s, lr) in got.iter().enumerate() {
+        let want = warmup_cosine(s as u64, total, warmup, 0.3, 0.0);
+        assert!(
+            (lr - want).abs() < 1e-12,
+            "step {}: lr {lr}, schedule {want}",
+            s + 1
+        );
+    }
+}
+
+/// The learning rate of every training line of metrics.jsonl.
+fn lrs(out: &Path) -> Vec<f64> {
+    std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter_map(|v| v.get("lr").and_then(|x| x.as_f64()))
+        .collect()
 }

@@ -1,98 +1,112 @@
-//! A wall-clock budget (`train.minutes`): how many steps fit, measured on the run itself.
+//! A wall-clock budget (`train.minutes`): how many steps fit, measured before the run starts.
 //!
 //! The schedules (warm-up + cosine learning rate, EMA momentum) need the run's length in steps
-//! up front. Under a budget of `T` seconds the run measures its own speed over steps
-//! `start + SKIP .. start + SKIP + MEASURE` (the first steps are slower: allocation, caches) and
-//! fixes
+//! from step 0. Under a budget of `T` seconds, a throw-away copy of the model runs
+//! `SKIP + MEASURE` real steps (loader, augmentation, forward, backward, SGD at learning rate 0)
+//! on the run's first batches; with `c` the seconds this calibration took and `t` the median
+//! seconds per measured step,
 //! ```text
-//! total = min(bound, done + ⌊(T − elapsed) / seconds_per_step⌋)
+//! total = clamp(⌊(T − c) / t⌋, 1, bound)
 //! ```
-//! once, where `bound` is the length `train.epochs` allows. The fitted total is stored in the
-//! checkpoint, so a resumed run keeps it and its schedules stay those of the first session.
-//! Until the fit (the first `SKIP + MEASURE` steps, inside the default half-epoch warm-up),
-//! schedules use `bound`.
+//! where `bound` is the length `train.epochs` allows. The run then trains `total` steps with
+//! schedules fitted to them; the total is stored in every checkpoint (`RunState::fitted`), so a
+//! resumed run keeps it. Checkpoint writes and evaluation are not in the estimate.
 
-/// Steps not timed at the start of a session.
-pub const SKIP: u64 = 3;
+use super::{build_model, sgd_step, Loader, LoaderData};
+use crate::augment::ViewRecipe;
+use crate::config::TrainConfig;
+use crate::optim::Sgd;
+use std::time::Instant;
+
+/// Steps not timed (the allocator's heap and libtorch's caches grow over the first few).
+pub const SKIP: u64 = 5;
 /// Steps timed to estimate seconds per step.
-pub const MEASURE: u64 = 20;
+pub const MEASURE: u64 = 10;
 
-pub struct TimeBudget {
-    /// The budget in seconds of training (over all sessions of the run).
-    pub seconds: f64,
-    start: u64,
-    /// (steps done, elapsed seconds) when timing began.
-    mark: Option<(u64, f64)>,
-    rate: Option<f64>,
+/// The steps that fit in `budget_s` seconds at `seconds_per_step` after `spent_s` seconds of
+/// calibration, at least 1 and at most `bound`.
+pub fn steps_that_fit(budget_s: f64, spent_s: f64, seconds_per_step: f64, bound: u64) -> u64 {
+    let left = (budget_s - spent_s).max(0.0);
+    ((left / seconds_per_step.max(1e-9)).floor() as u64).clamp(1, bound.max(1))
 }
 
-impl TimeBudget {
-    /// A budget of `seconds` for a session that starts at step `start`.
-    pub fn new(seconds: f64, start: u64) -> Self {
-        TimeBudget {
-            seconds,
-            start,
-            mark: None,
-            rate: None,
-        }
-    }
+/// What the calibration measured.
+#[derive(Debug, Clone, Copy)]
+pub struct Calibration {
+    /// Median seconds per timed step.
+    pub seconds_per_step: f64,
+    /// Wall-clock seconds the whole calibration took (counted against the budget).
+    pub seconds: f64,
+}
 
-    /// Called after every step with the steps done, the training seconds elapsed (all
-    /// sessions) and the epoch bound. Returns the fitted total steps once, when the timing
-    /// window closes; `None` before and after.
-    pub fn observe(&mut self, done: u64, elapsed: f64, bound: u64) -> Option<u64> {
-        if done == self.start + SKIP {
-            self.mark = Some((done, elapsed));
+/// Times `SKIP + MEASURE` training steps of a fresh copy of the model on `data` (learning rate
+/// 0, so nothing can diverge); the run's own model is untouched.
+pub fn calibrate(
+    cfg: &TrainConfig,
+    data: &LoaderData,
+    recipes: &[ViewRecipe],
+) -> anyhow::Result<Calibration> {
+    let start = Instant::now();
+    let model = build_model(cfg)?;
+    let mut opt = Sgd::new(&model.vs, cfg.optim.momentum, cfg.optim.weight_decay);
+    let total = SKIP + MEASURE;
+    let t = &cfg.train;
+    let mut loader = Loader::spawn(
+        data.clone(),
+        recipes.to_vec(),
+        t.batch_size,
+        t.seed,
+        0,
+        total,
+        t.prefetch,
+    );
+    let mut times = Vec::new();
+    for s in 0..total {
+        let step_start = Instant::now();
+        let batch = loader
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("the data loader stopped during calibration"))?;
+        let (views, labels) = batch.to_tensors(cfg.model.channels_last);
+        sgd_step(&model, &mut opt, &views, labels.as_ref(), 0.0, (s, total))?;
+        if s >= SKIP {
+            times.push(step_start.elapsed().as_secs_f64());
         }
-        let (d0, e0) = self.mark?;
-        if done != d0 + MEASURE || self.rate.is_some() {
-            return None;
-        }
-        let per_step = ((elapsed - e0) / MEASURE as f64).max(1e-9);
-        self.rate = Some(per_step);
-        let remaining = ((self.seconds - elapsed).max(0.0) / per_step).floor() as u64;
-        Some(done.saturating_add(remaining).min(bound).max(done))
     }
-
-    /// Seconds per step measured, once the window has closed.
-    pub fn seconds_per_step(&self) -> Option<f64> {
-        self.rate
-    }
+    times.sort_by(f64::total_cmp);
+    Ok(Calibration {
+        seconds_per_step: times[times.len() / 2],
+        seconds: start.elapsed().as_secs_f64(),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Feeds a budget steps that take `first` seconds for the first SKIP steps, then `each`.
-    fn run(budget: f64, start: u64, first: f64, each: f64, bound: u64) -> Option<u64> {
-        let mut b = TimeBudget::new(budget, start);
-        let mut elapsed = 0.0;
-        for done in start + 1..=bound {
-            elapsed += if done <= start + SKIP { first } else { each };
-            if let Some(total) = b.observe(done, elapsed, bound) {
-                return Some(total);
-            }
-        }
-        None
+    #[test]
+    fn the_budget_left_after_calibration_sets_the_length() {
+        // 600 s, 12 s of calibration, 0.5 s/step: ⌊588 / 0.5⌋ = 1176 steps
+        assert_eq!(steps_that_fit(600.0, 12.0, 0.5, 100_000), 1176);
+        // the epoch bound wins; a spent budget still trains one step
+        assert_eq!(steps_that_fit(600.0, 12.0, 0.5, 500), 500);
+        assert_eq!(steps_that_fit(10.0, 12.0, 0.5, 500), 1);
     }
 
     #[test]
-    fn fits_the_steps_the_measured_speed_allows() {
-        // 3 slow steps (3 s) then 0.5 s/step: after 23 steps 13 s are spent; (600 − 13)/0.5 =
-        // 1174 more steps.
-        assert_eq!(run(600.0, 0, 1.0, 0.5, 100_000), Some(23 + 1174));
-    }
-
-    #[test]
-    fn the_epoch_bound_wins_and_an_exhausted_budget_stops_at_once() {
-        assert_eq!(run(600.0, 0, 1.0, 0.5, 500), Some(500));
-        assert_eq!(run(5.0, 0, 1.0, 0.5, 100_000), Some(23));
-    }
-
-    #[test]
-    fn a_resumed_session_times_its_own_steps_and_short_runs_never_fit() {
-        assert_eq!(run(600.0, 40, 1.0, 0.5, 100_000), Some(63 + 1174));
-        assert_eq!(run(600.0, 0, 1.0, 0.5, 20), None);
+    fn calibration_times_real_steps() {
+        let mut cfg = crate::method::testing::tiny_config("simclr");
+        cfg.train.batch_size = 8;
+        cfg.train.prefetch = 0;
+        cfg.data.synthetic_train_per_class = 2;
+        cfg.data.synthetic_test_per_class = 1;
+        cfg.data.synthetic_size = 16;
+        let splits = crate::train::load_data(&cfg).unwrap();
+        let data = LoaderData {
+            images: std::sync::Arc::new(splits.train.images.clone()),
+            labels: None,
+        };
+        let recipes = crate::train::view_recipes(&cfg, 16);
+        let c = calibrate(&cfg, &data, &recipes).unwrap();
+        assert!(c.seconds_per_step > 0.0 && c.seconds >= c.seconds_per_step * MEASURE as f64);
     }
 }

@@ -7,7 +7,6 @@ pub mod memory;
 pub mod run_dir;
 pub mod step;
 
-pub use budget::TimeBudget;
 pub use loader::{Loader, LoaderData};
 pub use run_dir::{load_checkpoint, restore_variables, RunDir, RunState};
 pub use step::{sgd_step, StepDone, StepFault};
@@ -239,12 +238,35 @@ pub fn pretrain(
     let recipes = view_recipes(cfg, size);
     for r in &recipes {
         r.validate()?;
+        if r.out_size > size {
+            bail!(
+                "data.small_crop_size is {} but the images are {size} px: small crops must be at most {size}",
+                r.out_size
+            );
+        }
     }
-    let start = state.step;
-    let mut budget = match t.minutes {
-        Some(m) if !state.fitted => Some(TimeBudget::new(m * 60.0, start)),
-        _ => None,
+    if let (Some(minutes), false) = (t.minutes, state.fitted) {
+        let c = budget::calibrate(cfg, &data, &recipes)?;
+        let budget_s = minutes * 60.0;
+        state.total_steps =
+            budget::steps_that_fit(budget_s, c.seconds, c.seconds_per_step, epoch_steps);
+        state.fitted = true;
+        state.train_seconds += c.seconds;
+        eprintln!(
+            "time budget {minutes} min: {} steps ({:.2} epochs) fit at {:.3} s/step (measured in {:.0} s)",
+            state.total_steps,
+            state.total_steps as f64 / steps_per_epoch as f64,
+            c.seconds_per_step,
+            c.seconds
+        );
+    }
+    // a budget too short for the configured warm-up warms up over its first quarter
+    let warmup = if t.minutes.is_some() {
+        warmup.min(state.total_steps / 4)
+    } else {
+        warmup
     };
+    let start = state.step;
     let mut loader = Loader::spawn(
         data,
         recipes,
@@ -271,18 +293,12 @@ pub fn pretrain(
         augment_total += batch.augment_s;
         debug_assert_eq!(batch.step, s);
         let (views, labels) = batch.to_tensors(cfg.model.channels_last);
-        // a budget too short for the configured warm-up warms up over its first quarter
-        let warmup = if state.fitted {
-            warmup.min(total_steps / 4)
-        } else {
-            warmup
-        };
         let lr = warmup_cosine(s, total_steps, warmup, cfg.optim.lr, cfg.optim.final_lr);
         let done_step = sgd_step(model, &mut opt, &views, labels.as_ref(), lr, (s, total_steps))
             .map_err(|e| match e.downcast_ref::<StepFault>() {
                 Some(fault) => anyhow::anyhow!(
                     "{fault} at step {s} (epoch {}): training stopped before the update. The last good \
-                     checkpoint is {} (step {}); lower optim.lr (or raise method.temperature) and resume",
+                     checkpoint is {} (step {}); lower optim.lr (or raise the method's temperature) and resume",
                     s / steps_per_epoch,
                     ckpt.display(),
                     state.step
@@ -298,22 +314,6 @@ pub fn pretrain(
         let done = s + 1;
         s = done;
         bar.inc(1);
-        if let Some(b) = &mut budget {
-            let elapsed = seconds_before + session.elapsed().as_secs_f64();
-            if let Some(fitted) = b.observe(done, elapsed, state.total_steps) {
-                (state.total_steps, state.fitted) = (fitted, true);
-                bar.set_length(fitted);
-                bar.suspend(|| {
-                    eprintln!(
-                        "time budget {:.1} min: {fitted} steps ({:.2} epochs) fit, at {:.3} s/step",
-                        b.seconds / 60.0,
-                        fitted as f64 / steps_per_epoch as f64,
-                        b.seconds_per_step().unwrap_or(f64::NAN)
-                    )
-                });
-                budget = None;
-            }
-        }
         let last = done == state.total_steps;
         if done % t.log_every as u64 == 0 || last {
             let secs = window.0.elapsed().as_secs_f64();
@@ -425,9 +425,28 @@ mod tests {
         assert_eq!(r.len(), 2);
         assert_eq!(r[0], r[1]);
         assert_eq!(r[0].crop_scale.0, cfg.data.crop_min_scale);
-        cfg.method.name = "byol".into();
+        for name in ["byol", "dino"] {
+            cfg.method.name = name.into();
+            let r = view_recipes(&cfg, 32);
+            assert_eq!((r[0].blur_p, r[0].solarize_p), (1.0, 0.0));
+            assert!((r[1].blur_p - 0.1).abs() < 1e-6 && r[1].solarize_p == 0.2);
+        }
+    }
+
+    #[test]
+    fn multi_crop_adds_small_views_after_the_two_large_ones() {
+        let mut cfg = TrainConfig::default();
+        cfg.method.name = "swav".into();
+        cfg.data.small_crops = 3;
         let r = view_recipes(&cfg, 32);
-        assert_eq!((r[0].blur_p, r[0].solarize_p), (1.0, 0.0));
-        assert!((r[1].blur_p - 0.1).abs() < 1e-6 && r[1].solarize_p == 0.2);
+        assert_eq!(r.len(), 5);
+        assert_eq!((r[0].out_size, r[1].out_size), (32, 32));
+        for small in &r[2..] {
+            assert_eq!(small.out_size, 14, "3/7 of 32");
+            assert_eq!(small.crop_scale, (0.05, 0.14));
+        }
+        assert_eq!(view_recipes(&cfg, 224)[4].out_size, 96);
+        cfg.data.small_crop_size = 20;
+        assert_eq!(view_recipes(&cfg, 32)[2].out_size, 20);
     }
 }

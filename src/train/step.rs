@@ -26,8 +26,9 @@ pub enum StepFault {
 }
 
 /// Runs step `step` of `total` at learning rate `lr` on `views` (and `labels` for methods that
-/// use them). A non-finite loss or gradient stops it before the update: the weights are as
-/// they were, and the error is a [`StepFault`].
+/// use them). A non-finite loss or gradient stops it before the update: the trainable weights
+/// are as they were (state the forward pass updates, such as BatchNorm statistics or DINO's
+/// centre, has moved), and the error is a [`StepFault`].
 pub fn sgd_step(
     model: &Model,
     opt: &mut Sgd,
