@@ -31,6 +31,24 @@ fn checkpoint_step(out: &Path) -> Option<u64> {
     })
 }
 
+/// Kills the run writing to `out` once its checkpoint has reached step `step`.
+fn kill_past_step(mut child: Child, out: &Path, step: u64) {
+    let start = Instant::now();
+    while checkpoint_step(out).unwrap_or(0) < step {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no checkpoint past step {step}"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it could be killed"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
 /// (step, loss) of every training line of metrics.jsonl.
 fn losses(out: &Path) -> Vec<(u64, f64)> {
     std::fs::read_to_string(out.join("metrics.jsonl"))
@@ -131,21 +149,7 @@ fn an_interrupted_and_resumed_run_repeats_the_uninterrupted_losses_exactly() {
 
     // The same run, killed once its checkpoint has passed step 9, then resumed.
     let cut = dir.path().join("cut");
-    let mut child = spawn_pretrain(&settings(&cut));
-    let start = Instant::now();
-    while checkpoint_step(&cut).unwrap_or(0) < 9 {
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "no checkpoint past step 9"
-        );
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the run ended before it could be killed"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill_past_step(spawn_pretrain(&settings(&cut)), &cut, 9);
     let resumed_from = checkpoint_step(&cut).unwrap();
     assert!(resumed_from < 40, "killed too late to test a resume");
     let o = run(selfsup().arg("pretrain").args(settings(&cut)));
@@ -191,21 +195,7 @@ fn a_resumed_time_budget_run_keeps_its_fitted_length_and_schedule() {
         ]
         .map(String::from),
     );
-    let mut child = spawn_pretrain(&args);
-    let start = Instant::now();
-    while checkpoint_step(&out).unwrap_or(0) < 9 {
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "no checkpoint past step 9"
-        );
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the run ended before it could be killed"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill_past_step(spawn_pretrain(&args), &out, 9);
     let state = load_checkpoint(&out.join("checkpoint.safetensors"))
         .unwrap()
         .state;
