@@ -49,15 +49,19 @@ fn kill_past_step(mut child: Child, out: &Path, step: u64) {
     child.wait().unwrap();
 }
 
-/// (step, loss) of every training line of metrics.jsonl.
-fn losses(out: &Path) -> Vec<(u64, f64)> {
+/// (step, value of `key`) of every training line of metrics.jsonl.
+fn series(out: &Path, key: &str) -> Vec<(u64, f64)> {
     std::fs::read_to_string(out.join("metrics.jsonl"))
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|v| v.get("loss").is_some())
-        .map(|v| (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap()))
+        .filter(|v| v.get(key).is_some())
+        .map(|v| (v["step"].as_u64().unwrap(), v[key].as_f64().unwrap()))
         .collect()
+}
+
+fn losses(out: &Path) -> Vec<(u64, f64)> {
+    series(out, "loss")
 }
 
 #[test]
@@ -215,7 +219,7 @@ fn a_resumed_time_budget_run_keeps_its_fitted_length_and_schedule() {
     // 5 steps per epoch, warm-up min(round(0.5 × 5), total / 4), peak 0.3
     let total = state.total_steps;
     let warmup = 3u64.min(total / 4);
-    let got = lrs(&out);
+    let got: Vec<f64> = series(&out, "lr").into_iter().map(|(_, lr)| lr).collect();
     assert_eq!(got.len() as u64, total);
     for (s, lr) in got.iter().enumerate() {
         let want = warmup_cosine(s as u64, total, warmup, 0.3, 0.0);
@@ -225,14 +229,4 @@ fn a_resumed_time_budget_run_keeps_its_fitted_length_and_schedule() {
             s + 1
         );
     }
-}
-
-/// The learning rate of every training line of metrics.jsonl.
-fn lrs(out: &Path) -> Vec<f64> {
-    std::fs::read_to_string(out.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter_map(|v| v.get("lr").and_then(|x| x.as_f64()))
-        .collect()
 }

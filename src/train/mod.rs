@@ -282,9 +282,8 @@ pub fn pretrain(
     let seconds_before = state.train_seconds;
     let (mut wait_total, mut augment_total, mut last_loss) = (0.0, 0.0, f64::NAN);
     let mut window = (Instant::now(), 0u64);
-    let mut s = start;
-    while s < state.total_steps {
-        let total_steps = state.total_steps;
+    let total_steps = state.total_steps;
+    for s in start..total_steps {
         let w = Instant::now();
         let batch = loader
             .next()
@@ -312,9 +311,8 @@ pub fn pretrain(
         } = done_step;
         last_loss = loss;
         let done = s + 1;
-        s = done;
         bar.inc(1);
-        let last = done == state.total_steps;
+        let last = done == total_steps;
         if done % t.log_every as u64 == 0 || last {
             let secs = window.0.elapsed().as_secs_f64();
             let ips = (done - start - window.1) as f64 * t.batch_size as f64 / secs.max(1e-9);
@@ -344,7 +342,7 @@ pub fn pretrain(
     drop(loader);
     bar.finish_and_clear();
     run.export_encoder(&model.vs, model.method.encoder_prefix())?;
-    let (steps_run, total_steps) = (state.total_steps - start, state.total_steps);
+    let steps_run = total_steps - start;
     let secs = session.elapsed().as_secs_f64();
     Ok(PretrainReport {
         steps_run,
