@@ -11,6 +11,7 @@ use crate::augment::augment_batch;
 use crate::config::TrainConfig;
 use crate::data::{Dataset, ImageStore};
 use crate::eval::features::nhwc_to_tensor;
+use crate::method::Targets;
 use crate::optim::Sgd;
 use crate::train::{build_model, loader_data, sgd_step, view_recipe, view_recipes, Loader};
 use std::time::Instant;
@@ -67,13 +68,29 @@ pub fn time_train_step(
         .iter()
         .map(|r| random_views(batch, r.out_size, cfg.model.channels_last))
         .collect();
-    let labels = Tensor::arange(batch as i64, (Kind::Int64, Device::Cpu)).remainder(10);
-    let labels = model.method.uses_labels().then_some(&labels);
+    let indices = Tensor::arange(batch as i64, (Kind::Int64, Device::Cpu));
+    let classes = indices.remainder(10);
+    let targets = match model.method.targets() {
+        Targets::Nothing => None,
+        Targets::ClassLabels => Some(&classes),
+        Targets::ImageIndices => {
+            // a bank of random images, at least one per cluster
+            let n = batch.max(cfg.method.prototypes);
+            let mut rng = crate::rng::Rng::new(cfg.train.seed);
+            let images = ImageStore {
+                height: size,
+                width: size,
+                pixels: (0..n * size * size * 3).map(|_| rng.below(256) as u8).collect(),
+            };
+            model.method.prepare(&images, 0, (n / batch) as u64)?;
+            Some(&indices)
+        }
+    };
     let (mut times, mut losses) = (Vec::new(), Vec::new());
     let total = (warm + steps) as u64;
     for i in 0..total {
         let t = Instant::now();
-        let done = sgd_step(&model, &mut opt, &views, labels, cfg.optim.lr, (i, total))?;
+        let done = sgd_step(&model, &mut opt, &views, targets, cfg.optim.lr, (i, total))?;
         losses.push(done.loss);
         if i >= warm as u64 {
             times.push(t.elapsed().as_secs_f64());
@@ -154,6 +171,7 @@ pub fn time_end_to_end(
     let size = crate::train::input_size(train.images.height, train.images.width);
     let total = (warm + steps) as u64;
     let data = loader_data(train, model.method.as_ref())?;
+    model.method.prepare(&data.images, 0, (train.len() / b) as u64)?;
     let mut loader = Loader::spawn(
         data,
         view_recipes(cfg, size),
@@ -175,12 +193,12 @@ pub fn time_end_to_end(
             .next()
             .ok_or_else(|| anyhow::anyhow!("the loader stopped early"))?;
         wait += w.elapsed().as_secs_f64();
-        let (views, labels) = batch.to_tensors(cfg.model.channels_last);
+        let (views, targets) = batch.to_tensors(cfg.model.channels_last);
         sgd_step(
             &model,
             &mut opt,
             &views,
-            labels.as_ref(),
+            targets.as_ref(),
             cfg.optim.lr,
             (s, total),
         )?;

@@ -162,10 +162,11 @@ pub struct MethodConfig {
     pub ema_momentum: f64,
     /// MoCo's queue of negative keys. Default 4096.
     pub queue_size: usize,
-    /// Prototypes (SwAV) or output dimensions (DINO's head). Default 3000 (SwAV; solo-learn's
-    /// CIFAR recipes).
+    /// Prototypes (SwAV), output dimensions (DINO's head) or k-means clusters (DeepCluster).
+    /// Default 3000 (SwAV; solo-learn's CIFAR recipes for all three).
     pub prototypes: usize,
-    /// Temperature of the softmax over prototype scores: SwAV's τ, DINO's student τ_s. Default 0.1.
+    /// Temperature of the softmax over prototype scores: SwAV's τ, DINO's student τ_s,
+    /// DeepCluster's τ over centroid scores. Default 0.1.
     pub prototype_temperature: f64,
     /// SwAV's Sinkhorn-Knopp entropy ε (3 iterations). Default 0.05.
     pub sinkhorn_epsilon: f64,

@@ -172,6 +172,7 @@ fn every_method_and_two_view_loss_trains_from_the_cli() {
             "method.prototypes=32",
         ],
         vec!["--method", "supcon"],
+        vec!["--method", "deepcluster", "--set", "method.prototypes=20"],
         vec!["--loss", "dcl"],
         vec!["--loss", "nt_xent_tiled", "--set", "method.tile_rows=5"],
         vec!["--loss", "triplet"],
@@ -249,6 +250,24 @@ fn supcon_on_unlabelled_images_says_it_needs_labels() {
     );
     assert!(!t.contains("panicked"), "{t}");
     assert!(!out.join("checkpoint.safetensors").exists());
+}
+
+#[test]
+fn deepcluster_with_more_clusters_than_images_says_so_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let o = run(selfsup()
+        .arg("pretrain")
+        .args(tiny(&out))
+        .args(["--method", "deepcluster"]));
+    let t = text(&o);
+    assert!(!o.status.success(), "{t}");
+    assert!(
+        t.contains("method.prototypes is 3000") && t.contains("method.prototypes=<at most"),
+        "{t}"
+    );
+    assert!(!t.contains("panicked"), "{t}");
+    assert!(!out.exists(), "a run folder was written");
 }
 
 #[test]

@@ -2,8 +2,10 @@
 //! A registry maps the CLI name to the method.
 
 pub mod byol;
+pub mod deepcluster;
 pub mod dino;
 pub mod ema;
+pub mod kmeans;
 pub mod moco;
 pub mod queue;
 pub mod simclr;
@@ -13,6 +15,7 @@ pub mod supcon;
 pub mod swav;
 
 pub use byol::Byol;
+pub use deepcluster::DeepCluster;
 pub use dino::Dino;
 pub use ema::Ema;
 pub use moco::MoCo;
@@ -24,6 +27,7 @@ pub use swav::SwAV;
 
 use crate::backbone::ResNet;
 use crate::config::TrainConfig;
+use crate::data::ImageStore;
 use tch::{nn, Tensor};
 
 /// What one training step returns.
@@ -36,15 +40,31 @@ pub struct StepOutput {
     pub embeddings_b: Tensor,
 }
 
+/// The per-image targets a method's `step` is given with each batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Targets {
+    /// None: the views are all it needs.
+    Nothing,
+    /// The images' classes (SupCon).
+    ClassLabels,
+    /// The images' indices in the training split (DeepCluster's pseudo-labels are per image).
+    ImageIndices,
+}
+
 /// A self-supervised method: its loss on a batch of views, and the encoder it trains.
 pub trait Method {
     /// Views: `views[v]` is [K, 3, H_v, W_v], view v of the same K images (views 0 and 1 the
-    /// large ones; multi-crop methods take smaller ones after them). `labels` [K] are the
-    /// images' classes, given when [`uses_labels`](Method::uses_labels) says so.
-    fn step(&self, views: &[Tensor], labels: Option<&Tensor>) -> anyhow::Result<StepOutput>;
-    /// Whether the method trains on class labels (SupCon).
-    fn uses_labels(&self) -> bool {
-        false
+    /// large ones; multi-crop methods take smaller ones after them). `targets` [K] (i64) are
+    /// what [`targets`](Method::targets) asks for: the images' classes or their indices.
+    fn step(&self, views: &[Tensor], targets: Option<&Tensor>) -> anyhow::Result<StepOutput>;
+    /// What the loader gives `step` as `targets`.
+    fn targets(&self) -> Targets {
+        Targets::Nothing
+    }
+    /// Called once before a session's first step (`first_step`: 0, or where a resumed run
+    /// goes on) with the training images: DeepCluster embeds and clusters them here.
+    fn prepare(&self, _images: &ImageStore, _first_step: u64, _steps_per_epoch: u64) -> anyhow::Result<()> {
+        Ok(())
     }
     /// Called after every optimiser step (`step` = the step just taken, 0-based): momentum
     /// updates of target networks, queue updates.
@@ -66,6 +86,7 @@ pub trait Method {
 ///   `model.projection_hidden` (default 4 × the encoder's features);
 /// - `swav`: prototypes + Sinkhorn codes, swapped prediction, multi-crop;
 /// - `dino`: EMA teacher, centring and sharpening, multi-crop;
+/// - `deepcluster`: k-means pseudo-labels of a memory bank, re-clustered every epoch;
 /// - `supcon`: supervised contrastive, on the class labels of the training images.
 pub const METHODS: &[&str] = &[
     "simclr",
@@ -76,6 +97,7 @@ pub const METHODS: &[&str] = &[
     "vicreg",
     "swav",
     "dino",
+    "deepcluster",
     "supcon",
 ];
 
@@ -88,6 +110,7 @@ pub fn build(vs: &nn::VarStore, cfg: &TrainConfig) -> anyhow::Result<Box<dyn Met
         "simsiam" => Ok(Box::new(SimSiam::new(vs, cfg)?)),
         "swav" => Ok(Box::new(SwAV::new(&vs.root(), cfg)?)),
         "dino" => Ok(Box::new(Dino::new(vs, cfg)?)),
+        "deepcluster" => Ok(Box::new(DeepCluster::new(&vs.root(), cfg)?)),
         "supcon" => Ok(Box::new(SupCon::new(&vs.root(), cfg)?)),
         other => anyhow::bail!(
             "unknown method {other:?}: choose one of {}",
@@ -101,6 +124,7 @@ pub(crate) mod testing {
     //! Tiny settings and views for the methods' tests.
     use super::Method;
     use crate::config::TrainConfig;
+use crate::data::ImageStore;
     use crate::optim::Sgd;
     use tch::{nn, Device, Kind, Tensor};
 

@@ -62,8 +62,8 @@ impl Method for SupCon {
         })
     }
 
-    fn uses_labels(&self) -> bool {
-        true
+    fn targets(&self) -> super::Targets {
+        super::Targets::ClassLabels
     }
 
     fn encoder(&self) -> &ResNet {

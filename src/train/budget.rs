@@ -3,8 +3,10 @@
 //! The schedules (warm-up + cosine learning rate, EMA momentum) need the run's length in steps
 //! from step 0. Under a budget of `T` seconds, a throw-away copy of the model runs
 //! `SKIP + MEASURE` real steps (loader, augmentation, forward, backward, SGD at learning rate 0)
-//! on the run's first batches; with `c` the seconds this calibration took and `t` the median
-//! seconds per measured step,
+//! on the run's first batches; with `c` the seconds this calibration and the method's
+//! [`prepare`](crate::method::Method::prepare) took (DeepCluster embeds and clusters every image
+//! there, once for the throw-away model and once for the run's) and `t` the median seconds per
+//! measured step,
 //! ```text
 //! total = clamp(⌊(T − c) / t⌋, 1, bound)
 //! ```
@@ -48,6 +50,8 @@ pub fn calibrate(
 ) -> anyhow::Result<Calibration> {
     let start = Instant::now();
     let model = build_model(cfg)?;
+    let steps_per_epoch = (data.images.len() / cfg.train.batch_size) as u64;
+    model.method.prepare(&data.images, 0, steps_per_epoch)?;
     let mut opt = Sgd::new(&model.vs, cfg.optim.momentum, cfg.optim.weight_decay);
     let total = SKIP + MEASURE;
     let t = &cfg.train;
@@ -66,8 +70,8 @@ pub fn calibrate(
         let batch = loader
             .next()
             .ok_or_else(|| anyhow::anyhow!("the data loader stopped during calibration"))?;
-        let (views, labels) = batch.to_tensors(cfg.model.channels_last);
-        sgd_step(&model, &mut opt, &views, labels.as_ref(), 0.0, (s, total))?;
+        let (views, targets) = batch.to_tensors(cfg.model.channels_last);
+        sgd_step(&model, &mut opt, &views, targets.as_ref(), 0.0, (s, total))?;
         if s >= SKIP {
             times.push(step_start.elapsed().as_secs_f64());
         }
@@ -103,7 +107,7 @@ mod tests {
         let splits = crate::train::load_data(&cfg).unwrap();
         let data = LoaderData {
             images: std::sync::Arc::new(splits.train.images.clone()),
-            labels: None,
+            targets: None,
         };
         let recipes = crate::train::view_recipes(&cfg, 16);
         let c = calibrate(&cfg, &data, &recipes).unwrap();

@@ -24,8 +24,9 @@ pub struct ViewBatch {
     /// `views[v]` is [B, S_v, S_v, 3] f32 (NHWC), normalised; `S_v = sizes[v]`.
     pub views: Vec<Vec<f32>>,
     pub sizes: Vec<usize>,
-    /// Class labels of the batch's images [B], when the loader was given labels.
-    pub labels: Option<Vec<i64>>,
+    /// The per-image targets of the batch's images [B] (class labels or image indices), when
+    /// the loader was given targets.
+    pub targets: Option<Vec<i64>>,
     pub batch_size: usize,
     /// Seconds the background thread spent augmenting this batch.
     pub augment_s: f64,
@@ -33,7 +34,7 @@ pub struct ViewBatch {
 
 impl ViewBatch {
     /// The views as `[B, 3, S_v, S_v]` tensors (channels-last strides when asked, no copy) and
-    /// the labels as a `[B]` i64 tensor.
+    /// the targets as a `[B]` i64 tensor.
     pub fn to_tensors(&self, channels_last: bool) -> (Vec<tch::Tensor>, Option<tch::Tensor>) {
         let views = self
             .views
@@ -41,16 +42,17 @@ impl ViewBatch {
             .zip(&self.sizes)
             .map(|(v, &s)| nhwc_to_tensor(v, self.batch_size, s, channels_last))
             .collect();
-        let labels = self.labels.as_deref().map(tch::Tensor::from_slice);
-        (views, labels)
+        let targets = self.targets.as_deref().map(tch::Tensor::from_slice);
+        (views, targets)
     }
 }
 
-/// The images a loader draws from, with their class labels when a method needs them.
+/// The images a loader draws from, with the per-image targets a method needs (see
+/// [`Targets`](crate::method::Targets)).
 #[derive(Clone)]
 pub struct LoaderData {
     pub images: Arc<ImageStore>,
-    pub labels: Option<Arc<Vec<u32>>>,
+    pub targets: Option<Arc<Vec<i64>>>,
 }
 
 /// The image order of epoch `epoch`.
@@ -101,16 +103,16 @@ impl BatchMaker {
                 out
             })
             .collect();
-        let labels = self
+        let targets = self
             .data
-            .labels
+            .targets
             .as_ref()
-            .map(|l| idx.iter().map(|&i| l[i] as i64).collect());
+            .map(|t| idx.iter().map(|&i| t[i]).collect());
         Some(ViewBatch {
             step,
             views,
             sizes: self.recipes.iter().map(|r| r.out_size).collect(),
-            labels,
+            targets,
             batch_size: b,
             augment_s: t.elapsed().as_secs_f64(),
         })

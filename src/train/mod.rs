@@ -17,7 +17,7 @@ use crate::config::TrainConfig;
 use crate::data::Dataset;
 use crate::data::{self, Splits};
 use crate::eval::{alignment, embedding_std, uniformity};
-use crate::method::{self, Method};
+use crate::method::{self, Method, Targets};
 use crate::optim::{warmup_cosine, Sgd};
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -103,22 +103,24 @@ pub fn small_crop_size(cfg: &TrainConfig, size: usize) -> usize {
     }
 }
 
-/// What the loader reads: the images, and their labels when the method trains on labels.
+/// What the loader reads: the images, and the per-image targets the method trains on.
 pub fn loader_data(train: &Dataset, method: &dyn Method) -> anyhow::Result<LoaderData> {
-    let labels = if method.uses_labels() {
-        let Some(l) = &train.labels else {
-            bail!(
-                "this method trains on class labels, but the training images have none: give --data a folder \
-                 with one sub-folder per class (or labelled IDX/CIFAR files)"
-            );
-        };
-        Some(Arc::new(l.clone()))
-    } else {
-        None
+    let targets = match method.targets() {
+        Targets::Nothing => None,
+        Targets::ClassLabels => {
+            let Some(l) = &train.labels else {
+                bail!(
+                    "this method trains on class labels, but the training images have none: give --data a folder \
+                     with one sub-folder per class (or labelled IDX/CIFAR files)"
+                );
+            };
+            Some(Arc::new(l.iter().map(|&y| y as i64).collect()))
+        }
+        Targets::ImageIndices => Some(Arc::new((0..train.len() as i64).collect())),
     };
     Ok(LoaderData {
         images: Arc::new(train.images.clone()),
-        labels,
+        targets,
     })
 }
 
@@ -174,6 +176,9 @@ pub fn pretrain(
             "train.batch_size is {} but the training split has only {n} images: lower --batch-size to at most {n}",
             t.batch_size
         );
+    }
+    if cfg.method.name == "deepcluster" {
+        method::deepcluster::check_clusters(cfg.method.prototypes, n).map_err(anyhow::Error::msg)?;
     }
     let size = input_size(splits.train.images.height, splits.train.images.width);
     if let Some(mut available) = memory::available_bytes() {
@@ -245,11 +250,18 @@ pub fn pretrain(
             );
         }
     }
+    let prepared = Instant::now();
+    model
+        .method
+        .prepare(&data.images, state.step, steps_per_epoch)?;
+    let prepare_s = prepared.elapsed().as_secs_f64();
+    state.train_seconds += prepare_s;
     if let (Some(minutes), false) = (t.minutes, state.fitted) {
         let c = budget::calibrate(cfg, &data, &recipes)?;
         let budget_s = minutes * 60.0;
+        let spent = c.seconds + prepare_s;
         state.total_steps =
-            budget::steps_that_fit(budget_s, c.seconds, c.seconds_per_step, epoch_steps);
+            budget::steps_that_fit(budget_s, spent, c.seconds_per_step, epoch_steps);
         state.fitted = true;
         state.train_seconds += c.seconds;
         eprintln!(

@@ -25,7 +25,7 @@ pub enum StepFault {
     Gradient { grad_norm: f64, loss: f64 },
 }
 
-/// Runs step `step` of `total` at learning rate `lr` on `views` (and `labels` for methods that
+/// Runs step `step` of `total` at learning rate `lr` on `views` (and `targets` for methods that
 /// use them). A non-finite loss or gradient stops it before the update: the trainable weights
 /// are as they were (state the forward pass updates, such as BatchNorm statistics or DINO's
 /// centre, has moved), and the error is a [`StepFault`].
@@ -33,11 +33,11 @@ pub fn sgd_step(
     model: &Model,
     opt: &mut Sgd,
     views: &[Tensor],
-    labels: Option<&Tensor>,
+    targets: Option<&Tensor>,
     lr: f64,
     (step, total): (u64, u64),
 ) -> anyhow::Result<StepDone> {
-    let out = model.method.step(views, labels)?;
+    let out = model.method.step(views, targets)?;
     let loss = out.loss.double_value(&[]);
     if !loss.is_finite() {
         return Err(StepFault::Loss(loss).into());
