@@ -74,13 +74,14 @@ pub fn time_train_step(
         Targets::Nothing => None,
         Targets::ClassLabels => Some(&classes),
         Targets::ImageIndices => {
-            // a bank of random images, at least one per cluster
+            // a bank of random 8-px images (its width does not depend on their size), at
+            // least one per cluster
             let n = batch.max(cfg.method.prototypes);
             let mut rng = crate::rng::Rng::new(cfg.train.seed);
             let images = ImageStore {
-                height: size,
-                width: size,
-                pixels: (0..n * size * size * 3).map(|_| rng.below(256) as u8).collect(),
+                height: 8,
+                width: 8,
+                pixels: (0..n * 8 * 8 * 3).map(|_| rng.below(256) as u8).collect(),
             };
             model.method.prepare(&images, 0, (n / batch) as u64)?;
             Some(&indices)

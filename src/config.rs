@@ -163,7 +163,7 @@ pub struct MethodConfig {
     /// MoCo's queue of negative keys. Default 4096.
     pub queue_size: usize,
     /// Prototypes (SwAV), output dimensions (DINO's head) or k-means clusters (DeepCluster).
-    /// Default 3000 (SwAV; solo-learn's CIFAR recipes for all three).
+    /// Default 3000 (solo-learn's CIFAR SwAV recipe, and each of its DeepCluster-v2 heads).
     pub prototypes: usize,
     /// Temperature of the softmax over prototype scores: SwAV's τ, DINO's student τ_s,
     /// DeepCluster's τ over centroid scores. Default 0.1.
@@ -480,10 +480,10 @@ impl TrainConfig {
             ));
         }
         let d = &self.data;
-        let multi_crop = matches!(self.method.name.as_str(), "swav" | "dino");
+        let multi_crop = matches!(self.method.name.as_str(), "swav" | "dino" | "deepcluster");
         if d.small_crops > 0 && !multi_crop {
             return bad(format!(
-                "data.small_crops is {} but method {:?} trains on 2 views: multi-crop works with swav and dino",
+                "data.small_crops is {} but method {:?} trains on 2 views: multi-crop works with swav, dino and deepcluster",
                 d.small_crops, self.method.name
             ));
         }

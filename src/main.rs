@@ -71,7 +71,7 @@ pub struct ConfigArgs {
     /// margin, barlow_twins, vicreg [method.loss, default nt_xent].
     #[arg(long)]
     loss: Option<String>,
-    /// Multi-crop: small views per image besides the two large ones, for swav and dino
+    /// Multi-crop: small views per image besides the two large ones, for swav, dino and deepcluster
     /// [data.small_crops, default 0].
     #[arg(long)]
     small_crops: Option<usize>,

@@ -97,7 +97,7 @@ fn bad_flags_and_values_get_one_clear_message() {
             vec!["pretrain", "--set", "data.crop_min_scale=0"],
             "crop_min_scale",
         ),
-        (vec!["pretrain", "--small-crops", "2"], "swav and dino"),
+        (vec!["pretrain", "--small-crops", "2"], "swav, dino and deepcluster"),
         (vec!["pretrain", "--minutes", "0"], "train.minutes"),
         (
             vec![
@@ -172,7 +172,16 @@ fn every_method_and_two_view_loss_trains_from_the_cli() {
             "method.prototypes=32",
         ],
         vec!["--method", "supcon"],
-        vec!["--method", "deepcluster", "--set", "method.prototypes=20"],
+        vec![
+            "--method",
+            "deepcluster",
+            "--small-crops",
+            "2",
+            "--set",
+            "method.prototypes=20",
+            "--set",
+            "train.epochs=2", // re-clusters at the start of epoch 2
+        ],
         vec!["--loss", "dcl"],
         vec!["--loss", "nt_xent_tiled", "--set", "method.tile_rows=5"],
         vec!["--loss", "triplet"],

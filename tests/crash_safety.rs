@@ -127,9 +127,23 @@ fn sigkill_at_random_moments_always_leaves_a_loadable_checkpoint() {
 
 #[test]
 fn an_interrupted_and_resumed_run_repeats_the_uninterrupted_losses_exactly() {
+    resumes_exactly(&[]);
+}
+
+/// DeepCluster's memory bank and clustering are in the checkpoint: the resumed run sees the
+/// same pseudo-labels (and re-clusters at the same epoch starts).
+#[test]
+fn an_interrupted_and_resumed_deepcluster_run_repeats_its_losses_exactly() {
+    resumes_exactly(&["--method", "deepcluster", "--set", "method.prototypes=20"]);
+}
+
+/// Runs `tiny` settings (plus `extra`) for 8 epochs whole, then again killed past step 9 and
+/// resumed; the losses of every step must be equal.
+fn resumes_exactly(extra: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let settings = |out: &Path| {
         let mut a = tiny(out);
+        a.extend(extra.iter().map(|s| s.to_string()));
         a.extend(
             [
                 "--epochs",

@@ -1,15 +1,20 @@
 //! DeepCluster (Caron et al. 2018, arXiv:1807.05520) in its v2 form (Caron et al. 2020,
-//! arXiv:2006.09882, appendix): k-means pseudo-labels of every training image, re-clustered at
-//! the start of each epoch, and a classifier whose weights are the frozen cluster centroids.
+//! arXiv:2006.09882, appendix; facebookresearch/swav `main_deepclusterv2.py`): k-means
+//! pseudo-labels of every training image, re-clustered at the start of each epoch, and a
+//! classifier whose weights are the frozen cluster centroids.
 //!
 //! ```text
 //! bank B [N, D]: one unit embedding per training image (filled by `prepare`, then each step
 //!                writes the first view's embeddings of its images)
 //! epoch start:   (C [P, D], a [N]) = spherical_kmeans(B, P, 10 iterations)
-//! step:          z_v = g(f(x_v)) / ‖·‖ for both views;  L = mean_v CE(z_v Cᵀ / τ, a[idx])
+//! step:          z_v = g(f(x_v)) / ‖·‖ for every view v (2 large + optional small crops);
+//!                L = mean_v CE(z_v Cᵀ / τ, a[idx])
 //! ```
-//! C gets no gradient: only the encoder f and the projection g learn, towards their
-//! image's cluster. P is `method.prototypes`, τ `method.prototype_temperature`.
+//! C gets no gradient: only the encoder f and the projection g learn, towards their image's
+//! cluster. P is `method.prototypes`, τ `method.prototype_temperature`. Unlike the reference,
+//! one clustering (the reference averages three heads of 3000) and one bank per image (the
+//! reference keeps one per large view); the bank, centroids and assignments are checkpointed,
+//! so a resumed run continues exactly.
 
 use super::kmeans::spherical_kmeans;
 use super::{Method, StepOutput, Targets};
@@ -21,11 +26,22 @@ use crate::eval::features::nhwc_to_tensor;
 use crate::head::Mlp;
 use crate::loss::l2_normalize;
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use tch::nn::{self, ModuleT};
 use tch::{Kind, Tensor};
 
 /// k-means iterations per clustering (DeepCluster-v2's reference setting).
 pub const KMEANS_ITERATIONS: usize = 10;
+
+/// `clustered_at` of a clustering restored from a checkpoint: the next epoch start re-clusters.
+const RESTORED: u64 = u64::MAX;
+
+/// Checkpoint names of the bank, the centroids and the assignments.
+const BUFFERS: [&str; 3] = [
+    "deepcluster.bank",
+    "deepcluster.centroids",
+    "deepcluster.assignments",
+];
 
 pub struct DeepCluster {
     pub backbone: ResNet,
@@ -79,40 +95,41 @@ impl DeepCluster {
         })
     }
 
-    /// Unit embeddings `g(f(x)) / ‖·‖` of a batch [B, 3, S, S] → [B, D].
-    fn embed(&self, x: &Tensor, train: bool) -> Tensor {
+    /// Unit embeddings `g(f(x)) / ‖·‖` of a batch [B, 3, S, S] → [B, D] (training mode).
+    fn embed(&self, x: &Tensor) -> Tensor {
         l2_normalize(
             &self
                 .projection
-                .forward_t(&self.backbone.forward_t(x, train), train),
+                .forward_t(&self.backbone.forward_t(x, true), true),
         )
     }
 
-    /// Embeds every image of `images` (normalised, uncropped; BatchNorm on batch statistics
-    /// as in training, no gradient): the initial bank [N, D].
+    /// Embeds every image of `images` (normalised, uncropped; no gradient) with BatchNorm on
+    /// batch statistics, as in training: the initial bank [N, D]. The last batch is filled up
+    /// with the first images so that every batch has the same size. (This forward pass also
+    /// moves the BatchNorm running statistics, which only evaluation uses.)
     fn embed_all(&self, images: &ImageStore) -> Tensor {
         let s = crate::train::input_size(images.height, images.width);
         let recipe = ViewRecipe::eval(s);
         let n = images.len();
-        let b = self.batch_size.max(2);
+        let b = self.batch_size.clamp(2, n.max(2));
         let mut buf = vec![0f32; b * s * s * 3];
         let parts: Vec<Tensor> = tch::no_grad(|| {
             (0..n)
                 .step_by(b)
                 .map(|start| {
-                    let idx: Vec<usize> = (start..n.min(start + b)).collect();
-                    let len = idx.len();
+                    let idx: Vec<usize> = (start..start + b).map(|i| i % n).collect();
                     eval_batch(
                         &images.pixels,
                         images.height,
                         images.width,
                         &idx,
                         &recipe,
-                        &mut buf[..len * s * s * 3],
+                        &mut buf,
                     );
-                    let x = nhwc_to_tensor(&buf, len, s, self.channels_last);
-                    // a last batch of one image cannot use batch statistics
-                    self.embed(&x, len > 1)
+                    let x = nhwc_to_tensor(&buf, b, s, self.channels_last);
+                    let rows = (n - start).min(b) as i64;
+                    self.embed(&x).narrow(0, 0, rows)
                 })
                 .collect()
         });
@@ -155,13 +172,14 @@ pub fn check_clusters(clusters: usize, images: usize) -> Result<(), String> {
 }
 
 impl Method for DeepCluster {
-    /// `targets` [K] are the batch's image indices. At an epoch start (after the one
-    /// `prepare` clustered at) the bank is re-clustered first; then
-    /// `L = ½ Σ_{v∈{a,b}} CE(z_v Cᵀ / τ, a[idx])`.
+    /// `targets` [K] are the batch's image indices; views 0 and 1 are the large ones, any
+    /// further views small multi-crops (each size its own batch through the network). At an
+    /// epoch start (other than the one `prepare` clustered at) the bank is re-clustered first;
+    /// then `L = (1/V) Σ_v CE(z_v Cᵀ / τ, a[idx])`.
     fn step(&self, views: &[Tensor], targets: Option<&Tensor>) -> anyhow::Result<StepOutput> {
         anyhow::ensure!(
-            views.len() == 2,
-            "DeepCluster takes 2 views per image, got {}",
+            views.len() >= 2,
+            "DeepCluster takes 2 large views (and optional small ones) per image, got {}",
             views.len()
         );
         let Some(idx) = targets else {
@@ -188,16 +206,23 @@ impl Method for DeepCluster {
         if s != c.clustered_at && s % c.steps_per_epoch == 0 {
             self.recluster(c, s);
         }
-        let z = self.embed(&Tensor::cat(views, 0), true); // [2K, D]
-        let logits = z.matmul(&c.centroids.tr()) / self.temperature; // [2K, P]
-        let y = c.assignments.index_select(0, idx).repeat([2]); // [2K]
+        let mut z = vec![self.embed(&Tensor::cat(&views[..2], 0))]; // [2K, D]
+        if views.len() > 2 {
+            z.push(self.embed(&Tensor::cat(&views[2..], 0))); // [nK, D]
+        }
+        let z_all = Tensor::cat(&z, 0); // [VK, D]
+        let logits = z_all.matmul(&c.centroids.tr()) / self.temperature; // [VK, P]
+        let y = c
+            .assignments
+            .index_select(0, idx)
+            .repeat([views.len() as i64]); // [VK]
         let loss = logits.cross_entropy_for_logits(&y);
-        let za = z.narrow(0, 0, k).detach();
+        let za = z[0].narrow(0, 0, k).detach();
         *self.pending.borrow_mut() = Some((za.shallow_clone(), idx.shallow_clone()));
         Ok(StepOutput {
             loss,
             embeddings: za,
-            embeddings_b: z.narrow(0, k, k).detach(),
+            embeddings_b: z[0].narrow(0, k, k).detach(),
         })
     }
 
@@ -205,21 +230,77 @@ impl Method for DeepCluster {
         Targets::ImageIndices
     }
 
-    /// Fills the bank with every image's embedding and clusters it. Refuses more clusters
-    /// than images.
-    fn prepare(&self, images: &ImageStore, first_step: u64, steps_per_epoch: u64) -> anyhow::Result<()> {
+    /// A fresh run: fills the bank with every image's embedding and clusters it. A resumed
+    /// run (after [`restore_buffers`](Method::restore_buffers)) keeps the checkpoint's bank.
+    /// Refuses more clusters than images.
+    fn prepare(
+        &self,
+        images: &ImageStore,
+        first_step: u64,
+        steps_per_epoch: u64,
+    ) -> anyhow::Result<()> {
         let n = images.len();
         check_clusters(self.clusters, n).map_err(anyhow::Error::msg)?;
-        let mut c = Clustering {
-            bank: self.embed_all(images),
-            centroids: Tensor::zeros([0], (Kind::Float, tch::Device::Cpu)),
-            assignments: Tensor::zeros([0], (Kind::Int64, tch::Device::Cpu)),
-            steps_per_epoch: steps_per_epoch.max(1),
-            clustered_at: first_step,
-        };
-        self.recluster(&mut c, first_step);
-        *self.state.borrow_mut() = Some(c);
+        let steps_per_epoch = steps_per_epoch.max(1);
+        let restored = self.state.borrow_mut().as_mut().map(|c| {
+            c.steps_per_epoch = steps_per_epoch;
+            c.bank.size()[0]
+        });
+        match restored {
+            Some(rows) => anyhow::ensure!(
+                rows == n as i64,
+                "the checkpoint's DeepCluster memory bank holds {rows} images but the training split \
+                 has {n}: resume with the same data"
+            ),
+            None => {
+                let mut c = Clustering {
+                    bank: self.embed_all(images),
+                    centroids: Tensor::zeros([0], (Kind::Float, tch::Device::Cpu)),
+                    assignments: Tensor::zeros([0], (Kind::Int64, tch::Device::Cpu)),
+                    steps_per_epoch,
+                    clustered_at: first_step,
+                };
+                self.recluster(&mut c, first_step);
+                *self.state.borrow_mut() = Some(c);
+            }
+        }
         self.next_step.set(first_step);
+        Ok(())
+    }
+
+    fn buffers(&self) -> Vec<(String, Tensor)> {
+        let state = self.state.borrow();
+        let Some(c) = state.as_ref() else {
+            return Vec::new();
+        };
+        let tensors = [
+            c.bank.shallow_clone(),
+            c.centroids.shallow_clone(),
+            c.assignments.to_kind(Kind::Float), // exact: clusters ≤ 65536
+        ];
+        BUFFERS.iter().map(|n| n.to_string()).zip(tensors).collect()
+    }
+
+    fn restore_buffers(&self, saved: &HashMap<String, Tensor>) -> anyhow::Result<()> {
+        let [bank, centroids, assignments] = BUFFERS.map(|n| saved.get(n));
+        let (Some(bank), Some(centroids), Some(assignments)) = (bank, centroids, assignments) else {
+            anyhow::bail!("the checkpoint has no DeepCluster memory bank: it was written by another method");
+        };
+        anyhow::ensure!(
+            centroids.size() == [self.clusters as i64, bank.size()[1]]
+                && assignments.size() == [bank.size()[0]],
+            "the checkpoint's DeepCluster clustering has {:?} centroids for {:?} bank rows: it was written \
+             with another method.prototypes or model.projection_dim",
+            centroids.size(),
+            bank.size()
+        );
+        *self.state.borrow_mut() = Some(Clustering {
+            bank: bank.copy(),
+            centroids: centroids.copy(),
+            assignments: assignments.to_kind(Kind::Int64),
+            steps_per_epoch: 1,
+            clustered_at: RESTORED,
+        });
         Ok(())
     }
 
@@ -293,6 +374,9 @@ mod tests {
         let out_of_bank = Tensor::arange_start(15, 23, (Kind::Int64, Device::Cpu));
         let e = m.step(&tiny_views(8, 0), Some(&out_of_bank)).err().unwrap().to_string();
         assert!(e.contains("index 22"), "{e}");
+        let negative = Tensor::arange_start(-1, 7, (Kind::Int64, Device::Cpu));
+        let e = m.step(&tiny_views(8, 0), Some(&negative)).err().unwrap().to_string();
+        assert!(e.contains("index -1"), "{e}");
     }
 
     #[test]
@@ -341,5 +425,82 @@ mod tests {
             m.next_step.set(s + 1);
         }
         assert!(losses[9] < losses[0] - 0.05, "loss did not fall: {losses:?}");
+    }
+    #[test]
+    fn a_restored_clustering_resumes_like_the_uninterrupted_run() {
+        // Run A takes steps 0..6 (2 steps per epoch: clusterings at 0, 2, 4). Run B is
+        // restored from A's variables and buffers after step 2, then takes steps 3..6: it
+        // resumes mid-epoch, so it must not re-cluster before step 4.
+        let images = store(16, 4);
+        let run = |m: &DeepCluster, vs: &nn::VarStore, steps: std::ops::Range<u64>| {
+            let mut losses = Vec::new();
+            let mut opt = Sgd::new(vs, 0.0, 0.0);
+            for s in steps {
+                let half = 8 * (s as i64 % 2);
+                let idx = Tensor::arange_start(half, half + 8, (Kind::Int64, Device::Cpu));
+                let out = m.step(&tiny_views(8, s as i64), Some(&idx)).unwrap();
+                losses.push(out.loss.double_value(&[]));
+                opt.zero_grad();
+                out.loss.backward();
+                opt.step(0.05);
+                m.after_step(s, 6);
+            }
+            losses
+        };
+        let (vs_a, a) = method(4);
+        a.prepare(&images, 0, 2).unwrap();
+        run(&a, &vs_a, 0..3);
+        let saved_vars: Vec<(String, Tensor)> =
+            vs_a.variables().into_iter().map(|(n, t)| (n, t.copy())).collect();
+        // copies: A's bank changes in place as it goes on
+        let saved: HashMap<String, Tensor> =
+            a.buffers().into_iter().map(|(n, t)| (n, t.copy())).collect();
+        assert_eq!(saved.len(), 3);
+        let want = run(&a, &vs_a, 3..6);
+
+        let (vs_b, b) = method(4);
+        tch::no_grad(|| {
+            for (n, t) in &saved_vars {
+                vs_b.variables()[n].shallow_clone().copy_(t);
+            }
+        });
+        b.restore_buffers(&saved).unwrap();
+        b.prepare(&images, 3, 2).unwrap(); // keeps the restored bank: no re-embedding
+        assert!(b.bank().unwrap().equal(&saved["deepcluster.bank"]));
+        assert_eq!(b.clustered_at(), Some(RESTORED), "re-clustered mid-epoch on resume");
+        let got = run(&b, &vs_b, 3..6);
+        assert_eq!(b.clustered_at(), Some(4), "epoch 2 starts at step 4");
+        assert_eq!(want, got);
+    }
+
+    #[test]
+    fn restoring_refuses_missing_or_mismatched_buffers() {
+        let (_vs, m) = method(4);
+        let e = m.restore_buffers(&HashMap::new()).unwrap_err().to_string();
+        assert!(e.contains("another method"), "{e}");
+        let (_vs, m5) = method(5);
+        m5.prepare(&store(16, 1), 0, 2).unwrap();
+        let saved: HashMap<String, Tensor> = m5.buffers().into_iter().collect();
+        let e = m.restore_buffers(&saved).unwrap_err().to_string();
+        assert!(e.contains("method.prototypes"), "{e}");
+        let (_vs, m5b) = method(5);
+        m5b.restore_buffers(&saved).unwrap();
+        let e = m5b.prepare(&store(20, 1), 0, 2).unwrap_err().to_string();
+        assert!(e.contains("holds 16 images") && e.contains("has 20"), "{e}");
+    }
+
+    #[test]
+    fn small_crops_train_with_their_image_targets() {
+        let (_vs, m) = method(4);
+        m.prepare(&store(16, 5), 0, 2).unwrap();
+        let mut views = tiny_views(8, 1);
+        tch::manual_seed(2);
+        views.push(Tensor::randn([8, 3, 8, 8], (Kind::Float, Device::Cpu)));
+        views.push(Tensor::randn([8, 3, 8, 8], (Kind::Float, Device::Cpu)));
+        let idx = Tensor::arange(8, (Kind::Int64, Device::Cpu));
+        let out = m.step(&views, Some(&idx)).unwrap();
+        assert!(out.loss.double_value(&[]).is_finite());
+        out.loss.backward();
+        assert!(m.step(&views[..1], Some(&idx)).is_err());
     }
 }

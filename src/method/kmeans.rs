@@ -131,13 +131,31 @@ mod tests {
 
     #[test]
     fn empty_clusters_keep_their_centroid_and_nothing_is_nan() {
-        // four identical rows and k = 2: ties go to cluster 0, cluster 1 stays empty
-        let row = l2_normalize(&Tensor::from_slice(&[1.0f32, 2.0, 3.0]).view([1, 3]));
-        let x = row.repeat([4, 1]);
-        let (c, a) = spherical_kmeans(&x, 2, 3, 0);
-        assert_eq!(c.isnan().any().int64_value(&[]), 0);
-        assert!(c.get(1).allclose(&row.get(0), 1e-6, 1e-6, false));
-        assert_eq!(a.size(), [4]);
+        // Two distinct points (a four times, b once) and k = 3: at least two initial centroids
+        // are copies of a, ties go to the lower index, so a cluster is always empty. Its sum
+        // is zero; it must keep its centroid, not become 0 or NaN.
+        let a = l2_normalize(&Tensor::from_slice(&[1.0f32, 2.0, 3.0]).view([1, 3]));
+        let b = l2_normalize(&Tensor::from_slice(&[-3.0f32, 1.0, 0.5]).view([1, 3]));
+        let x = Tensor::cat(&[a.repeat([4, 1]), b.shallow_clone()], 0); // [5, 3]
+        for seed in 0..20 {
+            let (c, assign) = spherical_kmeans(&x, 3, 3, seed);
+            assert_eq!(c.isnan().any().int64_value(&[]), 0, "seed {seed}");
+            let norms = c.norm_scalaropt_dim(2, [1], false);
+            assert!(
+                norms.allclose(&Tensor::ones([3], (Kind::Float, Device::Cpu)), 1e-5, 1e-5, false),
+                "seed {seed}: a centroid lost its unit norm (an empty cluster was overwritten)"
+            );
+            // every centroid is one of the two distinct points: a kept start or a cluster mean
+            for j in 0..3 {
+                let cj = c.get(j);
+                assert!(
+                    cj.allclose(&a.get(0), 1e-5, 1e-5, false)
+                        || cj.allclose(&b.get(0), 1e-5, 1e-5, false),
+                    "seed {seed}: centroid {j} is neither point"
+                );
+            }
+            assert_eq!(assign.size(), [5]);
+        }
     }
 
     #[test]

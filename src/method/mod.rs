@@ -28,6 +28,7 @@ pub use swav::SwAV;
 use crate::backbone::ResNet;
 use crate::config::TrainConfig;
 use crate::data::ImageStore;
+use std::collections::HashMap;
 use tch::{nn, Tensor};
 
 /// What one training step returns.
@@ -63,7 +64,22 @@ pub trait Method {
     }
     /// Called once before a session's first step (`first_step`: 0, or where a resumed run
     /// goes on) with the training images: DeepCluster embeds and clusters them here.
-    fn prepare(&self, _images: &ImageStore, _first_step: u64, _steps_per_epoch: u64) -> anyhow::Result<()> {
+    fn prepare(
+        &self,
+        _images: &ImageStore,
+        _first_step: u64,
+        _steps_per_epoch: u64,
+    ) -> anyhow::Result<()> {
+        Ok(())
+    }
+    /// State outside the variable store that a checkpoint keeps for an exact resume
+    /// (DeepCluster's memory bank and clustering), by name; saved as float32.
+    fn buffers(&self) -> Vec<(String, Tensor)> {
+        Vec::new()
+    }
+    /// Restores what [`buffers`](Method::buffers) gave, from a checkpoint; called before
+    /// [`prepare`](Method::prepare) on resume.
+    fn restore_buffers(&self, _saved: &HashMap<String, Tensor>) -> anyhow::Result<()> {
         Ok(())
     }
     /// Called after every optimiser step (`step` = the step just taken, 0-based): momentum
@@ -124,7 +140,6 @@ pub(crate) mod testing {
     //! Tiny settings and views for the methods' tests.
     use super::Method;
     use crate::config::TrainConfig;
-use crate::data::ImageStore;
     use crate::optim::Sgd;
     use tch::{nn, Device, Kind, Tensor};
 

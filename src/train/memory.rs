@@ -31,21 +31,40 @@ pub fn activation_floats_per_view(cfg: &ResNetConfig, size: usize) -> f64 {
     3.0 * floats
 }
 
-/// Bytes of one training step at `batch` images (two views each): the activations kept for
-/// backward (their gradients are freed layer by layer as backward proceeds), plus the 2B×2B
-/// similarity matrix of the plain contrastive losses about four times over (logits, mask,
-/// softmax, gradient) unless `tiled`. Calibration: ResNet-18 width 0.25, 32 px, batch 256 is
-/// estimated at 0.86 GB; that run's process peaks at about 1.3 GB including libtorch, the
-/// decoded images and the model.
-pub fn step_bytes(cfg: &ResNetConfig, size: usize, batch: usize, tiled: bool) -> f64 {
-    let views = 2.0 * batch as f64;
-    let activations = 4.0 * views * activation_floats_per_view(cfg, size);
-    let similarity = if tiled {
+/// What one training step holds: `batch` images, each two views of `size`² pixels and
+/// `small_crops` multi-crop views of `small_size`² pixels.
+#[derive(Clone, Copy, Debug)]
+pub struct StepShape {
+    pub size: usize,
+    pub batch: usize,
+    pub small_crops: usize,
+    pub small_size: usize,
+    /// The contrastive loss works in blocks (no 2B×2B matrix).
+    pub tiled: bool,
+}
+
+/// Peak heap over the tensors a step holds, measured: with `malloc.rs`'s settings glibc keeps
+/// freed blocks for reuse, and a ResNet-18 width 0.25 batch 256 run peaks at about 1.3 times
+/// what it did when glibc handed them back every step (2.2 against 1.7 GB).
+pub const HEAP_OVERHEAD: f64 = 1.3;
+
+/// Bytes of one training step: the activations kept for backward for every view (their
+/// gradients are freed layer by layer as backward proceeds), plus the 2B×2B similarity matrix
+/// of the plain contrastive losses about four times over (logits, mask, softmax, gradient)
+/// unless tiled, times [`HEAP_OVERHEAD`]. Calibration: ResNet-18 width 0.25, 32 px, batch 256,
+/// two views is estimated at 1.1 GB; that run's process peaks at about 2.2 GB including
+/// libtorch, the decoded images and the model.
+pub fn step_bytes(cfg: &ResNetConfig, s: &StepShape) -> f64 {
+    let b = s.batch as f64;
+    let view_floats = 2.0 * activation_floats_per_view(cfg, s.size)
+        + s.small_crops as f64 * activation_floats_per_view(cfg, s.small_size);
+    let activations = 4.0 * b * view_floats;
+    let similarity = if s.tiled {
         0.0
     } else {
-        4.0 * 4.0 * views * views
+        4.0 * 4.0 * (2.0 * b) * (2.0 * b)
     };
-    activations + similarity
+    HEAP_OVERHEAD * (activations + similarity)
 }
 
 /// `MemAvailable` of /proc/meminfo in bytes (Linux), if known.
@@ -77,23 +96,23 @@ fn gib(bytes: f64) -> f64 {
 
 /// Refuses a step that needs more than `available` bytes, naming the estimate, the setting
 /// and the largest batch size that fits.
-pub fn check_fits(
-    cfg: &ResNetConfig,
-    size: usize,
-    batch: usize,
-    tiled: bool,
-    available: f64,
-) -> Result<(), String> {
-    let need = step_bytes(cfg, size, batch, tiled);
+pub fn check_fits(cfg: &ResNetConfig, shape: &StepShape, available: f64) -> Result<(), String> {
+    let need = step_bytes(cfg, shape);
     if need <= available {
         return Ok(());
     }
-    let largest = (1..=batch)
+    let at = |batch| StepShape { batch, ..*shape };
+    let largest = (1..=shape.batch)
         .rev()
-        .find(|&b| step_bytes(cfg, size, b, tiled) <= available);
+        .find(|&b| step_bytes(cfg, &at(b)) <= available);
     Err(format!(
-        "a training step at batch size {batch} on {size}x{size} images (ResNet-{} width {}) needs about \
+        "a training step at batch size {} on {size}x{size} images{} (ResNet-{} width {}) needs about \
          {:.1} GiB but {:.1} GiB of memory is available: {}",
+        shape.batch,
+        match shape.small_crops {
+            0 => String::new(),
+            n => format!(" with {n} small crops"),
+        },
         cfg.depth,
         cfg.width,
         gib(need),
@@ -101,7 +120,8 @@ pub fn check_fits(
         match largest {
             Some(b) => format!("lower --batch-size to at most {b} (or --image-size / --width)"),
             None => "lower --image-size or --width".into(),
-        }
+        },
+        size = shape.size,
     ))
 }
 
@@ -117,33 +137,53 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_cifar_run_is_estimated_near_what_it_uses() {
-        // ResNet-18 width 0.25, 32 px, batch 256: the process peaks at about 1.3 GB, of which
-        // ~0.5 GB is libtorch, the data and the model; the estimate must be of that order.
-        let b = step_bytes(&resnet18(0.25), 32, 256, false);
-        assert!(b > 0.3e9 && b < 2.0e9, "{b}");
+    fn shape(batch: usize, size: usize, tiled: bool) -> StepShape {
+        StepShape {
+            size,
+            batch,
+            small_crops: 0,
+            small_size: 0,
+            tiled,
+        }
     }
 
     #[test]
-    fn the_estimate_grows_with_batch_width_and_size_and_tiling_saves_the_matrix() {
+    fn the_cifar_run_is_estimated_near_what_it_uses() {
+        // ResNet-18 width 0.25, 32 px, batch 256: the process peaks at about 2.2 GB, of which
+        // ~0.5 GB is libtorch, the data and the model; the estimate must be of that order.
+        let b = step_bytes(&resnet18(0.25), &shape(256, 32, false));
+        assert!(b > 0.6e9 && b < 2.2e9, "{b}");
+    }
+
+    #[test]
+    fn the_estimate_grows_with_batch_width_size_and_crops_and_tiling_saves_the_matrix() {
         let c = resnet18(0.25);
-        assert!(step_bytes(&c, 32, 512, false) > step_bytes(&c, 32, 256, false));
-        assert!(step_bytes(&resnet18(1.0), 32, 256, false) > step_bytes(&c, 32, 256, false));
-        assert!(step_bytes(&c, 64, 256, false) > step_bytes(&c, 32, 256, false));
-        let plain = step_bytes(&c, 32, 32768, false);
-        let tiled = step_bytes(&c, 32, 32768, true);
+        let base = step_bytes(&c, &shape(256, 32, false));
+        assert!(step_bytes(&c, &shape(512, 32, false)) > base);
+        assert!(step_bytes(&resnet18(1.0), &shape(256, 32, false)) > base);
+        assert!(step_bytes(&c, &shape(256, 64, false)) > base);
+        let plain = step_bytes(&c, &shape(32768, 32, false));
+        let tiled = step_bytes(&c, &shape(32768, 32, true));
         assert!(
             plain - tiled > 60e9,
             "the 65536² matrix alone is ~17 GB, ×4"
         );
+        // six 16-px crops hold six quarter-size views: 1.5 large views more than two
+        let crops = StepShape {
+            small_crops: 6,
+            small_size: 16,
+            ..shape(256, 32, true)
+        };
+        let two = step_bytes(&c, &shape(256, 32, true));
+        let ratio = step_bytes(&c, &crops) / two;
+        assert!((ratio - 1.75).abs() < 0.01, "{ratio}");
     }
 
     #[test]
     fn a_step_that_cannot_fit_is_refused_with_the_estimate_and_a_batch_that_fits() {
         let c = resnet18(0.25);
-        assert!(check_fits(&c, 32, 256, false, 64e9).is_ok());
-        let e = check_fits(&c, 32, 256, false, 0.2e9).unwrap_err();
+        assert!(check_fits(&c, &shape(256, 32, false), 64e9).is_ok());
+        let e = check_fits(&c, &shape(256, 32, false), 0.2e9).unwrap_err();
         assert!(
             e.contains("batch size 256") && e.contains("GiB") && e.contains("at most"),
             "{e}"
@@ -159,11 +199,18 @@ mod tests {
             .unwrap();
         assert!(
             b < 256
-                && step_bytes(&c, 32, b, false) <= 0.2e9
-                && step_bytes(&c, 32, b + 1, false) > 0.2e9
+                && step_bytes(&c, &shape(b, 32, false)) <= 0.2e9
+                && step_bytes(&c, &shape(b + 1, 32, false)) > 0.2e9
         );
-        let e = check_fits(&c, 4096, 1, false, 1e6).unwrap_err();
+        let e = check_fits(&c, &shape(1, 4096, false), 1e6).unwrap_err();
         assert!(e.contains("--image-size"), "{e}");
+        let crops = StepShape {
+            small_crops: 8,
+            small_size: 14,
+            ..shape(256, 32, false)
+        };
+        let e = check_fits(&c, &crops, 0.2e9).unwrap_err();
+        assert!(e.contains("with 8 small crops"), "{e}");
     }
 
     #[test]

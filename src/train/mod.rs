@@ -190,9 +190,14 @@ pub fn pretrain(
             )
             .map_err(anyhow::Error::msg)?;
         }
-        let tiled = cfg.method.loss.ends_with("_tiled");
-        memory::check_fits(&cfg.model.resnet(), size, t.batch_size, tiled, available)
-            .map_err(anyhow::Error::msg)?;
+        let shape = memory::StepShape {
+            size,
+            batch: t.batch_size,
+            small_crops: cfg.data.small_crops,
+            small_size: small_crop_size(cfg, size),
+            tiled: cfg.method.loss.ends_with("_tiled"),
+        };
+        memory::check_fits(&cfg.model.resnet(), &shape, available).map_err(anyhow::Error::msg)?;
     }
     let data = loader_data(&splits.train, model.method.as_ref())?;
     let run = RunDir::create(&t.out_dir)?;
@@ -220,6 +225,10 @@ pub fn pretrain(
         check_resumable(&loaded.state.config, cfg)
             .with_context(|| format!("cannot resume from {}", ckpt.display()))?;
         restore_variables(&model.vs, &loaded.model, &ckpt)?;
+        model
+            .method
+            .restore_buffers(&loaded.method)
+            .with_context(|| format!("cannot resume from {}", ckpt.display()))?;
         opt.load_state(&loaded.optim)
             .map_err(|e| anyhow::anyhow!("{}: {e}", ckpt.display()))?;
         state.step = loaded.state.step;
@@ -303,9 +312,9 @@ pub fn pretrain(
         wait_total += w.elapsed().as_secs_f64();
         augment_total += batch.augment_s;
         debug_assert_eq!(batch.step, s);
-        let (views, labels) = batch.to_tensors(cfg.model.channels_last);
+        let (views, targets) = batch.to_tensors(cfg.model.channels_last);
         let lr = warmup_cosine(s, total_steps, warmup, cfg.optim.lr, cfg.optim.final_lr);
-        let done_step = sgd_step(model, &mut opt, &views, labels.as_ref(), lr, (s, total_steps))
+        let done_step = sgd_step(model, &mut opt, &views, targets.as_ref(), lr, (s, total_steps))
             .map_err(|e| match e.downcast_ref::<StepFault>() {
                 Some(fault) => anyhow::anyhow!(
                     "{fault} at step {s} (epoch {}): training stopped before the update. The last good \
@@ -341,7 +350,7 @@ pub fn pretrain(
         if done % t.checkpoint_every as u64 == 0 || epoch_end || last {
             state.step = done;
             state.train_seconds = seconds_before + session.elapsed().as_secs_f64();
-            run.save_checkpoint(&model.vs, &opt.state(), &state)?;
+            run.save_checkpoint(&model.vs, model.method.buffers(), &opt.state(), &state)?;
         }
         if epoch_end {
             bar.println(format!(

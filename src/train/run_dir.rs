@@ -63,10 +63,11 @@ impl RunDir {
         self.dir.join("encoder.safetensors")
     }
 
-    /// Saves the model, the optimiser buffers and the state, atomically.
+    /// Saves the model, the method's buffers, the optimiser buffers and the state, atomically.
     pub fn save_checkpoint(
         &self,
         vs: &VarStore,
+        method_buffers: Vec<(String, Tensor)>,
         optim: &[(String, Tensor)],
         state: &RunState,
     ) -> anyhow::Result<()> {
@@ -75,6 +76,11 @@ impl RunDir {
             .into_iter()
             .map(|(n, t)| (format!("model.{n}"), t))
             .collect();
+        tensors.extend(
+            method_buffers
+                .into_iter()
+                .map(|(n, t)| (format!("method.{n}"), t)),
+        );
         tensors.extend(
             optim
                 .iter()
@@ -136,6 +142,8 @@ impl RunDir {
 pub struct LoadedCheckpoint {
     pub state: RunState,
     pub model: HashMap<String, Tensor>,
+    /// The method's state outside the variables ([`Method::buffers`](crate::method::Method::buffers)).
+    pub method: HashMap<String, Tensor>,
     pub optim: Vec<(String, Tensor)>,
 }
 
@@ -155,10 +163,13 @@ pub fn load_checkpoint(path: &Path) -> anyhow::Result<LoadedCheckpoint> {
         )
     })?;
     let mut model = HashMap::new();
+    let mut method = HashMap::new();
     let mut optim = Vec::new();
     for (name, t) in tensors {
         if let Some(n) = name.strip_prefix("model.") {
             model.insert(n.to_string(), t);
+        } else if let Some(n) = name.strip_prefix("method.") {
+            method.insert(n.to_string(), t);
         } else if let Some(n) = name.strip_prefix("optim.momentum.") {
             optim.push((n.to_string(), t));
         }
@@ -166,6 +177,7 @@ pub fn load_checkpoint(path: &Path) -> anyhow::Result<LoadedCheckpoint> {
     Ok(LoadedCheckpoint {
         state,
         model,
+        method,
         optim,
     })
 }
