@@ -172,7 +172,35 @@ pub fn decode_bytes(bytes: &[u8], size: Option<usize>) -> Result<(usize, usize, 
     Ok((rgb.height() as usize, rgb.width() as usize, rgb.into_raw()))
 }
 
-/// Decodes `items` (the first `limit` of them) in parallel into one dataset. A bad file is an
+/// At most `limit` of `items` (sorted by class, then file), spread evenly over the classes:
+/// the first file of every class, then the second of every class, and so on, kept in their
+/// sorted order. Unlabelled items are one class, so a flat folder keeps its first `limit` files.
+fn class_balanced_prefix(items: Vec<Item>, limit: usize) -> Vec<Item> {
+    if items.len() <= limit {
+        return items;
+    }
+    // rank of each item within its class
+    let mut seen = std::collections::HashMap::<Option<u32>, usize>::new();
+    let ranks: Vec<usize> = items
+        .iter()
+        .map(|it| {
+            let r = seen.entry(it.label).or_default();
+            *r += 1;
+            *r - 1
+        })
+        .collect();
+    let mut order: Vec<usize> = (0..items.len()).collect();
+    order.sort_by_key(|&i| (ranks[i], i));
+    let mut keep = vec![false; items.len()];
+    order.iter().take(limit).for_each(|&i| keep[i] = true);
+    items
+        .into_iter()
+        .zip(keep)
+        .filter_map(|(it, k)| k.then_some(it))
+        .collect()
+}
+
+/// Decodes `items` (at most `limit` of them, spread over the classes) in parallel into one dataset. A bad file is an
 /// error, or with `skip_bad` an entry of `skipped`; images of another size are an error unless
 /// `image_size` resizes them.
 fn decode_items(
@@ -182,7 +210,7 @@ fn decode_items(
     opts: &LoadOptions,
 ) -> Result<Dataset, DataError> {
     if let Some(limit) = opts.limit {
-        items.truncate(limit);
+        items = class_balanced_prefix(items, limit);
     }
     let decoded: Vec<_> = items
         .par_iter()
@@ -480,6 +508,31 @@ mod tests {
         .unwrap()
         .train;
         assert_eq!(t.names, vec!["0.png", "1.png"]);
+    }
+
+    #[test]
+    fn limit_takes_every_class_in_turn() {
+        let dir = tempfile::tempdir().unwrap();
+        for (class, files) in [("a", 4), ("b", 1), ("c", 3)] {
+            std::fs::create_dir(dir.path().join(class)).unwrap();
+            for i in 0..files {
+                solid(1, 1, [i, i, i])
+                    .save(dir.path().join(class).join(format!("{i}.png")))
+                    .unwrap();
+            }
+        }
+        let t = load(
+            dir.path(),
+            &LoadOptions {
+                limit: Some(5),
+                ..opts()
+            },
+        )
+        .unwrap()
+        .train;
+        // rank 0 of a, b, c; then rank 1 of a and c (b has no more)
+        assert_eq!(t.names, vec!["a/0.png", "a/1.png", "b/0.png", "c/0.png", "c/1.png"]);
+        assert_eq!(t.labels, Some(vec![0, 0, 1, 2, 2]));
     }
 
     #[test]

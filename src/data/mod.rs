@@ -127,7 +127,9 @@ pub struct LoadOptions {
     pub image_size: Option<usize>,
     /// Skip unreadable image files and record them in [`Dataset::skipped`] instead of failing.
     pub skip_bad: bool,
-    /// Keep at most this many images per split: the first N in sorted file order (for quick runs).
+    /// Keep at most this many images per split (for quick runs): in an image folder the first
+    /// files of every class in turn, so that every class is in; in IDX and CIFAR files (whose
+    /// order is already mixed) the first N.
     pub limit: Option<usize>,
 }
 
