@@ -172,7 +172,9 @@ pub fn time_end_to_end(
     let size = crate::train::input_size(train.images.height, train.images.width);
     let total = (warm + steps) as u64;
     let data = loader_data(train, model.method.as_ref())?;
-    model.method.prepare(&data.images, 0, (train.len() / b) as u64)?;
+    model
+        .method
+        .prepare(&data.images, 0, (train.len() / b) as u64)?;
     let mut loader = Loader::spawn(
         data,
         view_recipes(cfg, size),

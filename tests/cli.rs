@@ -97,7 +97,10 @@ fn bad_flags_and_values_get_one_clear_message() {
             vec!["pretrain", "--set", "data.crop_min_scale=0"],
             "crop_min_scale",
         ),
-        (vec!["pretrain", "--small-crops", "2"], "swav, dino and deepcluster"),
+        (
+            vec!["pretrain", "--small-crops", "2"],
+            "swav, dino and deepcluster",
+        ),
         (vec!["pretrain", "--minutes", "0"], "train.minutes"),
         (
             vec![

@@ -531,7 +531,10 @@ mod tests {
         .unwrap()
         .train;
         // rank 0 of a, b, c; then rank 1 of a and c (b has no more)
-        assert_eq!(t.names, vec!["a/0.png", "a/1.png", "b/0.png", "c/0.png", "c/1.png"]);
+        assert_eq!(
+            t.names,
+            vec!["a/0.png", "a/1.png", "b/0.png", "c/0.png", "c/1.png"]
+        );
         assert_eq!(t.labels, Some(vec![0, 0, 1, 2, 2]));
     }
 

@@ -146,7 +146,10 @@ impl DeepCluster {
 
     /// The current cluster of every training image [N] (after `prepare`).
     pub fn assignments(&self) -> Option<Tensor> {
-        self.state.borrow().as_ref().map(|c| c.assignments.shallow_clone())
+        self.state
+            .borrow()
+            .as_ref()
+            .map(|c| c.assignments.shallow_clone())
     }
 
     /// The step whose start last clustered the bank (after `prepare`).
@@ -283,8 +286,11 @@ impl Method for DeepCluster {
 
     fn restore_buffers(&self, saved: &HashMap<String, Tensor>) -> anyhow::Result<()> {
         let [bank, centroids, assignments] = BUFFERS.map(|n| saved.get(n));
-        let (Some(bank), Some(centroids), Some(assignments)) = (bank, centroids, assignments) else {
-            anyhow::bail!("the checkpoint has no DeepCluster memory bank: it was written by another method");
+        let (Some(bank), Some(centroids), Some(assignments)) = (bank, centroids, assignments)
+        else {
+            anyhow::bail!(
+                "the checkpoint has no DeepCluster memory bank: it was written by another method"
+            );
         };
         anyhow::ensure!(
             centroids.size() == [self.clusters as i64, bank.size()[1]]
@@ -306,9 +312,10 @@ impl Method for DeepCluster {
 
     /// Writes the step's first-view embeddings into the bank rows of its images.
     fn after_step(&self, step: u64, _total_steps: u64) {
-        if let (Some((z, idx)), Some(c)) =
-            (self.pending.borrow_mut().take(), self.state.borrow_mut().as_mut())
-        {
+        if let (Some((z, idx)), Some(c)) = (
+            self.pending.borrow_mut().take(),
+            self.state.borrow_mut().as_mut(),
+        ) {
             tch::no_grad(|| {
                 let _ = c.bank.index_copy_(0, &idx, &z);
             });
@@ -354,7 +361,12 @@ mod tests {
         let bank = m.bank().unwrap();
         assert_eq!(bank.size(), [20, 16]);
         let norms = bank.norm_scalaropt_dim(2, [1], false);
-        assert!(norms.allclose(&Tensor::ones([20], (Kind::Float, Device::Cpu)), 1e-5, 1e-5, false));
+        assert!(norms.allclose(
+            &Tensor::ones([20], (Kind::Float, Device::Cpu)),
+            1e-5,
+            1e-5,
+            false
+        ));
         let a = m.assignments().unwrap();
         assert_eq!(a.size(), [20]);
         assert!(a.min().int64_value(&[]) >= 0 && a.max().int64_value(&[]) < 5);
@@ -364,18 +376,33 @@ mod tests {
     fn refuses_more_clusters_than_images_and_steps_before_prepare() {
         let (_vs, m) = method(50);
         let e = m.prepare(&store(20, 1), 0, 4).unwrap_err().to_string();
-        assert!(e.contains("method.prototypes is 50") && e.contains("20 images"), "{e}");
+        assert!(
+            e.contains("method.prototypes is 50") && e.contains("20 images"),
+            "{e}"
+        );
         let idx = Tensor::arange(8, (Kind::Int64, Device::Cpu));
-        let e = m.step(&tiny_views(8, 0), Some(&idx)).err().unwrap().to_string();
+        let e = m
+            .step(&tiny_views(8, 0), Some(&idx))
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("prepare"), "{e}");
         let (_vs, m) = method(5);
         m.prepare(&store(20, 1), 0, 4).unwrap();
         assert!(m.step(&tiny_views(8, 0), None).is_err());
         let out_of_bank = Tensor::arange_start(15, 23, (Kind::Int64, Device::Cpu));
-        let e = m.step(&tiny_views(8, 0), Some(&out_of_bank)).err().unwrap().to_string();
+        let e = m
+            .step(&tiny_views(8, 0), Some(&out_of_bank))
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("index 22"), "{e}");
         let negative = Tensor::arange_start(-1, 7, (Kind::Int64, Device::Cpu));
-        let e = m.step(&tiny_views(8, 0), Some(&negative)).err().unwrap().to_string();
+        let e = m
+            .step(&tiny_views(8, 0), Some(&negative))
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("index -1"), "{e}");
     }
 
@@ -399,11 +426,20 @@ mod tests {
             opt.step(0.05);
             m.after_step(s, 6);
             let rows = m.bank().unwrap().index_select(0, &idx);
-            assert!(rows.equal(&out.embeddings), "step {s}: the bank rows are not the step's embeddings");
+            assert!(
+                rows.equal(&out.embeddings),
+                "step {s}: the bank rows are not the step's embeddings"
+            );
         }
-        assert!(!vs.variables()["backbone.conv1.weight"].equal(&w), "the encoder did not move");
+        assert!(
+            !vs.variables()["backbone.conv1.weight"].equal(&w),
+            "the encoder did not move"
+        );
         // the centroids are not variables: nothing but the encoder and projection trains
-        assert!(vs.variables().keys().all(|k| k.starts_with("backbone.") || k.starts_with("projection.")));
+        assert!(vs
+            .variables()
+            .keys()
+            .all(|k| k.starts_with("backbone.") || k.starts_with("projection.")));
     }
 
     #[test]
@@ -424,7 +460,10 @@ mod tests {
             *m.pending.borrow_mut() = None; // keep the bank (and so the targets) fixed
             m.next_step.set(s + 1);
         }
-        assert!(losses[9] < losses[0] - 0.05, "loss did not fall: {losses:?}");
+        assert!(
+            losses[9] < losses[0] - 0.05,
+            "loss did not fall: {losses:?}"
+        );
     }
     #[test]
     fn a_restored_clustering_resumes_like_the_uninterrupted_run() {
@@ -450,11 +489,17 @@ mod tests {
         let (vs_a, a) = method(4);
         a.prepare(&images, 0, 2).unwrap();
         run(&a, &vs_a, 0..3);
-        let saved_vars: Vec<(String, Tensor)> =
-            vs_a.variables().into_iter().map(|(n, t)| (n, t.copy())).collect();
+        let saved_vars: Vec<(String, Tensor)> = vs_a
+            .variables()
+            .into_iter()
+            .map(|(n, t)| (n, t.copy()))
+            .collect();
         // copies: A's bank changes in place as it goes on
-        let saved: HashMap<String, Tensor> =
-            a.buffers().into_iter().map(|(n, t)| (n, t.copy())).collect();
+        let saved: HashMap<String, Tensor> = a
+            .buffers()
+            .into_iter()
+            .map(|(n, t)| (n, t.copy()))
+            .collect();
         assert_eq!(saved.len(), 3);
         let want = run(&a, &vs_a, 3..6);
 
@@ -467,7 +512,11 @@ mod tests {
         b.restore_buffers(&saved).unwrap();
         b.prepare(&images, 3, 2).unwrap(); // keeps the restored bank: no re-embedding
         assert!(b.bank().unwrap().equal(&saved["deepcluster.bank"]));
-        assert_eq!(b.clustered_at(), Some(RESTORED), "re-clustered mid-epoch on resume");
+        assert_eq!(
+            b.clustered_at(),
+            Some(RESTORED),
+            "re-clustered mid-epoch on resume"
+        );
         let got = run(&b, &vs_b, 3..6);
         assert_eq!(b.clustered_at(), Some(4), "epoch 2 starts at step 4");
         assert_eq!(want, got);

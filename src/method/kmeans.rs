@@ -96,7 +96,10 @@ mod tests {
         let x = blobs(4, 30, 8, 0.6, 5);
         let objective = |iterations| {
             let (c, a) = spherical_kmeans(&x, 6, iterations, 2);
-            (&x * c.index_select(0, &a)).sum(Kind::Float).double_value(&[]) / 120.0
+            (&x * c.index_select(0, &a))
+                .sum(Kind::Float)
+                .double_value(&[])
+                / 120.0
         };
         let scores: Vec<f64> = (0..6).map(objective).collect();
         for w in scores.windows(2) {
@@ -119,13 +122,15 @@ mod tests {
             if rows.is_empty() {
                 continue;
             }
-            let mean = l2_normalize(&x.index_select(0, &Tensor::from_slice(&rows)).sum_dim_intlist(
-                [0i64].as_slice(),
-                true,
-                Kind::Float,
-            ));
+            let mean = l2_normalize(
+                &x.index_select(0, &Tensor::from_slice(&rows))
+                    .sum_dim_intlist([0i64].as_slice(), true, Kind::Float),
+            );
             let cos = mean.matmul(&c.get(j).unsqueeze(1)).double_value(&[0, 0]);
-            assert!(cos > 0.97, "centroid {j}: cosine {cos} to its members' mean");
+            assert!(
+                cos > 0.97,
+                "centroid {j}: cosine {cos} to its members' mean"
+            );
         }
     }
 
@@ -142,7 +147,12 @@ mod tests {
             assert_eq!(c.isnan().any().int64_value(&[]), 0, "seed {seed}");
             let norms = c.norm_scalaropt_dim(2, [1], false);
             assert!(
-                norms.allclose(&Tensor::ones([3], (Kind::Float, Device::Cpu)), 1e-5, 1e-5, false),
+                norms.allclose(
+                    &Tensor::ones([3], (Kind::Float, Device::Cpu)),
+                    1e-5,
+                    1e-5,
+                    false
+                ),
                 "seed {seed}: a centroid lost its unit norm (an empty cluster was overwritten)"
             );
             // every centroid is one of the two distinct points: a kept start or a cluster mean

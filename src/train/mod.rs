@@ -178,7 +178,8 @@ pub fn pretrain(
         );
     }
     if cfg.method.name == "deepcluster" {
-        method::deepcluster::check_clusters(cfg.method.prototypes, n).map_err(anyhow::Error::msg)?;
+        method::deepcluster::check_clusters(cfg.method.prototypes, n)
+            .map_err(anyhow::Error::msg)?;
     }
     let size = input_size(splits.train.images.height, splits.train.images.width);
     if let Some(mut available) = memory::available_bytes() {
