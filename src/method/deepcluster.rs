@@ -163,17 +163,6 @@ impl DeepCluster {
     }
 }
 
-/// DeepCluster needs at most one cluster per training image.
-pub fn check_clusters(clusters: usize, images: usize) -> Result<(), String> {
-    if clusters > images {
-        return Err(format!(
-            "method.prototypes is {clusters} but the training split has only {images} images: DeepCluster \
-             needs at most one cluster per image; pass --set method.prototypes=<at most {images}>"
-        ));
-    }
-    Ok(())
-}
-
 impl Method for DeepCluster {
     /// `targets` [K] are the batch's image indices; views 0 and 1 are the large ones, any
     /// further views small multi-crops (each size its own batch through the network). At an
@@ -233,6 +222,17 @@ impl Method for DeepCluster {
         Targets::ImageIndices
     }
 
+    /// At most one cluster per training image.
+    fn check_data(&self, images: usize) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.clusters <= images,
+            "method.prototypes is {} but the training split has only {images} images: DeepCluster \
+             needs at most one cluster per image; pass --set method.prototypes=<at most {images}>",
+            self.clusters
+        );
+        Ok(())
+    }
+
     /// A fresh run: fills the bank with every image's embedding and clusters it. A resumed
     /// run (after [`restore_buffers`](Method::restore_buffers)) keeps the checkpoint's bank.
     /// Refuses more clusters than images.
@@ -243,7 +243,7 @@ impl Method for DeepCluster {
         steps_per_epoch: u64,
     ) -> anyhow::Result<()> {
         let n = images.len();
-        check_clusters(self.clusters, n).map_err(anyhow::Error::msg)?;
+        self.check_data(n)?;
         let steps_per_epoch = steps_per_epoch.max(1);
         let restored = self.state.borrow_mut().as_mut().map(|c| {
             c.steps_per_epoch = steps_per_epoch;

@@ -62,6 +62,11 @@ pub trait Method {
     fn targets(&self) -> Targets {
         Targets::Nothing
     }
+    /// Refuses a training split of `images` images the method cannot train on (checked
+    /// before the run folder is written).
+    fn check_data(&self, _images: usize) -> anyhow::Result<()> {
+        Ok(())
+    }
     /// Called once before a session's first step (`first_step`: 0, or where a resumed run
     /// goes on) with the training images: DeepCluster embeds and clusters them here.
     fn prepare(

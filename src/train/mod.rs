@@ -177,10 +177,7 @@ pub fn pretrain(
             t.batch_size
         );
     }
-    if cfg.method.name == "deepcluster" {
-        method::deepcluster::check_clusters(cfg.method.prototypes, n)
-            .map_err(anyhow::Error::msg)?;
-    }
+    model.method.check_data(n)?;
     let size = input_size(splits.train.images.height, splits.train.images.width);
     if let Some(mut available) = memory::available_bytes() {
         if cfg.method.name == "moco" {
