@@ -195,7 +195,7 @@ impl Method for DeepCluster {
             if lo < 0 { lo } else { hi }
         );
         let s = self.next_step.get();
-        if s != c.clustered_at && s % c.steps_per_epoch == 0 {
+        if s != c.clustered_at && s.is_multiple_of(c.steps_per_epoch) {
             self.recluster(c, s);
         }
         let mut z = vec![self.embed(&Tensor::cat(&views[..2], 0))]; // [2K, D]
