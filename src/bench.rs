@@ -66,7 +66,7 @@ pub fn time_train_step(
     let mut opt = Sgd::new(&model.vs, cfg.optim.momentum, cfg.optim.weight_decay);
     let views: Vec<Tensor> = view_recipes(cfg, size)
         .iter()
-        .map(|r| random_views(batch, r.out_size, cfg.model.channels_last))
+        .map(|r| random_views(batch, r.out_size, cfg.model.uses_channels_last()))
         .collect();
     let indices = Tensor::arange(batch as i64, (Kind::Int64, Device::Cpu));
     let classes = indices.remainder(10);
@@ -196,7 +196,7 @@ pub fn time_end_to_end(
             .next()
             .ok_or_else(|| anyhow::anyhow!("the loader stopped early"))?;
         wait += w.elapsed().as_secs_f64();
-        let (views, targets) = batch.to_tensors(cfg.model.channels_last);
+        let (views, targets) = batch.to_tensors(cfg.model.uses_channels_last());
         sgd_step(
             &model,
             &mut opt,

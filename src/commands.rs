@@ -100,7 +100,7 @@ pub fn pretrain(a: &PretrainArgs) -> anyhow::Result<()> {
                 &splits.train,
                 test,
                 &cfg.eval,
-                cfg.model.channels_last,
+                cfg.model.uses_channels_last(),
                 a.linear,
             )?;
             print_eval("after pretraining", &r);
@@ -133,7 +133,7 @@ pub fn eval(a: &EvalArgs) -> anyhow::Result<()> {
         &splits.train,
         test,
         &cfg.eval,
-        cfg.model.channels_last,
+        cfg.model.uses_channels_last(),
         linear,
     )?;
     if a.method == "linear" {
@@ -185,7 +185,7 @@ pub fn embed(a: &EmbedArgs) -> anyhow::Result<()> {
             &d.images,
             &recipe,
             cfg.eval.batch_size,
-            cfg.model.channels_last,
+            cfg.model.uses_channels_last(),
         ));
     }
     let f = tch::Tensor::cat(&feats, 0); // [N, D]
@@ -287,7 +287,7 @@ pub fn demo(a: &ConfigArgs) -> anyhow::Result<()> {
         &splits.train,
         test,
         &cfg.eval,
-        cfg.model.channels_last,
+        cfg.model.uses_channels_last(),
         false,
     )?;
     print_eval("random-init encoder", &before);
@@ -298,7 +298,7 @@ pub fn demo(a: &ConfigArgs) -> anyhow::Result<()> {
         &splits.train,
         test,
         &cfg.eval,
-        cfg.model.channels_last,
+        cfg.model.uses_channels_last(),
         true,
     )?;
     print_eval("after pretraining", &after);
@@ -333,7 +333,7 @@ pub fn bench(a: &BenchArgs) -> anyhow::Result<()> {
         format!("{:?}", m.stem).to_lowercase(),
         2 * b,
         tch::get_num_threads(),
-        if m.channels_last {
+        if m.uses_channels_last() {
             "channels_last"
         } else {
             "NCHW"

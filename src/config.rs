@@ -109,7 +109,9 @@ pub struct ModelConfig {
     pub projection_hidden: Option<i64>,
     /// Output dimension of the projection head. Default 128 (SimCLR).
     pub projection_dim: i64,
-    /// Run convolutions in channels-last memory order (faster on CPU). Default true.
+    /// Run convolutions in channels-last memory order (faster on CPU). Default true. Networks
+    /// that would meet a libtorch heap corruption in that order run in NCHW instead (see
+    /// [`ModelConfig::uses_channels_last`]).
     pub channels_last: bool,
 }
 
@@ -127,6 +129,12 @@ impl Default for ModelConfig {
 }
 
 impl ModelConfig {
+    /// The memory order actually used: channels-last when asked for and safe for this network
+    /// ([`ResNetConfig::channels_last_is_safe`]), NCHW otherwise. Read this, not the field.
+    pub fn uses_channels_last(&self) -> bool {
+        self.channels_last && self.resnet().channels_last_is_safe()
+    }
+
     pub fn resnet(&self) -> ResNetConfig {
         ResNetConfig {
             depth: self.depth,

@@ -210,6 +210,39 @@ fn every_method_and_two_view_loss_trains_from_the_cli() {
     }
 }
 
+/// The tests' tiny network (width 0.0625) on one thread in channels-last order is where
+/// libtorch's channels-last CPU kernels corrupt the heap (`scripts/channels_last_crash.py`).
+/// oneDNN picks its AVX2 kernels on some CPUs only; `ONEDNN_MAX_CPU_ISA=AVX2` makes every
+/// x86-64 CPU take that path, so this test aborts on any machine if the guard goes.
+#[test]
+fn channels_last_on_one_thread_at_the_tiny_width_trains_without_aborting() {
+    let dir = tempfile::tempdir().unwrap();
+    for method in ["simclr", "byol", "moco"] {
+        let out = dir.path().join(method);
+        let o = run(selfsup()
+            .env("ONEDNN_MAX_CPU_ISA", "AVX2")
+            .arg("pretrain")
+            .args(tiny(&out))
+            .args(["--epochs", "2", "--method", method])
+            .args([
+                "--set",
+                "model.channels_last=true",
+                "--set",
+                "method.queue_size=64",
+            ]));
+        let t = text(&o);
+        assert!(o.status.success(), "{method}: {t}");
+        assert!(
+            t.contains("training in NCHW, not channels-last"),
+            "{method}: {t}"
+        );
+        assert!(
+            t.contains("kNN top-1") && !t.contains("NaN"),
+            "{method}: {t}"
+        );
+    }
+}
+
 #[test]
 fn a_time_budget_fits_the_schedule_to_the_steps_that_fit() {
     let dir = tempfile::tempdir().unwrap();

@@ -20,6 +20,10 @@ pub enum Stem {
     Imagenet,
 }
 
+/// Input channels a strided 1×1 convolution needs before channels-last order is used (see
+/// [`ResNetConfig::channels_last_is_safe`]): 8 floats fill one AVX2 register.
+pub const CHANNELS_LAST_MIN_INPUTS: i64 = 8;
+
 /// The architecture of a ResNet encoder.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ResNetConfig {
@@ -50,6 +54,30 @@ impl ResNetConfig {
     pub fn out_dim(&self) -> i64 {
         let bottleneck = self.layout().map(|l| l.1).unwrap_or(false);
         self.stage_channels()[3] * if bottleneck { 4 } else { 1 }
+    }
+
+    /// Input channels of every strided 1×1 convolution (the downsampling shortcuts of stages
+    /// 2–4), in network order.
+    pub fn strided_pointwise_inputs(&self) -> Vec<i64> {
+        let Some((_, bottleneck)) = self.layout() else {
+            return Vec::new();
+        };
+        let ch = self.stage_channels();
+        let expansion = if bottleneck { 4 } else { 1 };
+        (1..4).map(|stage| ch[stage - 1] * expansion).collect()
+    }
+
+    /// Whether training this network in channels-last order is safe from a heap corruption in
+    /// libtorch's CPU kernels (torch 2.13 and 2.15, oneDNN's AVX2 path, one intra-op thread):
+    /// the weight gradient of a 1×1 stride-2 convolution with 2–7 input channels, channels-last,
+    /// writes out of bounds (`scripts/channels_last_crash.py` is the minimal repro). The rule
+    /// asks every strided 1×1 convolution for at least [`CHANNELS_LAST_MIN_INPUTS`] input
+    /// channels; below it selfsup trains in NCHW, which is unaffected. Width 0.125 and up of
+    /// every depth passes; width 0.0625 of ResNet-18/34 (4 input channels) does not.
+    pub fn channels_last_is_safe(&self) -> bool {
+        self.strided_pointwise_inputs()
+            .iter()
+            .all(|&c| c >= CHANNELS_LAST_MIN_INPUTS)
     }
 
     /// Checks the depth and width; the message names the bad value.
@@ -257,6 +285,34 @@ mod tests {
                                                        // end at global pooling, so only the intermediate sizes differ; check via a 1×1 input.
         let (_, inet) = build(18, Stem::Imagenet, 0.25);
         assert_eq!(inet.forward_t(&x, true).size(), vec![2, 128]);
+    }
+
+    #[test]
+    fn channels_last_is_refused_where_a_strided_pointwise_conv_has_few_inputs() {
+        let cfg = |depth, width| ResNetConfig {
+            depth,
+            stem: Stem::Cifar,
+            width,
+        };
+        // ResNet-18 at 0.0625: stages 4-8-16-32, so the stage-2 shortcut reads 4 channels
+        assert_eq!(cfg(18, 0.0625).strided_pointwise_inputs(), vec![4, 8, 16]);
+        assert!(!cfg(18, 0.0625).channels_last_is_safe());
+        assert!(!cfg(34, 0.0625).channels_last_is_safe());
+        assert!(!cfg(18, 0.1).channels_last_is_safe()); // 6 channels
+        assert!(cfg(18, 0.125).channels_last_is_safe()); // 8 channels
+        assert!(cfg(18, 0.25).channels_last_is_safe());
+        // bottlenecks expand 4x before the shortcut: 16 channels at 0.0625
+        assert_eq!(cfg(50, 0.0625).strided_pointwise_inputs(), vec![16, 32, 64]);
+        assert!(cfg(50, 0.0625).channels_last_is_safe());
+        assert!(!cfg(50, 0.02).channels_last_is_safe()); // 1 channel x 4
+                                                         // the rule is what the trainer reads
+        let model = crate::config::ModelConfig {
+            width: 0.0625,
+            ..Default::default()
+        };
+        assert!(model.channels_last && !model.uses_channels_last());
+        let model = crate::config::ModelConfig::default();
+        assert!(model.uses_channels_last());
     }
 
     #[test]

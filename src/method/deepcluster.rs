@@ -88,7 +88,7 @@ impl DeepCluster {
             temperature: cfg.method.prototype_temperature,
             seed: cfg.train.seed,
             batch_size: cfg.train.batch_size,
-            channels_last: cfg.model.channels_last,
+            channels_last: cfg.model.uses_channels_last(),
             state: RefCell::new(None),
             next_step: Cell::new(0),
             pending: RefCell::new(None),

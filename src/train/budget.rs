@@ -70,7 +70,7 @@ pub fn calibrate(
         let batch = loader
             .next()
             .ok_or_else(|| anyhow::anyhow!("the data loader stopped during calibration"))?;
-        let (views, targets) = batch.to_tensors(cfg.model.channels_last);
+        let (views, targets) = batch.to_tensors(cfg.model.uses_channels_last());
         sgd_step(&model, &mut opt, &views, targets.as_ref(), 0.0, (s, total))?;
         if s >= SKIP {
             times.push(step_start.elapsed().as_secs_f64());

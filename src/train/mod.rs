@@ -155,8 +155,16 @@ pub fn build_model(cfg: &TrainConfig) -> anyhow::Result<Model> {
     tch::manual_seed(cfg.train.seed as i64);
     let vs = VarStore::new(tch::Device::Cpu);
     let method = method::build(&vs, cfg)?;
-    if cfg.model.channels_last {
+    if cfg.model.uses_channels_last() {
         to_channels_last(&vs);
+    } else if cfg.model.channels_last {
+        eprintln!(
+            "note: training in NCHW, not channels-last: a strided 1x1 convolution of this network has \
+             fewer than {} input channels, where libtorch's channels-last CPU kernel corrupts the heap \
+             (model.width {} is below 0.125)",
+            crate::backbone::resnet::CHANNELS_LAST_MIN_INPUTS,
+            cfg.model.width
+        );
     }
     Ok(Model { vs, method })
 }
@@ -310,7 +318,7 @@ pub fn pretrain(
         wait_total += w.elapsed().as_secs_f64();
         augment_total += batch.augment_s;
         debug_assert_eq!(batch.step, s);
-        let (views, targets) = batch.to_tensors(cfg.model.channels_last);
+        let (views, targets) = batch.to_tensors(cfg.model.uses_channels_last());
         let lr = warmup_cosine(s, total_steps, warmup, cfg.optim.lr, cfg.optim.final_lr);
         let done_step = sgd_step(model, &mut opt, &views, targets.as_ref(), lr, (s, total_steps))
             .map_err(|e| match e.downcast_ref::<StepFault>() {
