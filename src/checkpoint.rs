@@ -15,15 +15,15 @@ pub const STATE_KEY: &str = "selfsup_state";
 
 #[derive(Debug, Error)]
 pub enum CheckpointError {
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}: {cause}")]
     Write {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    #[error("cannot read checkpoint {path}: {source}")]
+    #[error("cannot read checkpoint {path}: {cause}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{path} is not a readable checkpoint ({reason}); it may be truncated or from another program: delete it or point to another one")]
     Corrupt { path: PathBuf, reason: String },
@@ -33,14 +33,18 @@ pub enum CheckpointError {
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
     let err = |source| CheckpointError::Write {
         path: path.into(),
-        source,
+        cause: source,
     };
     let tmp = tmp_path(path);
-    let mut f = File::create(&tmp).map_err(err)?;
-    f.write_all(bytes).map_err(err)?;
-    f.sync_all().map_err(err)?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(err)?;
+    let written = File::create(&tmp).and_then(|mut f| {
+        f.write_all(bytes)?;
+        f.sync_all()
+    });
+    if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, path)) {
+        // a full disk must not also be left holding a half-written temporary file
+        let _ = std::fs::remove_file(&tmp);
+        return Err(err(e));
+    }
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         // Make the rename itself durable.
         if let Ok(d) = File::open(dir) {
@@ -113,7 +117,7 @@ pub fn load(
 ) -> Result<(Vec<(String, Tensor)>, HashMap<String, String>), CheckpointError> {
     let bytes = std::fs::read(path).map_err(|source| CheckpointError::Read {
         path: path.into(),
-        source,
+        cause: source,
     })?;
     from_bytes(&bytes).map_err(|reason| CheckpointError::Corrupt {
         path: path.into(),
@@ -149,6 +153,12 @@ pub fn from_bytes(
                     view.shape()
                 )
             })?;
+        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+            return Err(format!(
+                "tensor {name} holds a non-finite value ({}) at element {i}: its data is corrupt",
+                values[i]
+            ));
+        }
         let t = Tensor::from_slice(&values)
             .f_view(shape.as_slice())
             .map_err(|e| format!("tensor {name} of shape {:?}: {e}", view.shape()))?;
@@ -162,6 +172,26 @@ pub fn from_bytes(
 mod tests {
     use super::*;
     use tch::Device;
+
+    #[test]
+    fn a_failed_write_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        // the rename fails: the target is a folder that holds a file
+        let target = dir.path().join("checkpoint.safetensors");
+        std::fs::create_dir(&target).unwrap();
+        std::fs::write(target.join("x"), b"x").unwrap();
+        let e = write_atomic(&target, b"data").unwrap_err().to_string();
+        assert!(e.contains("checkpoint.safetensors"), "{e}");
+        assert!(!tmp_path(&target).exists());
+    }
+
+    #[test]
+    fn non_finite_tensor_data_is_corrupt() {
+        let t = Tensor::from_slice(&[1f32, f32::NAN, 3.0]);
+        let bytes = to_bytes(&[("w".to_string(), t)], HashMap::new());
+        let e = from_bytes(&bytes).unwrap_err();
+        assert!(e.contains("tensor w") && e.contains("non-finite"), "{e}");
+    }
 
     #[test]
     fn a_zero_size_tensor_with_a_huge_dimension_is_an_error_not_a_panic() {

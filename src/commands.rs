@@ -1,6 +1,6 @@
 //! What each subcommand does, on top of the library.
 
-use crate::{open_run, BenchArgs, ConfigArgs, EmbedArgs, EvalArgs, PretrainArgs};
+use crate::{open_run, run_config, BenchArgs, DemoArgs, EmbedArgs, EvalArgs, PretrainArgs};
 use anyhow::Context;
 use selfsup::config::TrainConfig;
 use selfsup::data::{Dataset, Splits};
@@ -79,16 +79,26 @@ fn test_split(splits: &Splits) -> Option<&Dataset> {
 }
 
 pub fn pretrain(a: &PretrainArgs) -> anyhow::Result<()> {
-    let cfg = a.config.load()?;
-    train::set_threads(cfg.train.threads);
+    let cfg = if a.resume {
+        // On resume the run's own config.toml is the default; flags and --set change it.
+        let Some(out) = &a.config.out else {
+            anyhow::bail!("--resume needs --out: the run folder to continue");
+        };
+        let saved = RunDir::open(out).config();
+        match saved.exists() {
+            true => a.config.load_onto(TrainConfig::load(Some(&saved), &[])?)?,
+            false => a.config.load()?,
+        }
+    } else {
+        a.config.load()?
+    };
+    train::set_threads(cfg.train.threads)?;
     let splits = train::load_data(&cfg)?;
     describe(&splits, &cfg);
     let model = train::build_model(&cfg)?;
     let report = train::pretrain(&cfg, &splits, &model, a.resume)?;
     print_pretrain(&report);
-    let run = RunDir {
-        dir: cfg.train.out_dir.clone(),
-    };
+    let run = RunDir::open(&cfg.train.out_dir);
     println!("encoder written to {}", run.encoder().display());
     if a.no_eval {
         return Ok(());
@@ -112,11 +122,19 @@ pub fn pretrain(a: &PretrainArgs) -> anyhow::Result<()> {
 }
 
 pub fn eval(a: &EvalArgs) -> anyhow::Result<()> {
-    let (mut cfg, mut model) = open_run(&a.run)?;
-    train::set_threads(cfg.train.threads);
-    if a.random_init {
-        model = train::build_model(&cfg)?;
+    // the random-init baseline needs only the architecture, from the run's config.toml
+    let (mut cfg, model) = if a.random_init {
+        let cfg = run_config(&a.run)?;
+        let model = train::build_model(&cfg)?;
+        (cfg, model)
+    } else {
+        open_run(&a.run)?
+    };
+    train::set_threads(cfg.train.threads)?;
+    if a.image_size.is_some() {
+        cfg.data.image_size = a.image_size;
     }
+    cfg.data.skip_bad |= a.skip_bad;
     if let Some(d) = &a.data {
         cfg.data.path = Some(d.clone());
     }
@@ -152,11 +170,12 @@ pub fn eval(a: &EvalArgs) -> anyhow::Result<()> {
 
 pub fn embed(a: &EmbedArgs) -> anyhow::Result<()> {
     let (mut cfg, model) = open_run(&a.run)?;
-    train::set_threads(cfg.train.threads);
+    train::set_threads(cfg.train.threads)?;
     cfg.data.path = Some(a.data.clone());
     if a.image_size.is_some() {
         cfg.data.image_size = a.image_size;
     }
+    cfg.data.skip_bad |= a.skip_bad;
     cfg.data.limit = None;
     let out_dir = a
         .out
@@ -169,17 +188,34 @@ pub fn embed(a: &EmbedArgs) -> anyhow::Result<()> {
             out_dir.display()
         );
     }
+    if a.out.is_dir() {
+        anyhow::bail!(
+            "--out {} is a folder: give the .npy file to write, e.g. {}",
+            a.out.display(),
+            a.out.join("embeddings.npy").display()
+        );
+    }
+    // prove the folder writable now, not after every image is embedded
+    let probe = out_dir.join(".selfsup-write-test");
+    selfsup::checkpoint::write_atomic(&probe, b"ok").map_err(|e| {
+        anyhow::anyhow!(
+            "cannot write into {} ({e}): choose another --out",
+            out_dir.display()
+        )
+    })?;
+    let _ = std::fs::remove_file(&probe);
     let splits = train::load_data(&cfg)?;
     describe(&splits, &cfg);
     let start = Instant::now();
-    let parts: Vec<&Dataset> = [Some(&splits.train), splits.test.as_ref()]
-        .into_iter()
-        .flatten()
-        .collect();
+    // (split name, images): the name is "train"/"test" when the data has both, else ""
+    let parts: Vec<(&str, &Dataset)> = match &splits.test {
+        Some(t) => vec![("train", &splits.train), ("test", t)],
+        None => vec![("", &splits.train)],
+    };
     let size = train::input_size(splits.train.images.height, splits.train.images.width);
     let recipe = selfsup::augment::ViewRecipe::eval(size);
     let mut feats = Vec::new();
-    for d in &parts {
+    for (_, d) in &parts {
         feats.push(eval::extract_features(
             model.method.encoder(),
             &d.images,
@@ -192,14 +228,24 @@ pub fn embed(a: &EmbedArgs) -> anyhow::Result<()> {
     let (n, dim) = (f.size()[0] as usize, f.size()[1] as usize);
     let mut values = vec![0f32; n * dim];
     f.contiguous().copy_data(&mut values, n * dim);
+    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+        anyhow::bail!(
+            "the encoder of {} gives a non-finite feature for image {} ({}): its weights are damaged; \
+             nothing was written",
+            a.run.display(),
+            i / dim,
+            values[i]
+        );
+    }
     selfsup::checkpoint::write_atomic(&a.out, &npy_bytes(&values, n, dim))?;
-    let mut csv = String::from("index,name,label");
+    // name: the file's path under the data folder (with its split folder), unique per row
+    let mut csv = String::from("index,split,name,label");
     for j in 0..dim {
         csv.push_str(&format!(",f{j}"));
     }
     csv.push('\n');
     let mut i = 0;
-    for d in &parts {
+    for (split, d) in &parts {
         for k in 0..d.len() {
             let label = d
                 .labels
@@ -211,9 +257,13 @@ pub fn embed(a: &EmbedArgs) -> anyhow::Result<()> {
                         .unwrap_or_default()
                 })
                 .unwrap_or_default();
+            let name = match split.is_empty() || d.names[k].starts_with(&format!("{split}[")) {
+                true => d.names[k].clone(),
+                false => format!("{split}/{}", d.names[k]),
+            };
             csv.push_str(&format!(
-                "{i},{},{}",
-                csv_field(&d.names[k]),
+                "{i},{split},{},{}",
+                csv_field(&name),
                 csv_field(&label)
             ));
             for v in &values[i * dim..(i + 1) * dim] {
@@ -259,24 +309,26 @@ fn npy_bytes(values: &[f32], n: usize, d: usize) -> Vec<u8> {
 
 /// The demo: built-in synthetic shapes, a kNN score of the random-init encoder, pretraining,
 /// and kNN + linear probe after. A fresh run every time, in runs/demo unless --out says otherwise.
-pub fn demo(a: &ConfigArgs) -> anyhow::Result<()> {
-    let mut args = a.clone();
+/// Writes `summary.json` into the run folder; with `--min-gain`, fails when the kNN gain is lower.
+pub fn demo(d: &DemoArgs) -> anyhow::Result<()> {
+    let mut args = d.config.clone();
     if args.out.is_none() {
         args.out = Some("runs/demo".into());
     }
-    // Demo defaults (each still overridable): a short run that fits in about two minutes on 2 cores.
-    let mut set = vec![
-        "train.epochs=6".to_string(),
-        "train.batch_size=128".into(),
-        "optim.lr=0.2".into(),
-    ];
-    set.append(&mut args.set);
-    args.set = set;
-    let cfg = args.load()?;
-    train::set_threads(cfg.train.threads);
+    if let Some(g) = d.min_gain {
+        anyhow::ensure!(
+            g.is_finite(),
+            "--min-gain is {g}: it must be a finite number of points"
+        );
+    }
+    // The demo's defaults lie under the config file, the flags and --set: each is overridable.
+    let base: Vec<String> = DEMO_SETTINGS.iter().map(|s| s.to_string()).collect();
+    let cfg = args.load_onto(TrainConfig::load(None, &base)?)?;
+    train::set_threads(cfg.train.threads)?;
     let run = RunDir::create(&cfg.train.out_dir)?;
     let _ = std::fs::remove_file(run.checkpoint());
     let _ = std::fs::remove_file(run.metrics());
+    let _ = std::fs::remove_file(run.dir.join(DEMO_SUMMARY));
     let t0 = Instant::now();
     let splits = train::load_data(&cfg)?;
     describe(&splits, &cfg);
@@ -302,20 +354,63 @@ pub fn demo(a: &ConfigArgs) -> anyhow::Result<()> {
         true,
     )?;
     print_eval("after pretraining", &after);
+    let gain = 100.0 * (after.knn_top1 - before.knn_top1);
+    let minutes = t0.elapsed().as_secs_f64() / 60.0;
+    let summary = serde_json::json!({
+        "knn_top1_before": before.knn_top1,
+        "knn_top1_after": after.knn_top1,
+        "knn_gain_points": gain,
+        "linear_top1_after": after.linear_top1,
+        "steps": report.steps_run,
+        "last_loss": report.last_loss,
+        "train_seconds": report.train_seconds,
+        "total_minutes": minutes,
+        "threads": tch::get_num_threads(),
+        "epochs": cfg.train.epochs,
+        "batch_size": cfg.train.batch_size,
+        "lr": cfg.optim.lr,
+        "temperature": cfg.method.temperature,
+        "crop_min_scale": cfg.data.crop_min_scale,
+        "seed": cfg.train.seed,
+    });
+    let path = run.dir.join(DEMO_SUMMARY);
+    selfsup::checkpoint::write_atomic(&path, summary.to_string().as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))?;
     println!(
-        "kNN top-1 {:.1} % → {:.1} % in {:.1} min; run folder {}",
+        "kNN top-1 {:.1} % → {:.1} % ({gain:+.1} points) in {minutes:.1} min; run folder {}",
         100.0 * before.knn_top1,
         100.0 * after.knn_top1,
-        t0.elapsed().as_secs_f64() / 60.0,
         run.dir.display()
     );
+    if let Some(floor) = d.min_gain {
+        anyhow::ensure!(
+            gain >= floor,
+            "the demo's kNN gain is {gain:.1} points, below --min-gain {floor}: pretraining no longer \
+             learns what it used to (summary in {})",
+            path.display()
+        );
+    }
     Ok(())
 }
+
+/// The demo's settings on top of the defaults (measured: README "Results").
+/// Crops of at least 20 % of the image and lr 0.06: with 8 % crops and lr 0.2 the kNN gain
+/// ranged from +1.3 to +17.8 points over seeds and CPU kernels (the loss sat on a plateau for
+/// half the run); with these, +26.6 to +46.9 over seeds 0–3 and two kernel sets (README).
+pub const DEMO_SETTINGS: &[&str] = &[
+    "train.epochs=6",
+    "train.batch_size=128",
+    "optim.lr=0.06",
+    "data.crop_min_scale=0.2",
+];
+
+/// The demo's machine-readable result, in its run folder.
+pub const DEMO_SUMMARY: &str = "summary.json";
 
 pub fn bench(a: &BenchArgs) -> anyhow::Result<()> {
     use selfsup::bench;
     let cfg = a.config.load()?;
-    train::set_threads(cfg.train.threads);
+    train::set_threads(cfg.train.threads)?;
     let t = Instant::now();
     let splits = train::load_data(&cfg)?;
     let load_s = t.elapsed().as_secs_f64();

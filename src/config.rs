@@ -10,10 +10,10 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}: {cause}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
@@ -276,6 +276,9 @@ pub struct LoopConfig {
     /// Batches prepared ahead on a background thread; 0 augments in the training thread
     /// between steps (measured within noise of 2 on 2 cores). Default 2.
     pub prefetch: usize,
+    /// Seconds between plain progress lines when stderr is not a terminal (a log file, CI,
+    /// nohup), where the progress bar is hidden. Default 30.
+    pub progress_seconds: f64,
 }
 
 impl Default for LoopConfig {
@@ -290,6 +293,7 @@ impl Default for LoopConfig {
             checkpoint_every: 100,
             log_every: 10,
             prefetch: 2,
+            progress_seconds: 30.0,
         }
     }
 }
@@ -321,14 +325,37 @@ impl Default for EvalConfig {
     }
 }
 
+/// A setting's value as a person writes it: f32 fields (`data.crop_min_scale`) as `0.08`, not
+/// as the f64 they widen to (`0.07999999821186066`).
+fn setting_text(v: &toml::Value) -> String {
+    match v {
+        toml::Value::Float(f) if (*f as f32) as f64 == *f => format!("{}", *f as f32),
+        toml::Value::Array(a) => format!(
+            "[{}]",
+            a.iter().map(setting_text).collect::<Vec<_>>().join(", ")
+        ),
+        v => v.to_string(),
+    }
+}
+
 impl TrainConfig {
     /// Defaults ← TOML file ← `section.key=value` overrides, then [`TrainConfig::validate`].
     pub fn load(file: Option<&Path>, overrides: &[String]) -> Result<Self, ConfigError> {
-        let mut table = toml::Table::try_from(TrainConfig::default()).expect("defaults serialise");
+        Self::load_onto(TrainConfig::default(), file, overrides)
+    }
+
+    /// `start` (a command's own defaults, such as the demo's, or a run's saved config on
+    /// resume) ← TOML file ← `section.key=value` overrides, then [`TrainConfig::validate`].
+    pub fn load_onto(
+        start: TrainConfig,
+        file: Option<&Path>,
+        overrides: &[String],
+    ) -> Result<Self, ConfigError> {
+        let mut table = toml::Table::try_from(start).expect("configs serialise");
         if let Some(path) = file {
             let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                 path: path.into(),
-                source,
+                cause: source,
             })?;
             let user: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Parse {
                 path: path.into(),
@@ -344,6 +371,25 @@ impl TrainConfig {
             .map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// Every setting as `section.key` → its value as a person writes it (for naming differences).
+    pub fn flat_settings(&self) -> std::collections::BTreeMap<String, String> {
+        let table = toml::Table::try_from(self).expect("configs serialise");
+        let mut out = std::collections::BTreeMap::new();
+        for (section, v) in table {
+            match v {
+                toml::Value::Table(t) => {
+                    for (k, v) in t {
+                        out.insert(format!("{section}.{k}"), setting_text(&v));
+                    }
+                }
+                v => {
+                    out.insert(section, v.to_string());
+                }
+            }
+        }
+        out
     }
 
     /// The config as TOML text (saved in every run folder).
@@ -470,6 +516,12 @@ impl TrainConfig {
             return bad(format!(
                 "train.batch_size is {}: contrastive learning needs ≥ 2 images per batch",
                 t.batch_size
+            ));
+        }
+        if !(t.progress_seconds.is_finite() && t.progress_seconds > 0.0) {
+            return bad(format!(
+                "train.progress_seconds is {}: it must be > 0 (e.g. 30)",
+                t.progress_seconds
             ));
         }
         if t.checkpoint_every == 0 || t.log_every == 0 {

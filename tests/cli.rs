@@ -61,7 +61,11 @@ fn pretrain_eval_embed_on_tiny_synthetic_data() {
     assert!(header.contains("'shape': (3, 32)"), "{header}"); // D = 512 × 0.0625
     let csv = std::fs::read_to_string(dir.path().join("emb.csv")).unwrap();
     assert_eq!(csv.lines().count(), 4);
-    assert!(csv.lines().nth(1).unwrap().starts_with("0,0.png,"), "{csv}");
+    // index, split (none: a flat folder), name, label (none), features
+    assert!(
+        csv.lines().nth(1).unwrap().starts_with("0,,0.png,,"),
+        "{csv}"
+    );
 }
 
 #[test]

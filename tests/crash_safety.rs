@@ -10,10 +10,24 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
+/// `args`, without `--resume` while the `--out` folder holds no checkpoint yet (a resume of
+/// nothing is refused): the tests' "start, or continue after a kill".
+fn start_or_resume(args: &[String]) -> Vec<String> {
+    let out = args
+        .iter()
+        .position(|a| a == "--out")
+        .map(|i| Path::new(&args[i + 1]).join("checkpoint.safetensors"));
+    let has_checkpoint = out.is_some_and(|c| c.exists());
+    args.iter()
+        .filter(|a| has_checkpoint || *a != "--resume")
+        .cloned()
+        .collect()
+}
+
 fn spawn_pretrain(args: &[String]) -> Child {
     selfsup()
         .arg("pretrain")
-        .args(args)
+        .args(start_or_resume(args))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -118,7 +132,7 @@ fn sigkill_at_random_moments_always_leaves_a_loadable_checkpoint() {
         "{}",
         text(&o)
     );
-    let o = run(selfsup().arg("pretrain").args(&args));
+    let o = run(selfsup().arg("pretrain").args(start_or_resume(&args)));
     assert!(o.status.success(), "{}", text(&o));
     let t = text(&o);
     assert!(t.contains("resuming") && t.contains("(of 500)"), "{t}");
@@ -160,7 +174,9 @@ fn resumes_exactly(extra: &[&str]) {
         a
     };
     let whole = dir.path().join("whole");
-    let o = run(selfsup().arg("pretrain").args(settings(&whole)));
+    let o = run(selfsup()
+        .arg("pretrain")
+        .args(start_or_resume(&settings(&whole))));
     assert!(o.status.success(), "{}", text(&o));
     let want = losses(&whole);
     assert_eq!(want.len(), 40, "5 steps × 8 epochs, one line each");
@@ -170,7 +186,9 @@ fn resumes_exactly(extra: &[&str]) {
     kill_past_step(spawn_pretrain(&settings(&cut)), &cut, 9);
     let resumed_from = checkpoint_step(&cut).unwrap();
     assert!(resumed_from < 40, "killed too late to test a resume");
-    let o = run(selfsup().arg("pretrain").args(settings(&cut)));
+    let o = run(selfsup()
+        .arg("pretrain")
+        .args(start_or_resume(&settings(&cut))));
     assert!(o.status.success(), "{}", text(&o));
     assert!(
         text(&o).contains(&format!("at step {resumed_from}/40")),
@@ -221,7 +239,7 @@ fn a_resumed_time_budget_run_keeps_its_fitted_length_and_schedule() {
         state.fitted,
         "the first checkpoint already holds the fitted length"
     );
-    let o = run(selfsup().arg("pretrain").args(&args));
+    let o = run(selfsup().arg("pretrain").args(start_or_resume(&args)));
     let t = text(&o);
     assert!(o.status.success(), "{t}");
     assert!(

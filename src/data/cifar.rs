@@ -85,7 +85,7 @@ struct Layout {
 fn cifar10_batches(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
     let entries = std::fs::read_dir(dir).map_err(|source| DataError::Io {
         path: dir.to_path_buf(),
-        source,
+        cause: source,
     })?;
     let mut batches: Vec<(u64, PathBuf)> = entries
         .filter_map(|e| e.ok())
@@ -148,7 +148,7 @@ fn read_class_names(path: &Path) -> Result<Option<Vec<String>>, DataError> {
     }
     let text = std::fs::read(path).map_err(|source| DataError::Io {
         path: path.to_path_buf(),
-        source,
+        cause: source,
     })?;
     let names: Vec<String> = String::from_utf8_lossy(&text)
         .lines()
@@ -173,7 +173,7 @@ fn load_batches(
         }
         let bytes = std::fs::read(path).map_err(|source| DataError::Io {
             path: path.clone(),
-            source,
+            cause: source,
         })?;
         let (l, p) = parse_records_at(&bytes, layout.label_bytes, layout.label_index, path)?;
         if l.is_empty() {

@@ -25,11 +25,10 @@ pub enum DataError {
     )]
     NotADirectory { path: PathBuf },
 
-    #[error("cannot read '{}': {source}; check that it exists and is readable", .path.display())]
+    #[error("cannot read '{}': {cause}; check that it exists and is readable", .path.display())]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 
     #[error(
@@ -140,13 +139,12 @@ pub enum DataError {
     },
 
     #[error(
-        "cannot decompress '{}': {source}; the .gz file is damaged — download it again",
+        "cannot decompress '{}': {cause}; the .gz file is damaged — download it again",
         .path.display()
     )]
     Gzip {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 
     #[error(

@@ -118,7 +118,7 @@ fn parse<'a>(
 fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
     let bytes = std::fs::read(path).map_err(|source| DataError::Io {
         path: path.to_path_buf(),
-        source,
+        cause: source,
     })?;
     if !bytes.starts_with(&[0x1f, 0x8b]) {
         return Ok(bytes);
@@ -128,7 +128,7 @@ fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
         .read_to_end(&mut out)
         .map_err(|source| DataError::Gzip {
             path: path.to_path_buf(),
-            source,
+            cause: source,
         })?;
     Ok(out)
 }

@@ -4,6 +4,7 @@
 //! Files are sorted by their path for determinism, decoded in parallel, and converted from
 //! every mode (grayscale, RGBA, 16-bit, palette) to 8-bit RGB; alpha is dropped.
 
+use std::collections::HashSet;
 use std::io::Cursor;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -36,7 +37,7 @@ struct Item {
 fn list_dir(dir: &Path) -> Result<(Vec<String>, Vec<String>), DataError> {
     let io = |source| DataError::Io {
         path: dir.to_path_buf(),
-        source,
+        cause: source,
     };
     let (mut files, mut dirs) = (Vec::new(), Vec::new());
     for entry in std::fs::read_dir(dir).map_err(io)? {
@@ -57,25 +58,69 @@ fn list_dir(dir: &Path) -> Result<(Vec<String>, Vec<String>), DataError> {
     Ok((files, dirs))
 }
 
+/// What a scan has read so far, to read every folder and file once: a link back up the tree
+/// (`a/up -> ..`) or to a folder read already would otherwise be followed round and round.
+#[derive(Default)]
+struct Seen {
+    /// Canonical paths of the folders read.
+    dirs: HashSet<PathBuf>,
+    /// (device, inode) of the files taken.
+    files: HashSet<(u64, u64)>,
+    /// Folders and files left out because they had been reached before.
+    repeats: usize,
+}
+
+impl Seen {
+    /// True the first time the folder `dir` is met (by its canonical path).
+    fn first_dir(&mut self, dir: &Path) -> bool {
+        let first = dir.canonicalize().map_or(true, |c| self.dirs.insert(c));
+        self.repeats += usize::from(!first);
+        first
+    }
+
+    /// True the first time the file `path` is met (by device and inode; a broken link counts
+    /// as new, and reading it names the problem).
+    fn first_file(&mut self, path: &Path) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let first = std::fs::metadata(path).map_or(true, |m| self.files.insert((m.dev(), m.ino())));
+        self.repeats += usize::from(!first);
+        first
+    }
+}
+
 /// Appends the image files under `dir` (recursively, sorted) to `out`.
 fn collect(
     dir: &Path,
     rel: &str,
     label: Option<u32>,
     depth: usize,
+    seen: &mut Seen,
     out: &mut Vec<Item>,
 ) -> Result<(), DataError> {
+    if !seen.first_dir(dir) {
+        return Ok(());
+    }
     let (files, dirs) = list_dir(dir)?;
     for f in files {
-        out.push(Item {
-            rel: format!("{rel}/{f}"),
-            path: dir.join(&f),
-            label,
-        });
+        let path = dir.join(&f);
+        if seen.first_file(&path) {
+            out.push(Item {
+                rel: format!("{rel}/{f}"),
+                path,
+                label,
+            });
+        }
     }
     if depth < MAX_DEPTH {
         for d in dirs {
-            collect(&dir.join(&d), &format!("{rel}/{d}"), label, depth + 1, out)?;
+            collect(
+                &dir.join(&d),
+                &format!("{rel}/{d}"),
+                label,
+                depth + 1,
+                seen,
+                out,
+            )?;
         }
     }
     Ok(())
@@ -94,12 +139,26 @@ fn scan(dir: &Path) -> Result<Layout, DataError> {
     let (files, dirs) = list_dir(dir)?;
     let mut classes = Vec::new();
     let mut items = Vec::new();
+    let mut seen = Seen::default();
+    seen.first_dir(dir);
     for d in dirs {
         let before = items.len();
-        collect(&dir.join(&d), &d, Some(classes.len() as u32), 1, &mut items)?;
+        let label = Some(classes.len() as u32);
+        collect(&dir.join(&d), &d, label, 1, &mut seen, &mut items)?;
         if items.len() > before {
             classes.push(d);
         }
+    }
+    let files: Vec<String> = files
+        .into_iter()
+        .filter(|f| seen.first_file(&dir.join(f)))
+        .collect();
+    if seen.repeats > 0 {
+        eprintln!(
+            "note: {}: {} folders or files reached a second time through links were read once",
+            dir.display(),
+            seen.repeats
+        );
     }
     match (classes.first(), files.first()) {
         (Some(folder), Some(image)) => Err(DataError::MixedLayout {
@@ -136,6 +195,15 @@ fn dirs_exist(dir: &Path) -> bool {
 /// Reads one image file as 8-bit RGB, resized to `size`x`size` when given: `(h, w, pixels)`.
 /// The error is the reason, for [`DataError::BadImage`] or the skipped list.
 pub fn decode_file(path: &Path, size: Option<usize>) -> Result<(usize, usize, Vec<u8>), String> {
+    // A pipe or device would block or never end: only regular files are read.
+    if let Ok(m) = std::fs::metadata(path) {
+        if !m.is_file() {
+            return Err(
+                "it is not a regular file (a pipe, socket or device): selfsup reads image files only"
+                    .into(),
+            );
+        }
+    }
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read the file ({e})"))?;
     decode_bytes(&bytes, size)
 }
@@ -150,6 +218,13 @@ pub fn decode_bytes(bytes: &[u8], size: Option<usize>) -> Result<(usize, usize, 
         .map_err(|e| format!("cannot read the file ({e})"))?;
     if reader.format().is_none() {
         return Err("its contents are not in an image format selfsup reads (JPEG, PNG, BMP, GIF, TIFF, WebP)".into());
+    }
+    if reader.format() == Some(image::ImageFormat::Jpeg) && !jpeg_has_end(bytes) {
+        return Err(
+            "the JPEG is truncated: its image data ends before the end-of-image marker \
+                    (the file was cut short, e.g. by an interrupted copy)"
+                .into(),
+        );
     }
     // Decoders are written for hostile input, but a crash in one must not take the whole run down.
     let decoded = catch_unwind(AssertUnwindSafe(|| reader.decode()))
@@ -170,6 +245,18 @@ pub fn decode_bytes(bytes: &[u8], size: Option<usize>) -> Result<(usize, usize, 
         _ => rgb,
     };
     Ok((rgb.height() as usize, rgb.width() as usize, rgb.into_raw()))
+}
+
+/// Whether a JPEG's last scan is followed by its end-of-image marker `FF D9`. The decoder
+/// fills a file cut inside its entropy-coded data with grey and reports nothing; such a file
+/// has a start-of-scan marker `FF DA` and no `FF D9` after it (inside scan data every `FF` is
+/// followed by `00` or a restart marker, so `FF D9` cannot occur there by chance).
+pub fn jpeg_has_end(bytes: &[u8]) -> bool {
+    let marker = |m: u8| move |w: &[u8]| w == [0xFF, m];
+    match bytes.windows(2).rposition(marker(0xDA)) {
+        Some(sos) => bytes[sos..].windows(2).any(marker(0xD9)),
+        None => false,
+    }
 }
 
 /// At most `limit` of `items` (sorted by class, then file), spread evenly over the classes:
@@ -609,6 +696,66 @@ mod tests {
             msg.contains(bad_name) && msg.contains("--skip-bad"),
             "{msg}"
         );
+    }
+
+    /// A noisy 64x64 JPEG: its entropy-coded data is most of the file.
+    fn noisy_jpeg() -> Vec<u8> {
+        let img = RgbImage::from_fn(64, 64, |x, y| {
+            let v = ((x * 37 + y * 91) ^ (x * y)) as u8;
+            image::Rgb([v, v.wrapping_mul(3), v.wrapping_add(90)])
+        });
+        let mut bytes = Vec::new();
+        img.write_to(&mut Cursor::new(&mut bytes), image::ImageFormat::Jpeg)
+            .unwrap();
+        bytes
+    }
+
+    #[test]
+    fn a_jpeg_cut_inside_its_image_data_is_bad() {
+        let whole = noisy_jpeg();
+        assert!(jpeg_has_end(&whole));
+        assert!(decode_bytes(&whole, None).is_ok());
+        for cut in [0.5, 0.9] {
+            let part = &whole[..(whole.len() as f64 * cut) as usize];
+            assert!(!jpeg_has_end(part), "cut at {cut}");
+            let dir = with_bad_file("cut.jpg", part);
+            assert_bad(dir.path(), "cut.jpg");
+            let e = load(dir.path(), &opts()).unwrap_err().to_string();
+            assert!(e.contains("truncated"), "{e}");
+            let skipped = load(
+                dir.path(),
+                &LoadOptions {
+                    skip_bad: true,
+                    ..opts()
+                },
+            )
+            .unwrap();
+            assert_eq!((skipped.train.len(), skipped.train.skipped.len()), (1, 1));
+        }
+        // bytes after the end-of-image marker (some cameras pad files) are fine
+        let mut padded = whole.clone();
+        padded.extend([0u8; 100]);
+        assert!(jpeg_has_end(&padded));
+    }
+
+    #[test]
+    fn symlink_loops_and_files_reached_twice_are_read_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("loop");
+        for class in ["a", "b"] {
+            let d = mkdir(&root.join(class)).to_path_buf();
+            for i in 0..10 {
+                solid(4, 4, [i, 2, 3])
+                    .save(d.join(format!("{i}.png")))
+                    .unwrap();
+            }
+        }
+        std::os::unix::fs::symlink("..", root.join("a").join("up")).unwrap();
+        std::os::unix::fs::symlink("../loop", root.join("b").join("self")).unwrap();
+        std::os::unix::fs::symlink("0.png", root.join("b").join("again.png")).unwrap();
+        let d = load(&root, &opts()).unwrap();
+        assert_eq!(d.train.len(), 20);
+        assert_eq!(d.train.num_classes(), 2);
     }
 
     #[test]

@@ -200,7 +200,7 @@ pub(crate) fn check_dir(path: &Path) -> Result<(), DataError> {
         }),
         Err(source) => Err(DataError::Io {
             path: path.to_path_buf(),
-            source,
+            cause: source,
         }),
     }
 }

@@ -28,8 +28,14 @@ pub fn embedding_std(z: &Tensor) -> f64 {
 pub fn effective_rank(z: &Tensor) -> f64 {
     let z = z.detach().to_kind(Kind::Double);
     let c = &z - z.mean_dim([0i64].as_slice(), true, Kind::Double);
-    let (_, s, _) = c.svd(true, false); // singular values [min(N, D)]
+    // singular values [min(N, D)]; NaN when the SVD fails (non-finite embeddings)
+    let Ok((_, s, _)) = c.f_svd(true, false) else {
+        return f64::NAN;
+    };
     let total = s.sum(Kind::Double).double_value(&[]);
+    if !total.is_finite() {
+        return f64::NAN;
+    }
     if total <= 0.0 {
         return 1.0;
     }

@@ -2,6 +2,7 @@
 //! learning rate, metrics as JSON lines, atomic checkpoints and exact resume.
 
 pub mod budget;
+pub mod interrupt;
 pub mod loader;
 pub mod memory;
 pub mod run_dir;
@@ -21,24 +22,46 @@ use crate::method::{self, Method, Targets};
 use crate::optim::{warmup_cosine, Sgd};
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::Instant;
 use tch::nn::VarStore;
 
 /// Uses `threads` CPU threads for libtorch and rayon (0: all cores).
-pub fn set_threads(threads: usize) {
-    let n = if threads == 0 {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    } else {
-        threads
-    };
+pub fn set_threads(threads: usize) -> anyhow::Result<()> {
+    let n = if threads == 0 { cores() } else { threads };
+    anyhow::ensure!(
+        n <= max_threads(),
+        "train.threads is {n}: at most {} ({MAX_THREADS_PER_CORE} per core of the {} here); 0 uses every core",
+        max_threads(),
+        cores()
+    );
     tch::set_num_threads(n as i32);
     tch::set_num_interop_threads(1);
-    let _ = rayon::ThreadPoolBuilder::new()
+    match rayon::ThreadPoolBuilder::new()
         .num_threads(n)
-        .build_global();
+        .build_global()
+    {
+        Ok(()) => Ok(()),
+        // set once per process: a second call (the demo's eval after its training) keeps it
+        Err(_) if rayon::current_num_threads() == n => Ok(()),
+        Err(e) => anyhow::bail!("cannot start {n} augmentation threads: {e}"),
+    }
+}
+
+/// Cores this process may use.
+pub fn cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+/// More threads than this per core only slow training down (each step waits for the slowest).
+pub const MAX_THREADS_PER_CORE: usize = 4;
+
+/// The most `train.threads` accepts.
+pub fn max_threads() -> usize {
+    MAX_THREADS_PER_CORE * cores()
 }
 
 /// Loads `data.path`, or generates the built-in synthetic shapes when it is unset.
@@ -179,6 +202,12 @@ pub fn pretrain(
 ) -> anyhow::Result<PretrainReport> {
     let t = &cfg.train;
     let n = splits.train.len();
+    if n < 2 {
+        bail!(
+            "the training split has {n} image(s): self-supervised training compares images in a batch \
+             and needs at least 2 (and ideally hundreds); add images to --data"
+        );
+    }
     if n < t.batch_size {
         bail!(
             "train.batch_size is {} but the training split has only {n} images: lower --batch-size to at most {n}",
@@ -220,6 +249,13 @@ pub fn pretrain(
         config: cfg.clone(),
     };
     let ckpt = run.checkpoint();
+    if resume && !ckpt.exists() {
+        bail!(
+            "--resume: {} holds no checkpoint, so there is nothing to resume (is --out right?). \
+             Start a new run there without --resume",
+            run.dir.display()
+        );
+    }
     if ckpt.exists() {
         if !resume {
             bail!(
@@ -241,6 +277,15 @@ pub fn pretrain(
         state.train_seconds = loaded.state.train_seconds;
         if loaded.state.fitted {
             (state.total_steps, state.fitted) = (loaded.state.total_steps, true);
+        }
+        if state.step >= state.total_steps {
+            bail!(
+                "{} is complete: all {} steps are trained, so there is nothing to resume. Evaluate it \
+                 with `selfsup eval --run {}`, or train it longer with a larger --epochs and --resume",
+                run.dir.display(),
+                state.step,
+                run.dir.display()
+            );
         }
         run.truncate_log_after(state.step)?;
         eprintln!(
@@ -310,6 +355,8 @@ pub fn pretrain(
     let (mut wait_total, mut augment_total, mut last_loss) = (0.0, 0.0, f64::NAN);
     let mut window = (Instant::now(), 0u64);
     let total_steps = state.total_steps;
+    let mut plain_progress = (!std::io::stderr().is_terminal()).then(Instant::now);
+    interrupt::install();
     for s in start..total_steps {
         let w = Instant::now();
         let batch = loader
@@ -320,17 +367,22 @@ pub fn pretrain(
         debug_assert_eq!(batch.step, s);
         let (views, targets) = batch.to_tensors(cfg.model.uses_channels_last());
         let lr = warmup_cosine(s, total_steps, warmup, cfg.optim.lr, cfg.optim.final_lr);
-        let done_step = sgd_step(model, &mut opt, &views, targets.as_ref(), lr, (s, total_steps))
-            .map_err(|e| match e.downcast_ref::<StepFault>() {
-                Some(fault) => anyhow::anyhow!(
-                    "{fault} at step {s} (epoch {}): training stopped before the update. The last good \
-                     checkpoint is {} (step {}); lower optim.lr (or raise the method's temperature) and resume",
-                    s / steps_per_epoch,
-                    ckpt.display(),
-                    state.step
-                ),
-                None => e,
-            })?;
+        let done_step = sgd_step(
+            model,
+            &mut opt,
+            &views,
+            targets.as_ref(),
+            lr,
+            (s, total_steps),
+        )
+        .map_err(|e| match e.downcast_ref::<StepFault>() {
+            Some(fault) => anyhow::anyhow!(
+                "{fault} at step {s} (epoch {}): training stopped before the update. {}",
+                s / steps_per_epoch,
+                non_finite_advice(&run, cfg)
+            ),
+            None => e,
+        })?;
         let StepDone {
             out,
             loss,
@@ -365,6 +417,34 @@ pub fn pretrain(
                 t.epochs
             ));
         }
+        if plain_progress
+            .as_ref()
+            .is_some_and(|p| p.elapsed().as_secs_f64() >= t.progress_seconds)
+        {
+            // no terminal (a log file, CI, nohup): the bar is hidden, so a plain line instead
+            let secs = session.elapsed().as_secs_f64();
+            let eta = secs / (done - start) as f64 * (total_steps - done) as f64;
+            eprintln!(
+                "step {done}/{total_steps}: loss {loss:.4}, {:.0} img/s, {:.1} min left",
+                (done - start) as f64 * t.batch_size as f64 / secs.max(1e-9),
+                eta / 60.0
+            );
+            plain_progress = Some(Instant::now());
+        }
+        if interrupt::requested() && !last {
+            if state.step != done {
+                state.step = done;
+                state.train_seconds = seconds_before + session.elapsed().as_secs_f64();
+                run.save_checkpoint(&model.vs, model.method.buffers(), &opt.state(), &state)?;
+            }
+            bar.finish_and_clear();
+            return Err(interrupt::Interrupted {
+                step: done,
+                total: total_steps,
+                dir: run.dir.clone(),
+            }
+            .into());
+        }
     }
     drop(loader);
     bar.finish_and_clear();
@@ -387,39 +467,83 @@ fn write_run_config(run: &RunDir, cfg: &TrainConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A run can continue under `now` only if everything that shapes its steps is unchanged.
-fn check_resumable(saved: &TrainConfig, now: &TrainConfig) -> anyhow::Result<()> {
-    if saved.model != now.model {
-        bail!(
-            "the checkpoint's model is {:?} but the config asks for {:?}",
-            saved.model,
-            now.model
-        );
+/// What to do after a non-finite loss or gradient: resume from the last checkpoint with a
+/// tenth of the learning rate when one exists, else start again with it.
+fn non_finite_advice(run: &RunDir, cfg: &TrainConfig) -> String {
+    let lr = match cfg.optim.lr / 10.0 {
+        lr if (1e-4..1e4).contains(&lr) => format!("{}", (lr * 1e6).round() / 1e6),
+        lr => format!("{lr:.0e}"),
+    };
+    match load_checkpoint(&run.checkpoint()) {
+        Ok(c) => format!(
+            "The last good checkpoint is {} (step {}): resume it with a lower learning rate, e.g. \
+             `selfsup pretrain --out {} --resume --lr {lr}`",
+            run.checkpoint().display(),
+            c.state.step,
+            run.dir.display()
+        ),
+        Err(_) => format!(
+            "No checkpoint was written yet (the first comes at step {} or at the end of the first \
+             epoch): start again with a lower learning rate (e.g. --lr {lr}) or a higher temperature",
+            cfg.train.checkpoint_every
+        ),
     }
-    if saved.method != now.method {
-        bail!(
-            "the checkpoint's method is {:?} but the config asks for {:?}",
-            saved.method,
-            now.method
-        );
+}
+
+/// Settings that may change when a run is resumed: they change how the rest of the run goes
+/// (a lower learning rate after a non-finite loss, more epochs to extend it, the machine's
+/// threads) or nothing the model sees (logging, evaluation, where the run folder is).
+/// Every other key must be the one the checkpoint was trained with.
+pub const RESUMABLE_CHANGES: &[&str] = &[
+    "optim.lr",
+    "optim.final_lr",
+    "train.epochs",
+    "train.threads",
+    "train.prefetch",
+    "train.log_every",
+    "train.checkpoint_every",
+    "train.progress_seconds",
+    "train.out_dir",
+    "data.skip_bad",
+    "data.path",
+    "eval.",
+];
+
+/// Refuses a resume whose settings differ from the checkpoint's in a key outside
+/// [`RESUMABLE_CHANGES`]; the message names each key with its old and new value. `data.path`
+/// may change only to a path of the same folder.
+pub fn check_resumable(saved: &TrainConfig, now: &TrainConfig) -> anyhow::Result<()> {
+    let (old, new) = (saved.flat_settings(), now.flat_settings());
+    let keys: std::collections::BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+    let unset = "(unset)".to_string();
+    let mut refused = Vec::new();
+    for k in keys {
+        let (o, n) = (old.get(k).unwrap_or(&unset), new.get(k).unwrap_or(&unset));
+        if o == n {
+            continue;
+        }
+        let allowed = RESUMABLE_CHANGES
+            .iter()
+            .any(|a| k == a || (a.ends_with('.') && k.starts_with(a)));
+        let same_folder = k == "data.path"
+            && match (&saved.data.path, &now.data.path) {
+                (Some(a), Some(b)) => {
+                    a.canonicalize().ok().is_some()
+                        && a.canonicalize().ok() == b.canonicalize().ok()
+                }
+                _ => false,
+            };
+        if !allowed || (k == "data.path" && !same_folder) {
+            refused.push(format!("{k}: {o} in the checkpoint, {n} now"));
+        }
     }
-    let (a, b) = (&saved.train, &now.train);
-    if (a.batch_size, a.seed, a.epochs, a.minutes) != (b.batch_size, b.seed, b.epochs, b.minutes)
-        || saved.optim != now.optim
-    {
+    if !refused.is_empty() {
         bail!(
-            "the checkpoint was trained with batch_size {}, seed {}, epochs {}, minutes {:?} and {:?}; resume with the same values",
-            a.batch_size,
-            a.seed,
-            a.epochs,
-            a.minutes,
-            saved.optim
-        );
-    }
-    if saved.data != now.data {
-        bail!(
-            "the checkpoint was trained on data {:?}; resume with the same data settings",
-            saved.data
+            "these settings differ from the ones the run was trained with: {}. Resume with the \
+             checkpoint's values (pass only --out and --resume to use the run's config.toml); only {} \
+             may change",
+            refused.join("; "),
+            RESUMABLE_CHANGES.join(", ")
         );
     }
     Ok(())

@@ -6,7 +6,8 @@ use crate::config::TrainConfig;
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::io::Write;
+use std::fs::File;
+use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use tch::{nn::VarStore, Tensor};
 
@@ -26,14 +27,29 @@ pub struct RunState {
 
 pub struct RunDir {
     pub dir: PathBuf,
+    /// The open `.lock` file whose exclusive `flock` this process holds while it writes the
+    /// folder (None for a folder opened to read); the OS releases it when the process dies.
+    _lock: Option<File>,
 }
 
+/// The lock file of a run folder: it holds the pid of the process writing the folder.
+pub const LOCK_FILE: &str = ".lock";
+
 impl RunDir {
-    /// Creates the folder and proves it writable now, not after an hour of training.
+    /// A run folder to read (eval, embed): no lock, nothing created.
+    pub fn open(dir: &Path) -> Self {
+        RunDir {
+            dir: dir.to_path_buf(),
+            _lock: None,
+        }
+    }
+
+    /// Creates the folder, proves it writable now, not after an hour of training, and takes
+    /// its lock: a second process that writes the same folder is refused, naming the first.
     pub fn create(dir: &Path) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(dir).with_context(|| {
-            format!(
-                "cannot create the run folder {}: choose another --out",
+        std::fs::create_dir_all(dir).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot create the run folder {} ({e}): choose another --out",
                 dir.display()
             )
         })?;
@@ -47,6 +63,7 @@ impl RunDir {
         let _ = std::fs::remove_file(&probe);
         Ok(RunDir {
             dir: dir.to_path_buf(),
+            _lock: lock(dir)?,
         })
     }
 
@@ -208,5 +225,52 @@ pub fn restore_variables(
         }
         tch::no_grad(|| var.copy_(src));
     }
+    let known = vs.variables();
+    if let Some(extra) = model.keys().filter(|n| !known.contains_key(*n)).min() {
+        bail!(
+            "{} holds a tensor this model does not have ({extra}): it was written for another model \
+             (depth/width/stem/method) than its config.toml says",
+            origin.display()
+        );
+    }
     Ok(())
+}
+
+/// Takes the exclusive lock of `dir` (see [`LOCK_FILE`]) and writes this process's pid into
+/// it. None when this process already holds it (the demo's folder, then its pretraining).
+fn lock(dir: &Path) -> anyhow::Result<Option<File>> {
+    let path = dir.join(LOCK_FILE);
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| {
+            anyhow::anyhow!("cannot open {} ({e}): choose another --out", path.display())
+        })?;
+    match f.try_lock() {
+        Ok(()) => {
+            f.set_len(0)?;
+            f.rewind()?;
+            write!(f, "{}", std::process::id())?;
+            Ok(Some(f))
+        }
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut pid = String::new();
+            let _ = f.read_to_string(&mut pid);
+            let pid = pid.trim();
+            if pid == std::process::id().to_string() {
+                return Ok(None);
+            }
+            bail!(
+                "{} is in use by process {pid} (another selfsup run writes it): wait for it to end, \
+                 or choose another --out",
+                dir.display()
+            )
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            bail!("cannot lock {} ({e}): choose another --out", path.display())
+        }
+    }
 }
