@@ -324,7 +324,10 @@ fn numbers_flags_and_messages() {
         .nth(1)
         .and_then(|h| h.split("--loss").next())
         .unwrap_or_default();
-    assert!(method_help.contains("deepcluster") && method_help.contains("supcon"), "{help}");
+    assert!(
+        method_help.contains("deepcluster") && method_help.contains("supcon"),
+        "{help}"
+    );
     let single = dir.path().join("one");
     std::fs::create_dir(&single).unwrap();
     image::RgbImage::from_pixel(8, 8, image::Rgb([9, 9, 9]))
