@@ -409,6 +409,12 @@ pub const DEMO_SUMMARY: &str = "summary.json";
 
 pub fn bench(a: &BenchArgs) -> anyhow::Result<()> {
     use selfsup::bench;
+    if let Some(out) = &a.config.out {
+        anyhow::bail!(
+            "bench writes no run folder, so --out {} would be ignored: leave it out",
+            out.display()
+        );
+    }
     let cfg = a.config.load()?;
     train::set_threads(cfg.train.threads)?;
     let t = Instant::now();
@@ -418,6 +424,12 @@ pub fn bench(a: &BenchArgs) -> anyhow::Result<()> {
     let images = &splits.train.images;
     let size = train::input_size(images.height, images.width);
     let b = cfg.train.batch_size;
+    // before any timing, not after the step benchmark
+    anyhow::ensure!(
+        splits.train.len() >= b,
+        "train.batch_size is {b} but the training split has only {} images: lower --batch-size",
+        splits.train.len()
+    );
     let m = &cfg.model;
     println!(
         "selfsup bench: {} ResNet-{} width {} {} stem, batch {b} ({} views of {size}x{size}), \

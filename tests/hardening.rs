@@ -471,3 +471,48 @@ fn without_a_terminal_progress_comes_as_plain_lines() {
         "{t}"
     );
 }
+
+#[test]
+fn bench_refuses_an_ignored_out_and_a_batch_larger_than_the_data_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(selfsup().args(["bench", "--out", dir.path().join("b").to_str().unwrap()]));
+    let t = text(&o);
+    assert!(!o.status.success() && t.contains("would be ignored"), "{t}");
+    let o = run(selfsup().args(["bench", "--width", "0.0625", "--batch-size", "100000"]));
+    let t = text(&o);
+    assert!(!o.status.success() && t.contains("has only"), "{t}");
+    assert!(
+        !t.contains("train_views_per_s"),
+        "timed before the check: {t}"
+    );
+}
+
+#[test]
+fn a_checkpoint_with_tensors_of_another_model_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (small, wide) = (dir.path().join("small"), dir.path().join("wide"));
+    assert!(tiny_run(&small, "1").status.success());
+    assert!(run(selfsup().arg("pretrain").args(tiny(&wide)).args([
+        "--epochs",
+        "1",
+        "--no-eval",
+        "--depth",
+        "34"
+    ]))
+    .status
+    .success());
+    // the depth-34 weights under the depth-18 run's state (config included)
+    use selfsup::checkpoint::{load, save, STATE_KEY};
+    let (_, small_meta) = load(&small.join("checkpoint.safetensors")).unwrap();
+    let (wide_tensors, mut meta) = load(&wide.join("checkpoint.safetensors")).unwrap();
+    meta.insert(STATE_KEY.into(), small_meta[STATE_KEY].clone());
+    save(&small.join("checkpoint.safetensors"), &wide_tensors, meta).unwrap();
+    let o = run(selfsup()
+        .arg("eval")
+        .args(["--run", small.to_str().unwrap(), "--method", "knn"]));
+    let t = text(&o);
+    assert!(
+        !o.status.success() && t.contains("holds a tensor this model does not have"),
+        "{t}"
+    );
+}
