@@ -1,28 +1,54 @@
 //! Ctrl-C (SIGINT) and SIGTERM during training: the first finishes the step in flight, writes a
 //! checkpoint and stops with the command that resumes; a second exits at once with code 130.
+//! Outside the training loop (loading, evaluation) the first signal exits at once, as usual.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Once;
 
-static REQUESTED: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+/// The training loop is running and will stop cleanly when asked.
+static ARMED: AtomicBool = AtomicBool::new(false);
+/// A stop was asked for while armed.
+static REQUESTED: AtomicBool = AtomicBool::new(false);
+static INSTALL: Once = Once::new();
 
-/// Installs the handlers (once per process; later calls do nothing).
-pub fn install() {
-    REQUESTED.get_or_init(|| {
-        let flag = Arc::new(AtomicBool::new(false));
+fn install() {
+    INSTALL.call_once(|| {
         for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-            // the second signal, with the flag already set, exits at once
-            let _ = signal_hook::flag::register_conditional_shutdown(sig, 130, flag.clone());
-            let _ = signal_hook::flag::register(sig, flag.clone());
+            // SAFETY: the action only touches atomics and calls _exit, both async-signal-safe.
+            let _ = unsafe {
+                signal_hook::low_level::register(sig, || {
+                    if ARMED.load(Ordering::SeqCst) && !REQUESTED.swap(true, Ordering::SeqCst) {
+                        return; // the loop stops after this step
+                    }
+                    signal_hook::low_level::exit(130);
+                })
+            };
         }
-        flag
     });
 }
 
-/// Whether a stop was asked for since [`install`].
+/// While the returned guard lives, a signal asks the loop to stop ([`requested`]) instead of
+/// ending the process.
+pub fn arm() -> Armed {
+    install();
+    REQUESTED.store(false, Ordering::SeqCst);
+    ARMED.store(true, Ordering::SeqCst);
+    Armed
+}
+
+/// Disarms on drop: a signal ends the process at once again.
+pub struct Armed;
+
+impl Drop for Armed {
+    fn drop(&mut self) {
+        ARMED.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Whether a stop was asked for since [`arm`].
 pub fn requested() -> bool {
-    REQUESTED.get().is_some_and(|f| f.load(Ordering::SeqCst))
+    REQUESTED.load(Ordering::SeqCst)
 }
 
 /// The error a run stops with after an interrupt; `main` exits with code 130 on it.

@@ -356,7 +356,7 @@ pub fn pretrain(
     let mut window = (Instant::now(), 0u64);
     let total_steps = state.total_steps;
     let mut plain_progress = (!std::io::stderr().is_terminal()).then(Instant::now);
-    interrupt::install();
+    let _armed = interrupt::arm();
     for s in start..total_steps {
         let w = Instant::now();
         let batch = loader
