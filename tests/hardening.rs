@@ -8,12 +8,14 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A tiny run of `epochs` epochs into `out` (5 steps an epoch).
+/// `selfsup pretrain` with the tests' tiny settings into `out` (5 steps an epoch), then `extra`.
+fn pretrain_tiny(out: &Path, extra: &[&str]) -> std::process::Output {
+    run(selfsup().arg("pretrain").args(tiny(out)).args(extra))
+}
+
+/// A tiny run of `epochs` epochs into `out`, without evaluation.
 fn tiny_run(out: &Path, epochs: &str) -> std::process::Output {
-    run(selfsup()
-        .arg("pretrain")
-        .args(tiny(out))
-        .args(["--epochs", epochs, "--no-eval"]))
+    pretrain_tiny(out, &["--epochs", epochs, "--no-eval"])
 }
 
 /// Waits for `child` at most `secs` seconds; kills it and fails when it does not end.
@@ -76,14 +78,17 @@ fn a_second_run_on_the_same_folder_is_refused_naming_the_first() {
     first.kill().unwrap();
     first.wait().unwrap();
     // the lock dies with its process: the folder can be resumed now
-    let o = run(selfsup().arg("pretrain").args(tiny(&out)).args([
-        "--epochs",
-        "4000",
-        "--no-eval",
-        "--resume",
-        "--set",
-        "train.epochs=1",
-    ]));
+    let o = pretrain_tiny(
+        &out,
+        &[
+            "--epochs",
+            "4000",
+            "--no-eval",
+            "--resume",
+            "--set",
+            "train.epochs=1",
+        ],
+    );
     assert!(!text(&o).contains("in use"), "{}", text(&o));
 }
 
@@ -203,10 +208,7 @@ fn resume_refusals_name_the_keys_and_the_runs_config_is_the_default() {
 fn a_non_finite_loss_gives_advice_that_works() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("n1");
-    let o = run(selfsup()
-        .arg("pretrain")
-        .args(tiny(&out))
-        .args(["--epochs", "1", "--lr", "1e30"]));
+    let o = pretrain_tiny(&out, &["--epochs", "1", "--lr", "1e30"]);
     let t = text(&o);
     assert!(!o.status.success(), "{t}");
     assert!(t.contains("No checkpoint was written yet"), "{t}");
@@ -284,12 +286,7 @@ fn corrupt_tensor_data_is_named_and_never_embedded() {
 fn thread_counts_far_above_the_cores_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("t");
-    let o = run(selfsup().arg("pretrain").args(tiny(&out)).args([
-        "--set",
-        "train.threads=100000",
-        "--epochs",
-        "1",
-    ]));
+    let o = pretrain_tiny(&out, &["--set", "train.threads=100000", "--epochs", "1"]);
     let t = text(&o);
     assert_eq!(o.status.code(), Some(1), "{t}");
     assert!(t.contains("train.threads is 100000: at most"), "{t}");
@@ -333,10 +330,7 @@ fn numbers_flags_and_messages() {
     image::RgbImage::from_pixel(8, 8, image::Rgb([9, 9, 9]))
         .save(single.join("only.png"))
         .unwrap();
-    let one = run(selfsup()
-        .arg("pretrain")
-        .args(tiny(&out))
-        .args(["--data", single.to_str().unwrap()]));
+    let one = pretrain_tiny(&out, &["--data", single.to_str().unwrap()]);
     let t = text(&one);
     assert!(
         !one.status.success() && t.contains("needs at least 2"),
@@ -457,13 +451,16 @@ fn eval_random_init_needs_only_the_config() {
 fn without_a_terminal_progress_comes_as_plain_lines() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("p");
-    let o = run(selfsup().arg("pretrain").args(tiny(&out)).args([
-        "--epochs",
-        "2",
-        "--no-eval",
-        "--set",
-        "train.progress_seconds=0.001",
-    ]));
+    let o = pretrain_tiny(
+        &out,
+        &[
+            "--epochs",
+            "2",
+            "--no-eval",
+            "--set",
+            "train.progress_seconds=0.001",
+        ],
+    );
     let t = text(&o);
     assert!(o.status.success(), "{t}");
     assert!(
@@ -492,15 +489,11 @@ fn a_checkpoint_with_tensors_of_another_model_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let (small, wide) = (dir.path().join("small"), dir.path().join("wide"));
     assert!(tiny_run(&small, "1").status.success());
-    assert!(run(selfsup().arg("pretrain").args(tiny(&wide)).args([
-        "--epochs",
-        "1",
-        "--no-eval",
-        "--depth",
-        "34"
-    ]))
-    .status
-    .success());
+    assert!(
+        pretrain_tiny(&wide, &["--epochs", "1", "--no-eval", "--depth", "34"])
+            .status
+            .success()
+    );
     // the depth-34 weights under the depth-18 run's state (config included)
     use selfsup::checkpoint::{load, save, STATE_KEY};
     let (_, small_meta) = load(&small.join("checkpoint.safetensors")).unwrap();
