@@ -2,18 +2,21 @@
 //! measures PyTorch's: the median over timed steps after warm-up steps, same inputs every step.
 //!
 //! - training step: `2B` views `[2B, 3, S, S]` (random, fixed; plus the small multi-crop views
-//!   when configured) → the trainer's [`sgd_step`] (views/s counts the `2B` large views);
+//!   when configured) → the training loop ([`Trainer::run`]) (views/s counts the `2B` large views);
 //! - forward: the encoder alone in eval mode without gradients, on the same `2B` views;
 //! - augmentation: two SimCLR views of `B` stored images (decoding happens once, at load);
 //! - end to end: the real training loop's pieces (background loader + step + SGD) on a dataset.
 
-use crate::augment::augment_batch;
+use crate::augment::{augment_batch, nhwc_to_tensor};
 use crate::config::TrainConfig;
 use crate::data::{Dataset, ImageStore};
-use crate::eval::features::nhwc_to_tensor;
 use crate::method::Targets;
-use crate::optim::Sgd;
-use crate::train::{build_model, loader_data, sgd_step, view_recipe, view_recipes, Loader};
+use crate::train::trainer::{median, LoaderBatches, SameBatch, Timing};
+use crate::train::{
+    build_model, loader_data, view_recipe, view_recipes, Batch, Loader, LoaderSpec, Schedule,
+    Trainer,
+};
+use std::sync::Arc;
 use std::time::Instant;
 use tch::nn::ModuleT;
 use tch::{Device, Kind, Tensor};
@@ -30,19 +33,6 @@ pub struct StepFigures {
     pub loss_last: f64,
 }
 
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(|a, b| a.total_cmp(b));
-    let n = xs.len();
-    if n == 0 {
-        return f64::NAN;
-    }
-    if n % 2 == 1 {
-        xs[n / 2]
-    } else {
-        0.5 * (xs[n / 2 - 1] + xs[n / 2])
-    }
-}
-
 /// Random normal views `[B, 3, S, S]`, laid out as the loader's batches are (NHWC memory).
 fn random_views(batch: usize, size: usize, channels_last: bool) -> Tensor {
     let nhwc = Tensor::randn(
@@ -53,51 +43,46 @@ fn random_views(batch: usize, size: usize, channels_last: bool) -> Tensor {
     nhwc_to_tensor(&buf, batch, size, channels_last)
 }
 
-/// Times the method's training step at batch `batch` (`2·batch` views) on `size`² inputs.
+/// Times the method's training step at batch `batch` (`2·batch` views) on `size`² inputs, at
+/// the configured peak learning rate. `images` are the training images, for methods with a
+/// per-image memory (the targets are then images `0..batch`); at least `batch` of them.
 pub fn time_train_step(
     cfg: &TrainConfig,
+    images: &Arc<ImageStore>,
     batch: usize,
     size: usize,
     warm: usize,
     steps: usize,
 ) -> anyhow::Result<StepFigures> {
     anyhow::ensure!(steps >= 1, "bench needs at least one timed step");
-    let model = build_model(cfg)?;
-    let mut opt = Sgd::new(&model.vs, cfg.optim.momentum, cfg.optim.weight_decay);
-    let views: Vec<Tensor> = view_recipes(cfg, size)
+    anyhow::ensure!(
+        images.len() >= batch,
+        "the data has {} images, fewer than the batch size {batch}",
+        images.len()
+    );
+    let mut model = build_model(cfg, Some(images.clone()))?;
+    let channels_last = cfg.model.uses_channels_last();
+    let views: Vec<Tensor> = view_recipes(&cfg.data, model.spec.views(), size)
         .iter()
-        .map(|r| random_views(batch, r.out_size, cfg.model.uses_channels_last()))
+        .map(|r| random_views(batch, r.out_size, channels_last))
         .collect();
     let indices = Tensor::arange(batch as i64, (Kind::Int64, Device::Cpu));
-    let classes = indices.remainder(10);
-    let targets = match model.method.targets() {
+    let targets = match model.spec.targets() {
         Targets::Nothing => None,
-        Targets::ClassLabels => Some(&classes),
-        Targets::ImageIndices => {
-            // a bank of random 8-px images (its width does not depend on their size), at
-            // least one per cluster
-            let n = batch.max(cfg.method.prototypes);
-            let mut rng = crate::rng::Rng::new(cfg.train.seed);
-            let images = ImageStore {
-                height: 8,
-                width: 8,
-                pixels: (0..n * 8 * 8 * 3).map(|_| rng.below(256) as u8).collect(),
-            };
-            model.method.prepare(&images, 0, (n / batch) as u64)?;
-            Some(&indices)
-        }
+        Targets::ClassLabels => Some(indices.remainder(10)),
+        Targets::ImageIndices => Some(indices),
     };
-    let (mut times, mut losses) = (Vec::new(), Vec::new());
     let total = (warm + steps) as u64;
-    for i in 0..total {
-        let t = Instant::now();
-        let done = sgd_step(&model, &mut opt, &views, targets, cfg.optim.lr, (i, total))?;
-        losses.push(done.loss);
-        if i >= warm as u64 {
-            times.push(t.elapsed().as_secs_f64());
-        }
-    }
+    let schedule = Schedule::new(cfg, images.len()).constant(cfg.lr());
+    let schedule = Schedule { total, ..schedule };
+    let mut timing = Timing::start();
     let x = Tensor::cat(&views[..2], 0);
+    let mut same = SameBatch(Batch {
+        views,
+        targets,
+        augment_s: 0.0,
+    });
+    Trainer::new(&mut model, cfg, schedule).run(0..total, &mut same, &mut timing)?;
     let mut fwd = Vec::new();
     tch::no_grad(|| {
         for _ in 0..3 {
@@ -106,23 +91,23 @@ pub fn time_train_step(
             fwd.push(t.elapsed().as_secs_f64());
         }
     });
-    let step_s = median(times);
+    let step_s = median(&timing.step_s[warm..]);
     Ok(StepFigures {
         train_views_per_s: 2.0 * batch as f64 / step_s,
-        forward_views_per_s: 2.0 * batch as f64 / median(fwd),
+        forward_views_per_s: 2.0 * batch as f64 / median(&fwd),
         step_s,
-        loss_first: losses[0],
-        loss_last: *losses.last().unwrap(),
+        loss_first: timing.losses[0],
+        loss_last: *timing.losses.last().unwrap(),
     })
 }
 
 /// Images per second turned into two augmented views (median of `reps` batches of `batch`).
 pub fn time_augmentation(cfg: &TrainConfig, images: &ImageStore, batch: usize, reps: usize) -> f64 {
-    let size = crate::train::input_size(images.height, images.width);
-    let recipe = view_recipe(cfg, size);
+    let size = images.input_side();
+    let recipe = view_recipe(&cfg.data, size);
     let b = batch.min(images.len());
     let mut out = vec![0f32; b * size * size * 3];
-    let times = (0..reps.max(1))
+    let times: Vec<f64> = (0..reps.max(1))
         .map(|r| {
             let idx: Vec<usize> = (0..b).map(|k| (r * b + k) % images.len()).collect();
             let t = Instant::now();
@@ -142,7 +127,7 @@ pub fn time_augmentation(cfg: &TrainConfig, images: &ImageStore, batch: usize, r
             t.elapsed().as_secs_f64()
         })
         .collect();
-    b as f64 / median(times)
+    b as f64 / median(&times)
 }
 
 /// Figures of the end-to-end measurement.
@@ -167,49 +152,31 @@ pub fn time_end_to_end(
         "the data has {} images, fewer than the batch size {b}",
         train.len()
     );
-    let model = build_model(cfg)?;
-    let mut opt = Sgd::new(&model.vs, cfg.optim.momentum, cfg.optim.weight_decay);
-    let size = crate::train::input_size(train.images.height, train.images.width);
+    let spec = cfg.method.spec().map_err(anyhow::Error::msg)?;
+    let data = loader_data(train, spec.as_ref())?;
+    let mut model = build_model(cfg, Some(data.images.clone()))?;
+    let size = train.images.input_side();
     let total = (warm + steps) as u64;
-    let data = loader_data(train, model.method.as_ref())?;
-    model
-        .method
-        .prepare(&data.images, 0, (train.len() / b) as u64)?;
-    let mut loader = Loader::spawn(
+    let loader = Loader::spawn(LoaderSpec {
         data,
-        view_recipes(cfg, size),
-        b,
-        cfg.train.seed,
-        0,
-        total,
-        cfg.train.prefetch,
-    );
-    let mut t0 = Instant::now();
-    let mut wait = 0.0;
-    for s in 0..total {
-        if s == warm as u64 {
-            t0 = Instant::now();
-            wait = 0.0;
-        }
-        let w = Instant::now();
-        let batch = loader
-            .next()
-            .ok_or_else(|| anyhow::anyhow!("the loader stopped early"))?;
-        wait += w.elapsed().as_secs_f64();
-        let (views, targets) = batch.to_tensors(cfg.model.uses_channels_last());
-        sgd_step(
-            &model,
-            &mut opt,
-            &views,
-            targets.as_ref(),
-            cfg.optim.lr,
-            (s, total),
-        )?;
-    }
-    let secs = t0.elapsed().as_secs_f64();
+        recipes: view_recipes(&cfg.data, spec.views(), size),
+        batch_size: b,
+        seed: cfg.train.seed,
+        steps: 0..total,
+        prefetch: cfg.train.prefetch,
+    });
+    let mut batches = LoaderBatches {
+        loader,
+        channels_last: cfg.model.uses_channels_last(),
+    };
+    let schedule = Schedule::new(cfg, train.len()).constant(cfg.lr());
+    let schedule = Schedule { total, ..schedule };
+    let mut timing = Timing::start();
+    Trainer::new(&mut model, cfg, schedule).run(0..total, &mut batches, &mut timing)?;
+    let secs: f64 = timing.step_s[warm..].iter().sum();
     Ok(EndToEnd {
         images_per_s: (steps * b) as f64 / secs,
-        wait_s: wait / steps.max(1) as f64,
+        wait_s: timing.wait_s[warm..].iter().sum::<f64>() / steps.max(1) as f64,
     })
 }
 
@@ -234,18 +201,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn median_of_odd_and_even_lists() {
-        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
-        assert!(median(vec![]).is_nan());
-    }
-
-    #[test]
     fn a_tiny_step_timing_reports_positive_finite_figures() {
         let mut cfg = TrainConfig::default();
         cfg.model.width = 0.125;
         cfg.model.projection_dim = 16;
-        let f = time_train_step(&cfg, 4, 16, 1, 2).unwrap();
+        let images = Arc::new(ImageStore {
+            height: 16,
+            width: 16,
+            pixels: vec![128; 4 * 16 * 16 * 3],
+        });
+        let f = time_train_step(&cfg, &images, 4, 16, 1, 2).unwrap();
         assert!(f.train_views_per_s.is_finite() && f.train_views_per_s > 0.0);
         assert!(f.forward_views_per_s > f.train_views_per_s * 0.5);
         assert!(f.loss_first.is_finite() && f.loss_last.is_finite());

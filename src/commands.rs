@@ -1,13 +1,21 @@
 //! What each subcommand does, on top of the library.
 
-use crate::{open_run, run_config, BenchArgs, DemoArgs, EmbedArgs, EvalArgs, PretrainArgs};
+use crate::{BenchArgs, DemoArgs, EmbedArgs, EvalArgs, PretrainArgs};
 use anyhow::Context;
 use selfsup::config::TrainConfig;
 use selfsup::data::{Dataset, Splits};
-use selfsup::eval::{self, EvalReport};
-use selfsup::train::{self, RunDir};
+use selfsup::eval::{self, EvalKind, EvalReport, FrozenEncoder};
+use selfsup::train::{self, pretrain::Pretraining, RunDir};
 use std::path::Path;
 use std::time::Instant;
+
+/// The encoder a model trains, for evaluation.
+fn frozen<'a>(model: &'a train::Model, cfg: &TrainConfig) -> FrozenEncoder<'a> {
+    FrozenEncoder {
+        net: model.method.encoder(),
+        channels_last: cfg.model.uses_channels_last(),
+    }
+}
 
 fn describe(splits: &Splits, cfg: &TrainConfig) {
     let tr = &splits.train;
@@ -46,9 +54,12 @@ fn print_eval(label: &str, r: &EvalReport) {
         .linear_top1
         .map(|a| format!(", linear probe top-1 {:.2} %", 100.0 * a))
         .unwrap_or_default();
+    let knn = match r.knn_top1.is_nan() {
+        true => "kNN not asked for".to_string(),
+        false => format!("kNN top-1 {:.2} %", 100.0 * r.knn_top1),
+    };
     println!(
-        "{label}: kNN top-1 {:.2} %{linear} (feature std {:.3}, effective rank {:.1}, uniformity {:.2}; {:.0} s)",
-        100.0 * r.knn_top1,
+        "{label}: {knn}{linear} (feature std {:.3}, effective rank {:.1}, uniformity {:.2}; {:.0} s)",
         r.feature_std,
         r.feature_effective_rank,
         r.feature_uniformity,
@@ -95,8 +106,7 @@ pub fn pretrain(a: &PretrainArgs) -> anyhow::Result<()> {
     train::set_threads(cfg.train.threads)?;
     let splits = train::load_data(&cfg)?;
     describe(&splits, &cfg);
-    let model = train::build_model(&cfg)?;
-    let report = train::pretrain(&cfg, &splits, &model, a.resume)?;
+    let (report, model) = train::pretrain(&cfg, &splits, a.resume)?;
     print_pretrain(&report);
     let run = RunDir::open(&cfg.train.out_dir);
     println!("encoder written to {}", run.encoder().display());
@@ -105,14 +115,12 @@ pub fn pretrain(a: &PretrainArgs) -> anyhow::Result<()> {
     }
     match test_split(&splits) {
         Some(test) => {
-            let r = eval::evaluate(
-                model.method.encoder(),
-                &splits.train,
-                test,
-                &cfg.eval,
-                cfg.model.uses_channels_last(),
-                a.linear,
-            )?;
+            let kind = if a.linear {
+                EvalKind::Both
+            } else {
+                EvalKind::Knn
+            };
+            let r = eval::evaluate(frozen(&model, &cfg), &splits.train, test, &cfg.eval, kind)?;
             print_eval("after pretraining", &r);
             run.log(&serde_json::json!({ "eval": r, "step": report.total_steps }))?;
         }
@@ -122,14 +130,15 @@ pub fn pretrain(a: &PretrainArgs) -> anyhow::Result<()> {
 }
 
 pub fn eval(a: &EvalArgs) -> anyhow::Result<()> {
+    if let Some(m) = &a.method {
+        anyhow::bail!(
+            "eval --method {m}: the evaluation is chosen with --kind (knn, linear or both); \
+             --method names a training method"
+        );
+    }
     // the random-init baseline needs only the architecture, from the run's config.toml
-    let (mut cfg, model) = if a.random_init {
-        let cfg = run_config(&a.run)?;
-        let model = train::build_model(&cfg)?;
-        (cfg, model)
-    } else {
-        open_run(&a.run)?
-    };
+    let enc = train::open_encoder(&a.run, a.random_init)?;
+    let mut cfg = enc.config.clone();
     train::set_threads(cfg.train.threads)?;
     if a.image_size.is_some() {
         cfg.data.image_size = a.image_size;
@@ -145,18 +154,7 @@ pub fn eval(a: &EvalArgs) -> anyhow::Result<()> {
     describe(&splits, &cfg);
     let test = test_split(&splits)
         .context("evaluation needs a labeled test split: a folder with train/ and test/ class folders, IDX or CIFAR files")?;
-    let linear = a.method != "knn";
-    let mut r = eval::evaluate(
-        model.method.encoder(),
-        &splits.train,
-        test,
-        &cfg.eval,
-        cfg.model.uses_channels_last(),
-        linear,
-    )?;
-    if a.method == "linear" {
-        r.knn_top1 = f64::NAN;
-    }
+    let r = eval::evaluate(enc.frozen(), &splits.train, test, &cfg.eval, a.kind)?;
     print_eval(
         if a.random_init {
             "random-init encoder"
@@ -169,7 +167,8 @@ pub fn eval(a: &EvalArgs) -> anyhow::Result<()> {
 }
 
 pub fn embed(a: &EmbedArgs) -> anyhow::Result<()> {
-    let (mut cfg, model) = open_run(&a.run)?;
+    let enc = train::open_encoder(&a.run, false)?;
+    let mut cfg = enc.config.clone();
     train::set_threads(cfg.train.threads)?;
     cfg.data.path = Some(a.data.clone());
     if a.image_size.is_some() {
@@ -207,104 +206,18 @@ pub fn embed(a: &EmbedArgs) -> anyhow::Result<()> {
     let splits = train::load_data(&cfg)?;
     describe(&splits, &cfg);
     let start = Instant::now();
-    // (split name, images): the name is "train"/"test" when the data has both, else ""
-    let parts: Vec<(&str, &Dataset)> = match &splits.test {
-        Some(t) => vec![("train", &splits.train), ("test", t)],
-        None => vec![("", &splits.train)],
-    };
-    let size = train::input_size(splits.train.images.height, splits.train.images.width);
-    let recipe = selfsup::augment::ViewRecipe::eval(size);
-    let mut feats = Vec::new();
-    for (_, d) in &parts {
-        feats.push(eval::extract_features(
-            model.method.encoder(),
-            &d.images,
-            &recipe,
-            cfg.eval.batch_size,
-            cfg.model.uses_channels_last(),
-        ));
-    }
-    let f = tch::Tensor::cat(&feats, 0); // [N, D]
-    let (n, dim) = (f.size()[0] as usize, f.size()[1] as usize);
-    let mut values = vec![0f32; n * dim];
-    f.contiguous().copy_data(&mut values, n * dim);
-    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-        anyhow::bail!(
-            "the encoder of {} gives a non-finite feature for image {} ({}): its weights are damaged; \
-             nothing was written",
-            a.run.display(),
-            i / dim,
-            values[i]
-        );
-    }
-    selfsup::checkpoint::write_atomic(&a.out, &npy_bytes(&values, n, dim))?;
-    // name: the file's path under the data folder (with its split folder), unique per row
-    let mut csv = String::from("index,split,name,label");
-    for j in 0..dim {
-        csv.push_str(&format!(",f{j}"));
-    }
-    csv.push('\n');
-    let mut i = 0;
-    for (split, d) in &parts {
-        for k in 0..d.len() {
-            let label = d
-                .labels
-                .as_ref()
-                .map(|l| {
-                    d.class_names
-                        .get(l[k] as usize)
-                        .cloned()
-                        .unwrap_or_default()
-                })
-                .unwrap_or_default();
-            let name = match split.is_empty() || d.names[k].starts_with(&format!("{split}[")) {
-                true => d.names[k].clone(),
-                false => format!("{split}/{}", d.names[k]),
-            };
-            csv.push_str(&format!(
-                "{i},{split},{},{}",
-                csv_field(&name),
-                csv_field(&label)
-            ));
-            for v in &values[i * dim..(i + 1) * dim] {
-                csv.push_str(&format!(",{v}"));
-            }
-            csv.push('\n');
-            i += 1;
-        }
-    }
-    let csv_path = a.out.with_extension("csv");
-    selfsup::checkpoint::write_atomic(&csv_path, csv.as_bytes())?;
+    let e = selfsup::export::embed(enc.frozen(), &splits, cfg.eval.batch_size)
+        .with_context(|| format!("embedding with the encoder of {}", a.run.display()))?;
+    let csv_path = e.write(&a.out)?;
     println!(
-        "wrote {n} embeddings of {dim} dims to {} and {} in {:.1} s",
+        "wrote {} embeddings of {} dims to {} and {} in {:.1} s",
+        e.n,
+        e.dim,
         a.out.display(),
         csv_path.display(),
         start.elapsed().as_secs_f64()
     );
     Ok(())
-}
-
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
-}
-
-/// A version-1.0 .npy file holding a C-order float32 [n, d] array.
-fn npy_bytes(values: &[f32], n: usize, d: usize) -> Vec<u8> {
-    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({n}, {d}), }}");
-    // Magic (6) + version (2) + header length (2) + header + '\n' is padded to a multiple of 64.
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut out = b"\x93NUMPY\x01\x00".to_vec();
-    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    out.extend_from_slice(header.as_bytes());
-    out.extend(values.iter().flat_map(|v| v.to_le_bytes()));
-    out
 }
 
 /// The demo: built-in synthetic shapes, a kNN score of the random-init encoder, pretraining,
@@ -333,25 +246,23 @@ pub fn demo(d: &DemoArgs) -> anyhow::Result<()> {
     let splits = train::load_data(&cfg)?;
     describe(&splits, &cfg);
     let test = test_split(&splits).context("the demo needs a labeled test split")?;
-    let model = train::build_model(&cfg)?;
+    let pretraining = Pretraining::prepare(&cfg, &splits, false)?;
     let before = eval::evaluate(
-        model.method.encoder(),
+        frozen(pretraining.model(), &cfg),
         &splits.train,
         test,
         &cfg.eval,
-        cfg.model.uses_channels_last(),
-        false,
+        EvalKind::Knn,
     )?;
     print_eval("random-init encoder", &before);
-    let report = train::pretrain(&cfg, &splits, &model, false)?;
+    let (report, model) = pretraining.run()?;
     print_pretrain(&report);
     let after = eval::evaluate(
-        model.method.encoder(),
+        frozen(&model, &cfg),
         &splits.train,
         test,
         &cfg.eval,
-        cfg.model.uses_channels_last(),
-        true,
+        EvalKind::Both,
     )?;
     print_eval("after pretraining", &after);
     let gain = 100.0 * (after.knn_top1 - before.knn_top1);
@@ -368,8 +279,8 @@ pub fn demo(d: &DemoArgs) -> anyhow::Result<()> {
         "threads": tch::get_num_threads(),
         "epochs": cfg.train.epochs,
         "batch_size": cfg.train.batch_size,
-        "lr": cfg.optim.lr,
-        "temperature": cfg.method.temperature,
+        "lr": cfg.lr(),
+        "method": cfg.method.name,
         "crop_min_scale": cfg.data.crop_min_scale,
         "seed": cfg.train.seed,
     });
@@ -421,8 +332,8 @@ pub fn bench(a: &BenchArgs) -> anyhow::Result<()> {
     let splits = train::load_data(&cfg)?;
     let load_s = t.elapsed().as_secs_f64();
     describe(&splits, &cfg);
-    let images = &splits.train.images;
-    let size = train::input_size(images.height, images.width);
+    let images = std::sync::Arc::new(splits.train.images.clone());
+    let size = images.input_side();
     let b = cfg.train.batch_size;
     // before any timing, not after the step benchmark
     anyhow::ensure!(
@@ -451,9 +362,9 @@ pub fn bench(a: &BenchArgs) -> anyhow::Result<()> {
         "load+decode: {:.0} images/s ({loaded} images, all splits, in {load_s:.1} s)",
         loaded as f64 / load_s
     );
-    let aug = bench::time_augmentation(&cfg, images, b, 5);
+    let aug = bench::time_augmentation(&cfg, &images, b, 5);
     println!("augmentation (two views): {aug:.0} images/s");
-    let f = bench::time_train_step(&cfg, b, size, a.warm, a.steps)?;
+    let f = bench::time_train_step(&cfg, &images, b, size, a.warm, a.steps)?;
     println!(
         "train_views_per_s={:.1} fwd_views_per_s={:.1} step_s={:.3} loss_first={:.4} loss_last={:.4}",
         f.train_views_per_s, f.forward_views_per_s, f.step_s, f.loss_first, f.loss_last

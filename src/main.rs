@@ -1,15 +1,15 @@
 //! The `selfsup` command line: pretrain, eval, embed; with no subcommand, the built-in demo.
 
-use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use selfsup::config::TrainConfig;
-use selfsup::train::{self, RunDir};
+use selfsup::eval::EvalKind;
+use selfsup::train;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod commands;
 
-/// Self-supervised contrastive representation learning on images (SimCLR), on libtorch.
+/// Self-supervised representation learning on images (SimCLR, MoCo, BYOL, DINO, …), on libtorch.
 ///
 /// With no subcommand: pretrains a small ResNet on built-in synthetic shapes (no download) and
 /// prints the kNN accuracy of the encoder before and after pretraining.
@@ -32,6 +32,9 @@ enum Command {
     Demo(DemoArgs),
     /// Throughput: training-step and forward views/s, augmentation and end-to-end images/s, peak RSS.
     Bench(BenchArgs),
+    /// Print the effective config (defaults, file, flags) as TOML, the chosen method's settings
+    /// with it, and exit.
+    Config(ConfigArgs),
 }
 
 /// Settings shared by every command: a TOML file and overrides. Flags are overrides too.
@@ -47,37 +50,37 @@ pub struct ConfigArgs {
     /// Run folder for checkpoint, config, metrics and the exported encoder [train.out_dir].
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Passes over the training images [train.epochs, default 10].
+    /// Passes over the training images [train.epochs].
     #[arg(long)]
     epochs: Option<usize>,
     /// Wall-clock training budget in minutes; schedules fit the steps that fit, --epochs caps
     /// them [train.minutes].
     #[arg(long, allow_negative_numbers = true, value_parser = finite_number)]
     minutes: Option<f64>,
-    /// Images per step; each gives two views [train.batch_size, default 256].
+    /// Images per step; each gives two views [train.batch_size].
     #[arg(long)]
     batch_size: Option<usize>,
-    /// Peak SGD learning rate [optim.lr, default 0.3].
+    /// Peak SGD learning rate; unset: the method's own [optim.lr].
     #[arg(long, allow_negative_numbers = true, value_parser = finite_number)]
     lr: Option<f64>,
-    /// NT-Xent temperature τ [method.temperature, default 0.2].
+    /// Temperature τ of the method's contrastive loss [method.<name>.temperature].
     #[arg(long, allow_negative_numbers = true, value_parser = finite_number)]
     temperature: Option<f64>,
-    /// Method (the list is the method registry's) [method.name, default simclr].
-    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(selfsup::method::METHODS))]
+    /// Method; its settings are [method.<name>.*] (`selfsup config --method <name>` lists them)
+    /// [method.name].
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(selfsup::method::registry::names()))]
     method: Option<String>,
-    /// Two-view loss of simclr: nt_xent, nt_xent_tiled, dcl, info_nce, info_nce_tiled, n_pair, triplet,
-    /// margin, barlow_twins, vicreg [method.loss, default nt_xent].
+    /// Two-view loss of simclr (an unknown name lists the choices) [method.simclr.loss].
     #[arg(long)]
     loss: Option<String>,
-    /// Multi-crop: small views per image besides the two large ones, for swav, dino and deepcluster
-    /// [data.small_crops, default 0].
+    /// Multi-crop: small views per image besides the two large ones, for the methods that take
+    /// them [data.small_crops].
     #[arg(long)]
     small_crops: Option<usize>,
-    /// ResNet depth: 18, 34 or 50 [model.depth, default 18].
+    /// ResNet depth: 18, 34 or 50 [model.depth].
     #[arg(long)]
     depth: Option<usize>,
-    /// ResNet channel multiplier, 1.0 = 64-128-256-512 [model.width, default 0.25].
+    /// ResNet channel multiplier, 1.0 = 64-128-256-512 [model.width].
     #[arg(long, allow_negative_numbers = true, value_parser = finite_number)]
     width: Option<f64>,
     /// ResNet stem: cifar (3x3, for ~32 px) or imagenet (7x7 + max-pool) [model.stem].
@@ -92,7 +95,7 @@ pub struct ConfigArgs {
     /// Skip unreadable image files (they are counted and listed) instead of stopping [data.skip_bad].
     #[arg(long)]
     skip_bad: bool,
-    /// Seed of initialisation, data order and augmentation [train.seed, default 0].
+    /// Seed of initialisation, data order and augmentation [train.seed].
     #[arg(long)]
     seed: Option<u64>,
     /// CPU threads, 0 = all cores [train.threads].
@@ -111,6 +114,15 @@ impl ConfigArgs {
 
     /// Like [`ConfigArgs::load`], on top of `start` instead of the defaults.
     fn load_onto(&self, start: TrainConfig) -> anyhow::Result<TrainConfig> {
+        Ok(TrainConfig::load_onto(
+            start,
+            self.config.as_deref(),
+            &self.overrides(),
+        )?)
+    }
+
+    /// The flags as `section.key=value` overrides, then --set.
+    fn overrides(&self) -> Vec<String> {
         let mut o: Vec<String> = Vec::new();
         let quote = |p: &PathBuf| toml::Value::String(p.to_string_lossy().into_owned()).to_string();
         if let Some(p) = &self.data {
@@ -149,7 +161,7 @@ impl ConfigArgs {
             o.push("data.skip_bad=true".into());
         }
         o.extend(self.set.iter().cloned());
-        Ok(TrainConfig::load_onto(start, self.config.as_deref(), &o)?)
+        o
     }
 }
 
@@ -186,9 +198,12 @@ pub struct EvalArgs {
     /// Labeled data to evaluate on. Default: the run's own data.
     #[arg(long)]
     data: Option<PathBuf>,
-    /// Which evaluation: knn, linear or both.
-    #[arg(long, default_value = "both", value_parser = ["knn", "linear", "both"])]
-    method: String,
+    /// Which evaluation.
+    #[arg(long, value_enum, default_value_t = EvalKind::Both)]
+    kind: EvalKind,
+    /// Before `--kind` existed, `eval --method knn|linear|both` chose it: refused with a hint.
+    #[arg(long, hide = true)]
+    method: Option<String>,
     /// Evaluate a randomly initialised encoder of the same architecture (the baseline).
     #[arg(long)]
     random_init: bool,
@@ -246,6 +261,7 @@ fn main() -> ExitCode {
         Command::Embed(a) => commands::embed(&a),
         Command::Demo(a) => commands::demo(&a),
         Command::Bench(a) => commands::bench(&a),
+        Command::Config(a) => a.load().map(|cfg| print!("{}", cfg.to_toml())),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -269,38 +285,49 @@ fn finite_number(s: &str) -> Result<f64, String> {
     }
 }
 
-/// A run folder's config.toml (the architecture and data of the run).
-fn run_config(dir: &std::path::Path) -> anyhow::Result<TrainConfig> {
-    let path = RunDir::open(dir).config();
-    if !path.is_file() {
-        anyhow::bail!(
-            "{} has no config.toml: pass the --out folder of a `selfsup pretrain` run",
-            dir.display()
-        );
-    }
-    Ok(TrainConfig::load(Some(&path), &[])?)
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Opens a run folder's config and checkpoint, for eval and embed.
-fn open_run(dir: &std::path::Path) -> anyhow::Result<(TrainConfig, train::Model)> {
-    let run = RunDir::open(dir);
-    if !dir.is_dir() {
-        anyhow::bail!(
-            "run folder {} does not exist: pass the --out folder of a `selfsup pretrain` run",
-            dir.display()
+    #[test]
+    fn every_flag_sets_a_key_the_config_accepts() {
+        let all = ConfigArgs {
+            data: Some("/d".into()),
+            out: Some("/o".into()),
+            epochs: Some(3),
+            minutes: Some(2.0),
+            batch_size: Some(8),
+            lr: Some(0.1),
+            temperature: Some(0.3),
+            method: Some(selfsup::method::registry::default_name().into()),
+            loss: Some(selfsup::loss::two_view::NAMES[2].into()),
+            small_crops: None,
+            depth: Some(34),
+            width: Some(0.5),
+            stem: Some("imagenet".into()),
+            image_size: Some(64),
+            limit: Some(10),
+            skip_bad: true,
+            seed: Some(4),
+            threads: Some(1),
+            ..Default::default()
+        };
+        let o = all.overrides();
+        assert_eq!(o.len(), 17, "{o:?}");
+        for one in &o {
+            TrainConfig::load(None, std::slice::from_ref(one))
+                .unwrap_or_else(|e| panic!("{one}: {e}"));
+        }
+        let multi_crop = selfsup::method::registry::names_where(|s| s.views().multi_crop)[0];
+        let args = ConfigArgs {
+            method: Some(multi_crop.into()),
+            small_crops: Some(2),
+            ..Default::default()
+        };
+        let cfg = args.load().unwrap();
+        assert_eq!(
+            (cfg.method.name.as_str(), cfg.data.small_crops),
+            (multi_crop, 2)
         );
     }
-    let ckpt = run.checkpoint();
-    if !ckpt.exists() {
-        anyhow::bail!(
-            "{} has no checkpoint.safetensors: is it a `selfsup pretrain` run folder?",
-            dir.display()
-        );
-    }
-    let loaded = train::load_checkpoint(&ckpt)?;
-    let cfg = loaded.state.config.clone();
-    let model = train::build_model(&cfg)?;
-    train::restore_variables(&model.vs, &loaded.model, &ckpt)
-        .context("loading the run's weights")?;
-    Ok((cfg, model))
 }

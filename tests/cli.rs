@@ -32,7 +32,7 @@ fn pretrain_eval_embed_on_tiny_synthetic_data() {
     assert_eq!(last["step"], 10);
     assert!(last["loss"].as_f64().unwrap().is_finite());
 
-    let o = run(selfsup().args(["eval", "--run", out.to_str().unwrap(), "--method", "knn"]));
+    let o = run(selfsup().args(["eval", "--run", out.to_str().unwrap(), "--kind", "knn"]));
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("kNN top-1"));
 
@@ -86,16 +86,17 @@ fn bad_flags_and_values_get_one_clear_message() {
         ),
         (vec!["pretrain", "--width=-1"], "width"),
         (vec!["eval", "--run", "/no/such/run"], "/no/such/run"),
+        (vec!["eval", "--run", "r", "--method", "knn"], "--kind"),
         (vec!["pretrain", "--loss", "ntxent"], "nt_xent_tiled"),
         (vec!["pretrain", "--loss", "neg_cosine"], "predictor"),
         (vec!["pretrain", "--method", "swav2"], "byol"),
         (
             vec!["pretrain", "--method", "byol", "--loss", "dcl"],
-            "simclr only",
+            "a setting of simclr",
         ),
         (
             vec!["pretrain", "--set", "method.margin=-1"],
-            "method.margin",
+            "method.simclr.margin",
         ),
         (
             vec!["pretrain", "--set", "data.crop_min_scale=0"],
@@ -114,7 +115,7 @@ fn bad_flags_and_values_get_one_clear_message() {
                 "--set",
                 "method.prototypes=1",
             ],
-            "method.prototypes",
+            "method.swav.prototypes is 1",
         ),
     ];
     for (args, needle) in cases {
@@ -193,6 +194,13 @@ fn every_method_and_two_view_loss_trains_from_the_cli() {
         vec!["--loss", "nt_xent_tiled", "--set", "method.tile_rows=5"],
         vec!["--loss", "triplet"],
     ];
+    // every registered method is here (simclr is the default, the --loss runs)
+    for name in selfsup::method::registry::names() {
+        assert!(
+            name == "simclr" || runs.iter().any(|r| r.get(1) == Some(&name)),
+            "method {name} has no CLI run here: add one"
+        );
+    }
     for (i, extra) in runs.iter().enumerate() {
         let out = dir.path().join(format!("run{i}"));
         let o = run(selfsup()
@@ -228,12 +236,11 @@ fn channels_last_on_one_thread_at_the_tiny_width_trains_without_aborting() {
             .arg("pretrain")
             .args(tiny(&out))
             .args(["--epochs", "2", "--method", method])
-            .args([
-                "--set",
-                "model.channels_last=true",
-                "--set",
-                "method.queue_size=64",
-            ]));
+            .args(["--set", "model.channels_last=true"])
+            .args(match method {
+                "moco" => &["--set", "method.queue_size=64"][..],
+                _ => &[],
+            }));
         let t = text(&o);
         assert!(o.status.success(), "{method}: {t}");
         assert!(
@@ -312,7 +319,8 @@ fn deepcluster_with_more_clusters_than_images_says_so_and_writes_nothing() {
     let t = text(&o);
     assert!(!o.status.success(), "{t}");
     assert!(
-        t.contains("method.prototypes is 3000") && t.contains("method.prototypes=<at most"),
+        t.contains("method.deepcluster.prototypes is 3000")
+            && t.contains("method.prototypes=<at most"),
         "{t}"
     );
     assert!(!t.contains("panicked"), "{t}");

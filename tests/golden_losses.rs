@@ -117,6 +117,17 @@ fn losses(out: &Path, extra: &[&str]) -> Vec<f64> {
 }
 
 #[test]
+fn every_registered_method_and_loss_has_a_case() {
+    let names: Vec<String> = cases().into_iter().map(|(n, _)| n.to_string()).collect();
+    for m in selfsup::method::registry::names() {
+        assert!(names.iter().any(|n| n == m), "method {m}: add a case");
+    }
+    for l in selfsup::loss::two_view::NAMES.iter().skip(1) {
+        assert!(names.contains(&format!("loss={l}")), "loss {l}: add a case");
+    }
+}
+
+#[test]
 fn every_method_and_loss_computes_its_recorded_losses() {
     let dir = tempfile::tempdir().unwrap();
     let got: BTreeMap<String, Vec<f64>> = cases()

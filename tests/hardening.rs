@@ -261,7 +261,7 @@ fn corrupt_tensor_data_is_named_and_never_embedded() {
     flip_tensor_bytes(&out.join("checkpoint.safetensors"), 2000);
     let o = run(selfsup()
         .arg("eval")
-        .args(["--run", out.to_str().unwrap(), "--method", "knn"]));
+        .args(["--run", out.to_str().unwrap(), "--kind", "knn"]));
     let t = text(&o);
     assert_eq!(o.status.code(), Some(1), "{t}");
     assert!(
@@ -440,7 +440,7 @@ fn eval_random_init_needs_only_the_config() {
         "--run",
         out.to_str().unwrap(),
         "--random-init",
-        "--method",
+        "--kind",
         "knn",
     ]));
     assert!(o.status.success(), "{}", text(&o));
@@ -502,7 +502,7 @@ fn a_checkpoint_with_tensors_of_another_model_is_refused() {
     save(&small.join("checkpoint.safetensors"), &wide_tensors, meta).unwrap();
     let o = run(selfsup()
         .arg("eval")
-        .args(["--run", small.to_str().unwrap(), "--method", "knn"]));
+        .args(["--run", small.to_str().unwrap(), "--kind", "knn"]));
     let t = text(&o);
     assert!(
         !o.status.success() && t.contains("holds a tensor this model does not have"),

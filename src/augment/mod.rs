@@ -24,12 +24,14 @@ pub mod grayscale;
 pub mod normalize;
 pub mod recipe;
 pub mod solarize;
+pub mod tensor;
 
 pub use batch::{augment_batch, eval_batch};
 pub use color_jitter::{Jitter, JitterOp};
 pub use crop::CropBox;
 pub use normalize::{CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD};
 pub use recipe::{ViewParams, ViewRecipe};
+pub use tensor::{map_eval_batches, nhwc_to_tensor};
 
 /// A view recipe that cannot be used as written.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

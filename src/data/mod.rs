@@ -44,6 +44,11 @@ impl ImageStore {
         self.len() == 0
     }
 
+    /// The side of the square network input made from these images: `min(H, W)`.
+    pub fn input_side(&self) -> usize {
+        self.height.min(self.width)
+    }
+
     /// The H*W*3 bytes of image `i`, row-major, RGB interleaved. Panics if `i >= len()`.
     pub fn image(&self, i: usize) -> &[u8] {
         let b = self.image_bytes();

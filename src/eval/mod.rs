@@ -30,12 +30,40 @@ pub fn labels_tensor(labels: &[u32]) -> tch::Tensor {
 }
 
 use crate::backbone::ResNet;
-use crate::config::EvalConfig;
 use crate::data::Dataset;
+
+/// `[eval]`: how encoders are judged.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalConfig {
+    /// Neighbours of the weighted kNN classifier. Default 200 (InstDisc, lightly).
+    pub knn_k: usize,
+    /// Temperature of the kNN vote weights exp(cos/t). Default 0.1.
+    pub knn_t: f64,
+    /// Epochs of the linear probe (logistic regression on frozen features). Default 30.
+    pub linear_epochs: usize,
+    /// Learning rate of the linear probe (Adam, cosine decay). Default 1e-2.
+    pub linear_lr: f64,
+    /// Images per forward pass when extracting features. Default 512.
+    pub batch_size: usize,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        EvalConfig {
+            knn_k: 200,
+            knn_t: 0.1,
+            linear_epochs: 30,
+            linear_lr: 1e-2,
+            batch_size: 512,
+        }
+    }
+}
 
 /// Accuracies of an encoder on a labeled split, with its collapse diagnostics.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct EvalReport {
+    /// NaN when the kNN score was not asked for.
     pub knn_top1: f64,
     /// None when the linear probe was not asked for.
     pub linear_top1: Option<f64>,
@@ -47,16 +75,43 @@ pub struct EvalReport {
     pub seconds: f64,
 }
 
+/// An encoder to judge by its frozen features, with the memory order its inputs take.
+#[derive(Clone, Copy)]
+pub struct FrozenEncoder<'a> {
+    pub net: &'a ResNet,
+    pub channels_last: bool,
+}
+
+/// Which scores [`evaluate`] computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum EvalKind {
+    /// Weighted kNN only.
+    Knn,
+    /// The linear probe only.
+    Linear,
+    /// Both.
+    Both,
+}
+
+impl EvalKind {
+    fn knn(self) -> bool {
+        self != EvalKind::Linear
+    }
+    fn linear(self) -> bool {
+        self != EvalKind::Knn
+    }
+}
+
 /// Extracts frozen features of `train` (the kNN memory / probe training set) and `test`, and
-/// scores the encoder by weighted kNN and, with `linear`, a linear probe.
+/// scores the encoder by weighted kNN and/or a linear probe (`kind`).
 pub fn evaluate(
-    encoder: &ResNet,
+    encoder: FrozenEncoder,
     train: &Dataset,
     test: &Dataset,
     cfg: &EvalConfig,
-    channels_last: bool,
-    linear: bool,
+    kind: EvalKind,
 ) -> anyhow::Result<EvalReport> {
+    let (channels_last, net) = (encoder.channels_last, encoder.net);
     let start = std::time::Instant::now();
     let (Some(ytr), Some(yte)) = (&train.labels, &test.labels) else {
         anyhow::bail!("evaluation needs labels on both splits: use a folder of class sub-folders (or IDX / CIFAR files)");
@@ -64,7 +119,7 @@ pub fn evaluate(
     if test.images.is_empty() {
         anyhow::bail!("the test split has no images");
     }
-    let size = crate::train::input_size(train.images.height, train.images.width);
+    let size = train.images.input_side();
     if (test.images.height, test.images.width) != (train.images.height, train.images.width) {
         anyhow::bail!(
             "train images are {}x{} but test images are {}x{}: pass --image-size to resize both",
@@ -75,24 +130,15 @@ pub fn evaluate(
         );
     }
     let recipe = crate::augment::ViewRecipe::eval(size);
-    let ftr = extract_features(
-        encoder,
-        &train.images,
-        &recipe,
-        cfg.batch_size,
-        channels_last,
-    ); // [N, D]
-    let fte = extract_features(
-        encoder,
-        &test.images,
-        &recipe,
-        cfg.batch_size,
-        channels_last,
-    ); // [M, D]
+    let ftr = extract_features(net, &train.images, &recipe, cfg.batch_size, channels_last); // [N, D]
+    let fte = extract_features(net, &test.images, &recipe, cfg.batch_size, channels_last); // [M, D]
     let (ytr, yte) = (labels_tensor(ytr), labels_tensor(yte));
     let classes = train.num_classes().max(test.num_classes()) as i64;
-    let knn_top1 = knn_accuracy(&ftr, &ytr, &fte, &yte, classes, cfg.knn_k, cfg.knn_t);
-    let linear_top1 = linear.then(|| {
+    let knn_top1 = match kind.knn() {
+        true => knn_accuracy(&ftr, &ytr, &fte, &yte, classes, cfg.knn_k, cfg.knn_t),
+        false => f64::NAN,
+    };
+    let linear_top1 = kind.linear().then(|| {
         linear_probe(
             &ftr,
             &ytr,

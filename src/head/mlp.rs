@@ -90,6 +90,19 @@ impl Mlp {
         )
     }
 
+    /// Barlow Twins' (§4, Table 14) and VICReg's (§4.3) wide 3-layer projector:
+    /// `Linear(in, h) → BN → ReLU → Linear(h, h) → BN → ReLU → Linear(h, h)`.
+    pub fn wide_projector(p: &nn::Path, in_dim: i64, h: i64) -> Result<Self, String> {
+        Mlp::new(
+            p,
+            &[
+                Block::new(in_dim, h, true, true),
+                Block::new(h, h, true, true),
+                Block::new(h, h, false, false),
+            ],
+        )
+    }
+
     pub fn out_dim(&self) -> i64 {
         self.out_dim
     }

@@ -2,14 +2,55 @@
 //! the projection of a momentum (EMA) target network; no negatives.
 
 use super::ema::Ema;
-use super::{Method, StepOutput};
+use super::{
+    unit_interval, BuildContext, Method, MethodSection, MethodSpec, StepContext, StepOutput,
+    ViewPlan,
+};
 use crate::backbone::ResNet;
-use crate::config::TrainConfig;
 use crate::head::Mlp;
 use crate::loss::negative_cosine;
 use crate::optim::cosine_schedule;
+use serde::{Deserialize, Serialize};
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
+
+/// `[method.byol]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ByolConfig {
+    /// Starting momentum τ of the EMA target; it rises to 1 by a cosine schedule over the run
+    /// (BYOL §3.2). Default 0.99.
+    pub ema_momentum: f64,
+}
+
+impl Default for ByolConfig {
+    fn default() -> Self {
+        ByolConfig { ema_momentum: 0.99 }
+    }
+}
+
+impl MethodSection for ByolConfig {
+    const NAME: &'static str = "byol";
+    const SUMMARY: &'static str =
+        "predictor + EMA target, negative cosine, asymmetric views (solarize 0.2 on view 2)";
+}
+
+impl MethodSpec for ByolConfig {
+    fn check(&self) -> Result<(), String> {
+        unit_interval("method.byol.ema_momentum", self.ema_momentum)
+    }
+
+    fn views(&self) -> ViewPlan {
+        ViewPlan {
+            asymmetric: true,
+            multi_crop: false,
+        }
+    }
+
+    fn build(&self, vs: &nn::VarStore, ctx: &BuildContext) -> anyhow::Result<Box<dyn Method>> {
+        Ok(Box::new(Byol::new(vs, ctx, self)?))
+    }
+}
 
 pub struct Byol {
     pub backbone: ResNet,
@@ -23,19 +64,19 @@ pub struct Byol {
 }
 
 impl Byol {
-    /// Online network under `backbone.*`, `projection.*`, `predictor.*`; target under `target.*`.
-    pub fn new(vs: &nn::VarStore, cfg: &TrainConfig) -> anyhow::Result<Self> {
+    /// Online network under `backbone.*`, `projection.*`, `predictor.*`; target under
+    /// `target.*`. Hidden width `model.projection_hidden`, default 4 × the encoder's features.
+    pub fn new(vs: &nn::VarStore, ctx: &BuildContext, cfg: &ByolConfig) -> anyhow::Result<Self> {
         let p = vs.root();
-        let r = cfg.model.resnet();
         let e = anyhow::Error::msg;
-        let backbone = ResNet::new(&(&p / "backbone"), &r).map_err(e)?;
+        let backbone = ctx.backbone(&p)?;
         let d = backbone.out_dim();
-        let hidden = cfg.model.projection_hidden.unwrap_or(4 * d);
-        let out = cfg.model.projection_dim;
+        let hidden = ctx.hidden_or(4 * d);
+        let out = ctx.projection_dim;
         let projection = Mlp::simclr_projection(&(&p / "projection"), d, hidden, out).map_err(e)?;
         let predictor = Mlp::simclr_projection(&(&p / "predictor"), out, hidden, out).map_err(e)?;
         let t = &p / "target";
-        let target_backbone = ResNet::new(&(&t / "backbone"), &r).map_err(e)?;
+        let target_backbone = ctx.backbone(&t)?;
         let target_projection =
             Mlp::simclr_projection(&(&t / "projection"), d, hidden, out).map_err(e)?;
         let target = Ema::new(vs, "target.").map_err(e)?;
@@ -46,7 +87,7 @@ impl Byol {
             target_backbone,
             target_projection,
             target,
-            base_momentum: cfg.method.ema_momentum,
+            base_momentum: cfg.ema_momentum,
         })
     }
 }
@@ -54,7 +95,12 @@ impl Byol {
 impl Method for Byol {
     /// `p = q(g(f(x)))` online, `z' = g'(f'(x))` target (no gradient), symmetric:
     /// `L = ½ [D(p_a, z'_b) + D(p_b, z'_a)]`, D the negative cosine (lightly's byol.py).
-    fn step(&self, views: &[Tensor], _labels: Option<&Tensor>) -> anyhow::Result<StepOutput> {
+    fn step(
+        &mut self,
+        views: &[Tensor],
+        _targets: Option<&Tensor>,
+        _ctx: &StepContext,
+    ) -> anyhow::Result<StepOutput> {
         anyhow::ensure!(
             views.len() == 2,
             "BYOL takes 2 views per image, got {}",
@@ -81,9 +127,13 @@ impl Method for Byol {
     }
 
     /// τ_m from `ema_momentum` (0.99) to 1 by cosine over the run (BYOL §3.2).
-    fn after_step(&self, step: u64, total_steps: u64) {
-        self.target
-            .update(cosine_schedule(step, total_steps, self.base_momentum, 1.0));
+    fn after_step(&mut self, ctx: &StepContext) {
+        self.target.update(cosine_schedule(
+            ctx.step,
+            ctx.total_steps,
+            self.base_momentum,
+            1.0,
+        ));
     }
 
     fn encoder(&self) -> &ResNet {
@@ -94,27 +144,29 @@ impl Method for Byol {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::method::testing::{tiny_config, tiny_views, train_a_few_steps};
+    use crate::method::testing::{at, tiny_context, tiny_views, train_a_few_steps};
 
     #[test]
     fn the_target_gets_no_gradient_and_follows_the_momentum_schedule() {
-        let cfg = tiny_config("byol");
         let vs = nn::VarStore::new(tch::Device::Cpu);
-        let m = Byol::new(&vs, &cfg).unwrap();
+        let mut m = Byol::new(&vs, &tiny_context(), &ByolConfig::default()).unwrap();
         let name = "projection.layers.0.linear.weight";
         let online = vs.variables()[name].shallow_clone();
         let target = vs.variables()[&format!("target.{name}")].shallow_clone();
         assert!(online.equal(&target), "the target starts as a copy");
-        m.step(&tiny_views(8, 1), None).unwrap().loss.backward();
+        m.step(&tiny_views(8, 1), None, &at(0, 100))
+            .unwrap()
+            .loss
+            .backward();
         assert!(online.grad().defined() && !target.grad().defined());
         let before = target.copy();
         let _ = tch::no_grad(|| online.shallow_clone().g_add_scalar_(1.0));
         // halfway through the run m = 1 − (1 − 0.99)/2 = 0.995
-        m.after_step(50, 100);
+        m.after_step(&at(50, 100));
         let want = &before * 0.995 + &online * 0.005;
         assert!((target.copy() - &want).abs().max().double_value(&[]) < 1e-6);
-        m.after_step(100, 100); // m = 1 at the end: frozen
+        m.after_step(&at(100, 100)); // m = 1 at the end: frozen
         assert!((target.copy() - &want).abs().max().double_value(&[]) < 1e-6);
-        train_a_few_steps(&vs, &m, &cfg);
+        train_a_few_steps(&vs, &mut m);
     }
 }

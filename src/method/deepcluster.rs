@@ -4,44 +4,88 @@
 //! classifier whose weights are the frozen cluster centroids.
 //!
 //! ```text
-//! bank B [N, D]: one unit embedding per training image (filled by `prepare`, then each step
-//!                writes the first view's embeddings of its images)
+//! bank B [N, D]: one unit embedding per training image (filled before the first step, then
+//!                each step writes the first view's embeddings of its images)
 //! epoch start:   (C [P, D], a [N]) = spherical_kmeans(B, P, 10 iterations)
 //! step:          z_v = g(f(x_v)) / ‖·‖ for every view v (2 large + optional small crops);
 //!                L = mean_v CE(z_v Cᵀ / τ, a[idx])
 //! ```
 //! C gets no gradient: only the encoder f and the projection g learn, towards their image's
-//! cluster. P is `method.prototypes`, τ `method.prototype_temperature`. Unlike the reference,
-//! one clustering (the reference averages three heads of 3000) and one bank per image (the
-//! reference keeps one per large view); the bank, centroids and assignments are checkpointed,
-//! so a resumed run continues exactly.
+//! cluster. P is `method.deepcluster.prototypes`, τ `method.deepcluster.prototype_temperature`.
+//! Unlike the reference, one clustering (the reference averages three heads of 3000) and one
+//! bank per image (the reference keeps one per large view). The bank, centroids, assignments
+//! and the step of the last clustering are non-trainable variables, so checkpoints keep them
+//! and a resumed run continues exactly.
 
 use super::kmeans::spherical_kmeans;
-use super::{Method, StepOutput, Targets};
-use crate::augment::{eval_batch, ViewRecipe};
+use super::swav::check_prototypes;
+use super::{
+    positive, BuildContext, Method, MethodSection, MethodSpec, StepContext, StepOutput, Targets,
+    ViewPlan,
+};
+use crate::augment::{map_eval_batches, ViewRecipe};
 use crate::backbone::ResNet;
-use crate::config::TrainConfig;
 use crate::data::ImageStore;
-use crate::eval::features::nhwc_to_tensor;
 use crate::head::Mlp;
 use crate::loss::l2_normalize;
-use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use tch::nn::{self, ModuleT};
 use tch::{Kind, Tensor};
 
 /// k-means iterations per clustering (DeepCluster-v2's reference setting).
 pub const KMEANS_ITERATIONS: usize = 10;
 
-/// `clustered_at` of a clustering restored from a checkpoint: the next epoch start re-clusters.
-const RESTORED: u64 = u64::MAX;
+/// `[method.deepcluster]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeepClusterConfig {
+    /// k-means clusters P, at most one per training image. Default 3000 (each of the
+    /// reference's DeepCluster-v2 heads).
+    pub prototypes: usize,
+    /// Temperature τ of the softmax over centroid scores. Default 0.1.
+    pub prototype_temperature: f64,
+}
 
-/// Checkpoint names of the bank, the centroids and the assignments.
-const BUFFERS: [&str; 3] = [
-    "deepcluster.bank",
-    "deepcluster.centroids",
-    "deepcluster.assignments",
-];
+impl Default for DeepClusterConfig {
+    fn default() -> Self {
+        DeepClusterConfig {
+            prototypes: 3000,
+            prototype_temperature: 0.1,
+        }
+    }
+}
+
+impl MethodSection for DeepClusterConfig {
+    const NAME: &'static str = "deepcluster";
+    const SUMMARY: &'static str =
+        "DeepCluster v2: k-means pseudo-labels of a memory bank, re-clustered every epoch";
+}
+
+impl MethodSpec for DeepClusterConfig {
+    fn check(&self) -> Result<(), String> {
+        check_prototypes("deepcluster", self.prototypes)?;
+        positive(
+            "method.deepcluster.prototype_temperature",
+            self.prototype_temperature,
+        )
+    }
+
+    fn targets(&self) -> Targets {
+        Targets::ImageIndices
+    }
+
+    fn views(&self) -> ViewPlan {
+        ViewPlan {
+            asymmetric: false,
+            multi_crop: true,
+        }
+    }
+
+    fn build(&self, vs: &nn::VarStore, ctx: &BuildContext) -> anyhow::Result<Box<dyn Method>> {
+        Ok(Box::new(DeepCluster::new(&vs.root(), ctx, self)?))
+    }
+}
 
 pub struct DeepCluster {
     pub backbone: ResNet,
@@ -52,46 +96,59 @@ pub struct DeepCluster {
     seed: u64,
     batch_size: usize,
     channels_last: bool,
-    /// Set by [`Method::prepare`].
-    state: RefCell<Option<Clustering>>,
-    /// The step the next call to `step` takes.
-    next_step: Cell<u64>,
+    images: Arc<ImageStore>,
+    /// B [N, D] (`deepcluster.bank`).
+    bank: Tensor,
+    /// C [P, D] (`deepcluster.centroids`).
+    centroids: Tensor,
+    /// a [N] as floats (`deepcluster.assignments`; exact, P ≤ 65536).
+    assignments: Tensor,
+    /// [1]: the step whose start last clustered the bank; −1 before the bank is filled.
+    clustered_at: Tensor,
     /// The first view's embeddings [K, D] and image indices [K] of the last step, written to
     /// the bank in `after_step` (so a step stopped by a fault changes nothing).
-    pending: RefCell<Option<(Tensor, Tensor)>>,
-}
-
-/// The memory bank and its latest clustering.
-struct Clustering {
-    bank: Tensor,
-    centroids: Tensor,
-    assignments: Tensor,
-    steps_per_epoch: u64,
-    /// The step at which `centroids` were computed.
-    clustered_at: u64,
+    pending: Option<(Tensor, Tensor)>,
 }
 
 impl DeepCluster {
-    /// Variables `backbone.*` and `projection.*` (SimCLR's); the centroids are not variables.
-    pub fn new(p: &nn::Path, cfg: &TrainConfig) -> anyhow::Result<Self> {
-        let e = anyhow::Error::msg;
-        let backbone = ResNet::new(&(p / "backbone"), &cfg.model.resnet()).map_err(e)?;
+    /// Variables `backbone.*` and `projection.*` (SimCLR's; hidden width
+    /// `model.projection_hidden`, default the encoder's features) and the non-trainable
+    /// `deepcluster.*` state. Refuses more clusters than training images.
+    pub fn new(p: &nn::Path, ctx: &BuildContext, cfg: &DeepClusterConfig) -> anyhow::Result<Self> {
+        let Some(images) = ctx.images.clone() else {
+            anyhow::bail!(
+                "DeepCluster keeps a memory bank of the training images: build it with them"
+            );
+        };
+        let n = images.len();
+        anyhow::ensure!(
+            cfg.prototypes <= n,
+            "method.deepcluster.prototypes is {} but the training split has only {n} images: \
+             DeepCluster needs at most one cluster per image; pass --set method.prototypes=<at most {n}>",
+            cfg.prototypes
+        );
+        let backbone = ctx.backbone(p)?;
         let d = backbone.out_dim();
-        let hidden = cfg.model.projection_hidden.unwrap_or(d);
-        let projection =
-            Mlp::simclr_projection(&(p / "projection"), d, hidden, cfg.model.projection_dim)
-                .map_err(e)?;
+        let out = ctx.projection_dim;
+        let projection = Mlp::simclr_projection(&(p / "projection"), d, ctx.hidden_or(d), out)
+            .map_err(anyhow::Error::msg)?;
+        let state = p / "deepcluster";
+        let clustered_at = state.zeros_no_train("clustered_at", &[1]);
+        let _ = tch::no_grad(|| clustered_at.shallow_clone().fill_(-1.0));
         Ok(DeepCluster {
             backbone,
             projection,
-            clusters: cfg.method.prototypes,
-            temperature: cfg.method.prototype_temperature,
-            seed: cfg.train.seed,
-            batch_size: cfg.train.batch_size,
-            channels_last: cfg.model.uses_channels_last(),
-            state: RefCell::new(None),
-            next_step: Cell::new(0),
-            pending: RefCell::new(None),
+            clusters: cfg.prototypes,
+            temperature: cfg.prototype_temperature,
+            seed: ctx.seed,
+            batch_size: ctx.batch_size,
+            channels_last: ctx.channels_last,
+            bank: state.zeros_no_train("bank", &[n as i64, out]),
+            centroids: state.zeros_no_train("centroids", &[cfg.prototypes as i64, out]),
+            assignments: state.zeros_no_train("assignments", &[n as i64]),
+            clustered_at,
+            images,
+            pending: None,
         })
     }
 
@@ -104,71 +161,62 @@ impl DeepCluster {
         )
     }
 
-    /// Embeds every image of `images` (normalised, uncropped; no gradient) with BatchNorm on
-    /// batch statistics, as in training: the initial bank [N, D]. The last batch is filled up
-    /// with the first images so that every batch has the same size. (This forward pass also
-    /// moves the BatchNorm running statistics, which only evaluation uses.)
-    fn embed_all(&self, images: &ImageStore) -> Tensor {
-        let s = crate::train::input_size(images.height, images.width);
-        let recipe = ViewRecipe::eval(s);
-        let n = images.len();
-        let b = self.batch_size.clamp(2, n.max(2));
-        let mut buf = vec![0f32; b * s * s * 3];
-        let parts: Vec<Tensor> = tch::no_grad(|| {
-            (0..n)
-                .step_by(b)
-                .map(|start| {
-                    let idx: Vec<usize> = (start..start + b).map(|i| i % n).collect();
-                    eval_batch(
-                        &images.pixels,
-                        images.height,
-                        images.width,
-                        &idx,
-                        &recipe,
-                        &mut buf,
-                    );
-                    let x = nhwc_to_tensor(&buf, b, s, self.channels_last);
-                    let rows = (n - start).min(b) as i64;
-                    self.embed(&x).narrow(0, 0, rows)
-                })
-                .collect()
+    /// Embeds every training image (normalised, uncropped; no gradient) with BatchNorm on
+    /// batch statistics, as in training: the initial bank [N, D]. Every batch has the step's
+    /// size. (This forward pass also moves the BatchNorm running statistics, which only
+    /// evaluation uses.)
+    fn embed_all(&self) -> Tensor {
+        let images = &self.images;
+        let recipe = ViewRecipe::eval(images.height.min(images.width));
+        let b = self.batch_size.clamp(2, images.len().max(2));
+        let parts = tch::no_grad(|| {
+            map_eval_batches(images, &recipe, b, self.channels_last, true, |x| {
+                self.embed(x)
+            })
         });
         Tensor::cat(&parts, 0)
     }
 
-    /// Re-clusters the bank at step `step` (the seed of the initial centroids).
-    fn recluster(&self, c: &mut Clustering, step: u64) {
+    /// Clusters the bank at step `step` (the seed of the initial centroids).
+    fn recluster(&mut self, step: u64) {
         let seed = self.seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let (centroids, assignments) =
-            spherical_kmeans(&c.bank, self.clusters, KMEANS_ITERATIONS, seed);
-        (c.centroids, c.assignments, c.clustered_at) = (centroids, assignments, step);
+            spherical_kmeans(&self.bank, self.clusters, KMEANS_ITERATIONS, seed);
+        tch::no_grad(|| {
+            self.centroids.copy_(&centroids);
+            self.assignments.copy_(&assignments.to_kind(Kind::Float));
+            let _ = self.clustered_at.fill_(step as f64);
+        });
     }
 
-    /// The current cluster of every training image [N] (after `prepare`).
-    pub fn assignments(&self) -> Option<Tensor> {
-        self.state
-            .borrow()
-            .as_ref()
-            .map(|c| c.assignments.shallow_clone())
+    /// The current cluster of every training image [N] (i64).
+    pub fn assignments(&self) -> Tensor {
+        self.assignments.to_kind(Kind::Int64)
     }
 
-    /// The step whose start last clustered the bank (after `prepare`).
+    /// The step whose start last clustered the bank; None before the first step.
     pub fn clustered_at(&self) -> Option<u64> {
-        self.state.borrow().as_ref().map(|c| c.clustered_at)
+        let s = self.clustered_at.double_value(&[0]);
+        (s >= 0.0).then_some(s as u64)
     }
 
-    /// The memory bank [N, D] (after `prepare`).
-    pub fn bank(&self) -> Option<Tensor> {
-        self.state.borrow().as_ref().map(|c| c.bank.shallow_clone())
+    /// The memory bank [N, D].
+    pub fn bank(&self) -> Tensor {
+        self.bank.shallow_clone()
     }
 }
 
 impl Method for DeepCluster {
     /// `targets` [K] are the batch's image indices; views 0 and 1 are the large ones, any
-    /// further views small multi-crops (each size its own batch through the network). At an
-    /// epoch start (other than the one `prepare` clustered at) the bank is re-clustered first;
-    /// then `L = (1/V) Σ_v CE(z_v Cᵀ / τ, a[idx])`.
-    fn step(&self, views: &[Tensor], targets: Option<&Tensor>) -> anyhow::Result<StepOutput> {
+    /// further views small multi-crops (each size its own batch through the network). Before
+    /// the first step the bank is filled and clustered; at every later epoch start (other than
+    /// the one last clustered at) it is re-clustered; then `L = (1/V) Σ_v CE(z_v Cᵀ / τ, a[idx])`.
+    fn step(
+        &mut self,
+        views: &[Tensor],
+        targets: Option<&Tensor>,
+        ctx: &StepContext,
+    ) -> anyhow::Result<StepOutput> {
         anyhow::ensure!(
             views.len() >= 2,
             "DeepCluster takes 2 large views (and optional small ones) per image, got {}",
@@ -183,34 +231,37 @@ impl Method for DeepCluster {
             "DeepCluster: {} image indices for {k} images",
             idx.size().first().copied().unwrap_or(0)
         );
-        let mut state = self.state.borrow_mut();
-        let Some(c) = state.as_mut() else {
-            anyhow::bail!("DeepCluster: the memory bank is empty (prepare was not called)");
-        };
-        let n = c.bank.size()[0];
+        let n = self.bank.size()[0];
         let (lo, hi) = (idx.min().int64_value(&[]), idx.max().int64_value(&[]));
         anyhow::ensure!(
             lo >= 0 && hi < n,
             "DeepCluster: image index {} outside the bank of {n} images",
             if lo < 0 { lo } else { hi }
         );
-        let s = self.next_step.get();
-        if s != c.clustered_at && s.is_multiple_of(c.steps_per_epoch) {
-            self.recluster(c, s);
+        let s = ctx.step;
+        match self.clustered_at() {
+            None => {
+                let bank = self.embed_all();
+                tch::no_grad(|| self.bank.copy_(&bank));
+                self.recluster(s);
+            }
+            Some(at) if at != s && ctx.starts_epoch() => self.recluster(s),
+            Some(_) => {}
         }
         let mut z = vec![self.embed(&Tensor::cat(&views[..2], 0))]; // [2K, D]
         if views.len() > 2 {
             z.push(self.embed(&Tensor::cat(&views[2..], 0))); // [nK, D]
         }
         let z_all = Tensor::cat(&z, 0); // [VK, D]
-        let logits = z_all.matmul(&c.centroids.tr()) / self.temperature; // [VK, P]
-        let y = c
+        let logits = z_all.matmul(&self.centroids.tr()) / self.temperature; // [VK, P]
+        let y = self
             .assignments
             .index_select(0, idx)
+            .to_kind(Kind::Int64)
             .repeat([views.len() as i64]); // [VK]
         let loss = logits.cross_entropy_for_logits(&y);
         let za = z[0].narrow(0, 0, k).detach();
-        *self.pending.borrow_mut() = Some((za.shallow_clone(), idx.shallow_clone()));
+        self.pending = Some((za.shallow_clone(), idx.shallow_clone()));
         Ok(StepOutput {
             loss,
             embeddings: za,
@@ -218,109 +269,13 @@ impl Method for DeepCluster {
         })
     }
 
-    fn targets(&self) -> Targets {
-        Targets::ImageIndices
-    }
-
-    /// At most one cluster per training image.
-    fn check_data(&self, images: usize) -> anyhow::Result<()> {
-        anyhow::ensure!(
-            self.clusters <= images,
-            "method.prototypes is {} but the training split has only {images} images: DeepCluster \
-             needs at most one cluster per image; pass --set method.prototypes=<at most {images}>",
-            self.clusters
-        );
-        Ok(())
-    }
-
-    /// A fresh run: fills the bank with every image's embedding and clusters it. A resumed
-    /// run (after [`restore_buffers`](Method::restore_buffers)) keeps the checkpoint's bank.
-    /// Refuses more clusters than images.
-    fn prepare(
-        &self,
-        images: &ImageStore,
-        first_step: u64,
-        steps_per_epoch: u64,
-    ) -> anyhow::Result<()> {
-        let n = images.len();
-        self.check_data(n)?;
-        let steps_per_epoch = steps_per_epoch.max(1);
-        let restored = self.state.borrow_mut().as_mut().map(|c| {
-            c.steps_per_epoch = steps_per_epoch;
-            c.bank.size()[0]
-        });
-        match restored {
-            Some(rows) => anyhow::ensure!(
-                rows == n as i64,
-                "the checkpoint's DeepCluster memory bank holds {rows} images but the training split \
-                 has {n}: resume with the same data"
-            ),
-            None => {
-                let mut c = Clustering {
-                    bank: self.embed_all(images),
-                    centroids: Tensor::zeros([0], (Kind::Float, tch::Device::Cpu)),
-                    assignments: Tensor::zeros([0], (Kind::Int64, tch::Device::Cpu)),
-                    steps_per_epoch,
-                    clustered_at: first_step,
-                };
-                self.recluster(&mut c, first_step);
-                *self.state.borrow_mut() = Some(c);
-            }
-        }
-        self.next_step.set(first_step);
-        Ok(())
-    }
-
-    fn buffers(&self) -> Vec<(String, Tensor)> {
-        let state = self.state.borrow();
-        let Some(c) = state.as_ref() else {
-            return Vec::new();
-        };
-        let tensors = [
-            c.bank.shallow_clone(),
-            c.centroids.shallow_clone(),
-            c.assignments.to_kind(Kind::Float), // exact: clusters ≤ 65536
-        ];
-        BUFFERS.iter().map(|n| n.to_string()).zip(tensors).collect()
-    }
-
-    fn restore_buffers(&self, saved: &HashMap<String, Tensor>) -> anyhow::Result<()> {
-        let [bank, centroids, assignments] = BUFFERS.map(|n| saved.get(n));
-        let (Some(bank), Some(centroids), Some(assignments)) = (bank, centroids, assignments)
-        else {
-            anyhow::bail!(
-                "the checkpoint has no DeepCluster memory bank: it was written by another method"
-            );
-        };
-        anyhow::ensure!(
-            centroids.size() == [self.clusters as i64, bank.size()[1]]
-                && assignments.size() == [bank.size()[0]],
-            "the checkpoint's DeepCluster clustering has {:?} centroids for {:?} bank rows: it was written \
-             with another method.prototypes or model.projection_dim",
-            centroids.size(),
-            bank.size()
-        );
-        *self.state.borrow_mut() = Some(Clustering {
-            bank: bank.copy(),
-            centroids: centroids.copy(),
-            assignments: assignments.to_kind(Kind::Int64),
-            steps_per_epoch: 1,
-            clustered_at: RESTORED,
-        });
-        Ok(())
-    }
-
     /// Writes the step's first-view embeddings into the bank rows of its images.
-    fn after_step(&self, step: u64, _total_steps: u64) {
-        if let (Some((z, idx)), Some(c)) = (
-            self.pending.borrow_mut().take(),
-            self.state.borrow_mut().as_mut(),
-        ) {
+    fn after_step(&mut self, _ctx: &StepContext) {
+        if let Some((z, idx)) = self.pending.take() {
             tch::no_grad(|| {
-                let _ = c.bank.index_copy_(0, &idx, &z);
+                let _ = self.bank.index_copy_(0, &idx, &z);
             });
         }
-        self.next_step.set(step + 1);
     }
 
     fn encoder(&self) -> &ResNet {
@@ -330,35 +285,55 @@ impl Method for DeepCluster {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::{tiny_config, tiny_views};
+    use super::super::testing::{tiny_context, tiny_views};
     use super::*;
     use crate::optim::Sgd;
     use tch::Device;
 
     /// `n` random 16×16 images.
-    fn store(n: usize, seed: u64) -> ImageStore {
+    fn store(n: usize, seed: u64) -> Arc<ImageStore> {
         let mut rng = crate::rng::Rng::new(seed);
-        ImageStore {
+        Arc::new(ImageStore {
             height: 16,
             width: 16,
             pixels: (0..n * 16 * 16 * 3).map(|_| rng.below(256) as u8).collect(),
-        }
+        })
     }
 
-    fn method(clusters: usize) -> (nn::VarStore, DeepCluster) {
-        let mut cfg = tiny_config("deepcluster");
-        cfg.method.prototypes = clusters;
-        cfg.train.batch_size = 8;
+    fn method(clusters: usize, images: Arc<ImageStore>) -> (nn::VarStore, DeepCluster) {
+        let cfg = DeepClusterConfig {
+            prototypes: clusters,
+            ..Default::default()
+        };
+        let mut ctx = tiny_context();
+        ctx.images = Some(images);
         let vs = nn::VarStore::new(Device::Cpu);
-        let m = DeepCluster::new(&vs.root(), &cfg).unwrap();
+        let m = DeepCluster::new(&vs.root(), &ctx, &cfg).unwrap();
         (vs, m)
     }
 
+    /// Step `step`, `per_epoch` steps per epoch.
+    fn at(step: u64, per_epoch: u64) -> StepContext {
+        StepContext {
+            step,
+            total_steps: 100,
+            steps_per_epoch: per_epoch,
+            lr: 0.05,
+        }
+    }
+
+    fn first_half(s: u64) -> Tensor {
+        let half = 8 * (s as i64 % 2);
+        Tensor::arange_start(half, half + 8, (Kind::Int64, Device::Cpu))
+    }
+
     #[test]
-    fn prepare_fills_the_bank_with_unit_rows_and_clusters_it() {
-        let (_vs, m) = method(5);
-        m.prepare(&store(20, 1), 0, 4).unwrap();
-        let bank = m.bank().unwrap();
+    fn the_first_step_fills_the_bank_with_unit_rows_and_clusters_it() {
+        let (_vs, mut m) = method(5, store(20, 1));
+        assert_eq!(m.clustered_at(), None);
+        m.step(&tiny_views(8, 0), Some(&first_half(0)), &at(0, 4))
+            .unwrap();
+        let bank = m.bank();
         assert_eq!(bank.size(), [20, 16]);
         let norms = bank.norm_scalaropt_dim(2, [1], false);
         assert!(norms.allclose(
@@ -367,39 +342,43 @@ mod tests {
             1e-5,
             false
         ));
-        let a = m.assignments().unwrap();
+        let a = m.assignments();
         assert_eq!(a.size(), [20]);
         assert!(a.min().int64_value(&[]) >= 0 && a.max().int64_value(&[]) < 5);
+        assert_eq!(m.clustered_at(), Some(0));
     }
 
     #[test]
-    fn refuses_more_clusters_than_images_and_steps_before_prepare() {
-        let (_vs, m) = method(50);
-        let e = m.prepare(&store(20, 1), 0, 4).unwrap_err().to_string();
-        assert!(
-            e.contains("method.prototypes is 50") && e.contains("20 images"),
-            "{e}"
-        );
-        let idx = Tensor::arange(8, (Kind::Int64, Device::Cpu));
-        let e = m
-            .step(&tiny_views(8, 0), Some(&idx))
+    fn refuses_more_clusters_than_images_and_bad_indices() {
+        let cfg = DeepClusterConfig {
+            prototypes: 50,
+            ..Default::default()
+        };
+        let mut ctx = tiny_context();
+        ctx.images = Some(store(20, 1));
+        let vs = nn::VarStore::new(Device::Cpu);
+        let e = DeepCluster::new(&vs.root(), &ctx, &cfg)
             .err()
             .unwrap()
             .to_string();
-        assert!(e.contains("prepare"), "{e}");
-        let (_vs, m) = method(5);
-        m.prepare(&store(20, 1), 0, 4).unwrap();
-        assert!(m.step(&tiny_views(8, 0), None).is_err());
+        assert!(
+            e.contains("prototypes is 50") && e.contains("20 images"),
+            "{e}"
+        );
+        ctx.images = None;
+        assert!(DeepCluster::new(&vs.root(), &ctx, &DeepClusterConfig::default()).is_err());
+        let (_vs, mut m) = method(5, store(20, 1));
+        assert!(m.step(&tiny_views(8, 0), None, &at(0, 4)).is_err());
         let out_of_bank = Tensor::arange_start(15, 23, (Kind::Int64, Device::Cpu));
         let e = m
-            .step(&tiny_views(8, 0), Some(&out_of_bank))
+            .step(&tiny_views(8, 0), Some(&out_of_bank), &at(0, 4))
             .err()
             .unwrap()
             .to_string();
         assert!(e.contains("index 22"), "{e}");
         let negative = Tensor::arange_start(-1, 7, (Kind::Int64, Device::Cpu));
         let e = m
-            .step(&tiny_views(8, 0), Some(&negative))
+            .step(&tiny_views(8, 0), Some(&negative), &at(0, 4))
             .err()
             .unwrap()
             .to_string();
@@ -408,24 +387,23 @@ mod tests {
 
     #[test]
     fn a_step_writes_its_embeddings_to_the_bank_and_epochs_recluster() {
-        let (vs, m) = method(4);
-        let images = store(16, 2);
-        m.prepare(&images, 0, 2).unwrap(); // 2 steps per epoch
+        let (vs, mut m) = method(4, store(16, 2));
         let mut opt = Sgd::new(&vs, 0.9, 0.0);
         let w = vs.variables()["backbone.conv1.weight"].copy();
         for s in 0..6u64 {
-            let half = 8 * (s as i64 % 2);
-            let idx = Tensor::arange_start(half, half + 8, (Kind::Int64, Device::Cpu));
-            let out = m.step(&tiny_views(8, s as i64), Some(&idx)).unwrap();
+            let idx = first_half(s);
+            let out = m
+                .step(&tiny_views(8, s as i64), Some(&idx), &at(s, 2))
+                .unwrap();
             let l = out.loss.double_value(&[]);
             assert!(l.is_finite(), "step {s}: loss {l}");
-            // clustered by prepare at 0, then at the start of epochs 1 and 2 only
+            // clustered at 0, then at the start of epochs 1 and 2 only (2 steps per epoch)
             assert_eq!(m.clustered_at(), Some(s - s % 2), "step {s}");
             opt.zero_grad();
             out.loss.backward();
             opt.step(0.05);
-            m.after_step(s, 6);
-            let rows = m.bank().unwrap().index_select(0, &idx);
+            m.after_step(&at(s, 2));
+            let rows = m.bank().index_select(0, &idx);
             assert!(
                 rows.equal(&out.embeddings),
                 "step {s}: the bank rows are not the step's embeddings"
@@ -435,121 +413,93 @@ mod tests {
             !vs.variables()["backbone.conv1.weight"].equal(&w),
             "the encoder did not move"
         );
-        // the centroids are not variables: nothing but the encoder and projection trains
-        assert!(vs
+        // the clustering is state, not trained: only the encoder and projection learn
+        let trained: Vec<String> = vs
             .variables()
-            .keys()
+            .into_iter()
+            .filter(|(_, t)| t.requires_grad())
+            .map(|(n, _)| n)
+            .collect();
+        assert!(trained
+            .iter()
             .all(|k| k.starts_with("backbone.") || k.starts_with("projection.")));
     }
 
     #[test]
     fn the_loss_pulls_an_embedding_towards_its_cluster_centroid() {
-        let (vs, m) = method(3);
-        let images = store(12, 3);
-        m.prepare(&images, 0, 100).unwrap();
+        let (vs, mut m) = method(3, store(12, 3));
         let idx = Tensor::arange(8, (Kind::Int64, Device::Cpu));
         let views = tiny_views(8, 5);
         let mut opt = Sgd::new(&vs, 0.0, 0.0);
         let mut losses = Vec::new();
         for s in 0..10 {
-            let out = m.step(&views, Some(&idx)).unwrap();
+            // no after_step: the bank (and so the targets) stays fixed
+            let out = m.step(&views, Some(&idx), &at(s, 100)).unwrap();
             losses.push(out.loss.double_value(&[]));
             opt.zero_grad();
             out.loss.backward();
             opt.step(0.1);
-            *m.pending.borrow_mut() = None; // keep the bank (and so the targets) fixed
-            m.next_step.set(s + 1);
         }
         assert!(
             losses[9] < losses[0] - 0.05,
             "loss did not fall: {losses:?}"
         );
     }
+
     #[test]
-    fn a_restored_clustering_resumes_like_the_uninterrupted_run() {
-        // Run A takes steps 0..6 (2 steps per epoch: clusterings at 0, 2, 4). Run B is
-        // restored from A's variables and buffers after step 2, then takes steps 3..6: it
-        // resumes mid-epoch, so it must not re-cluster before step 4.
+    fn restored_variables_resume_like_the_uninterrupted_run() {
+        // Run A takes steps 0..6 (2 steps per epoch: clusterings at 0, 2, 4). Run B gets A's
+        // variables after step 2 (as a checkpoint restores them), then takes steps 3..6: it
+        // resumes mid-epoch, so it must not re-embed or re-cluster before step 4.
         let images = store(16, 4);
-        let run = |m: &DeepCluster, vs: &nn::VarStore, steps: std::ops::Range<u64>| {
+        let run = |m: &mut DeepCluster, vs: &nn::VarStore, steps: std::ops::Range<u64>| {
             let mut losses = Vec::new();
             let mut opt = Sgd::new(vs, 0.0, 0.0);
             for s in steps {
-                let half = 8 * (s as i64 % 2);
-                let idx = Tensor::arange_start(half, half + 8, (Kind::Int64, Device::Cpu));
-                let out = m.step(&tiny_views(8, s as i64), Some(&idx)).unwrap();
+                let out = m
+                    .step(&tiny_views(8, s as i64), Some(&first_half(s)), &at(s, 2))
+                    .unwrap();
                 losses.push(out.loss.double_value(&[]));
                 opt.zero_grad();
                 out.loss.backward();
                 opt.step(0.05);
-                m.after_step(s, 6);
+                m.after_step(&at(s, 2));
             }
             losses
         };
-        let (vs_a, a) = method(4);
-        a.prepare(&images, 0, 2).unwrap();
-        run(&a, &vs_a, 0..3);
-        let saved_vars: Vec<(String, Tensor)> = vs_a
+        let (vs_a, mut a) = method(4, images.clone());
+        run(&mut a, &vs_a, 0..3);
+        let saved: Vec<(String, Tensor)> = vs_a
             .variables()
             .into_iter()
             .map(|(n, t)| (n, t.copy()))
             .collect();
-        // copies: A's bank changes in place as it goes on
-        let saved: HashMap<String, Tensor> = a
-            .buffers()
-            .into_iter()
-            .map(|(n, t)| (n, t.copy()))
-            .collect();
-        assert_eq!(saved.len(), 3);
-        let want = run(&a, &vs_a, 3..6);
+        assert!(saved.iter().any(|(n, _)| n == "deepcluster.bank"));
+        let want = run(&mut a, &vs_a, 3..6);
 
-        let (vs_b, b) = method(4);
+        let (vs_b, mut b) = method(4, images);
         tch::no_grad(|| {
-            for (n, t) in &saved_vars {
+            for (n, t) in &saved {
                 vs_b.variables()[n].shallow_clone().copy_(t);
             }
         });
-        b.restore_buffers(&saved).unwrap();
-        b.prepare(&images, 3, 2).unwrap(); // keeps the restored bank: no re-embedding
-        assert!(b.bank().unwrap().equal(&saved["deepcluster.bank"]));
-        assert_eq!(
-            b.clustered_at(),
-            Some(RESTORED),
-            "re-clustered mid-epoch on resume"
-        );
-        let got = run(&b, &vs_b, 3..6);
+        assert_eq!(b.clustered_at(), Some(2));
+        let got = run(&mut b, &vs_b, 3..6);
         assert_eq!(b.clustered_at(), Some(4), "epoch 2 starts at step 4");
         assert_eq!(want, got);
     }
 
     #[test]
-    fn restoring_refuses_missing_or_mismatched_buffers() {
-        let (_vs, m) = method(4);
-        let e = m.restore_buffers(&HashMap::new()).unwrap_err().to_string();
-        assert!(e.contains("another method"), "{e}");
-        let (_vs, m5) = method(5);
-        m5.prepare(&store(16, 1), 0, 2).unwrap();
-        let saved: HashMap<String, Tensor> = m5.buffers().into_iter().collect();
-        let e = m.restore_buffers(&saved).unwrap_err().to_string();
-        assert!(e.contains("method.prototypes"), "{e}");
-        let (_vs, m5b) = method(5);
-        m5b.restore_buffers(&saved).unwrap();
-        let e = m5b.prepare(&store(20, 1), 0, 2).unwrap_err().to_string();
-        assert!(e.contains("holds 16 images") && e.contains("has 20"), "{e}");
-    }
-
-    #[test]
     fn small_crops_train_with_their_image_targets() {
-        let (_vs, m) = method(4);
-        m.prepare(&store(16, 5), 0, 2).unwrap();
+        let (_vs, mut m) = method(4, store(16, 5));
         let mut views = tiny_views(8, 1);
         tch::manual_seed(2);
         views.push(Tensor::randn([8, 3, 8, 8], (Kind::Float, Device::Cpu)));
         views.push(Tensor::randn([8, 3, 8, 8], (Kind::Float, Device::Cpu)));
         let idx = Tensor::arange(8, (Kind::Int64, Device::Cpu));
-        let out = m.step(&views, Some(&idx)).unwrap();
+        let out = m.step(&views, Some(&idx), &at(0, 2)).unwrap();
         assert!(out.loss.double_value(&[]).is_finite());
         out.loss.backward();
-        assert!(m.step(&views[..1], Some(&idx)).is_err());
+        assert!(m.step(&views[..1], Some(&idx), &at(1, 2)).is_err());
     }
 }

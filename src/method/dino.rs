@@ -3,14 +3,104 @@
 //! teacher sees only the large views, the student all of them (multi-crop).
 
 use super::ema::Ema;
-use super::{Method, StepOutput};
+use super::swav::check_prototypes;
+use super::{
+    positive, unit_interval, BuildContext, Method, MethodSection, MethodSpec, StepContext,
+    StepOutput, ViewPlan,
+};
 use crate::backbone::ResNet;
-use crate::config::TrainConfig;
 use crate::head::DinoHead;
 use crate::loss::cross_view_loss;
 use crate::optim::cosine_schedule;
+use serde::{Deserialize, Serialize};
 use tch::nn::{self, ModuleT};
 use tch::{Kind, Tensor};
+
+/// `[method.dino]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DinoConfig {
+    /// Output dimensions K of the head. Default 3000.
+    pub prototypes: usize,
+    /// Student temperature τ_s. Default 0.1.
+    pub prototype_temperature: f64,
+    /// Teacher temperature τ_t after the warm-up (sharpening). Default 0.04.
+    pub teacher_temperature: f64,
+    /// Teacher temperature at step 0; τ_t rises linearly from it to `teacher_temperature`
+    /// over `teacher_warmup_epochs`. Default 0.04.
+    pub teacher_temperature_start: f64,
+    /// Epochs of the teacher-temperature warm-up (fractions allowed; 0: none). Default 0.
+    pub teacher_warmup_epochs: f64,
+    /// Centre momentum m_c: `c ← m_c·c + (1 − m_c)·mean(teacher outputs)`. Default 0.9.
+    pub center_momentum: f64,
+    /// Starting momentum of the EMA teacher; it rises to 1 by a cosine schedule. Default 0.99.
+    pub ema_momentum: f64,
+}
+
+impl Default for DinoConfig {
+    fn default() -> Self {
+        DinoConfig {
+            prototypes: 3000,
+            prototype_temperature: 0.1,
+            teacher_temperature: 0.04,
+            teacher_temperature_start: 0.04,
+            teacher_warmup_epochs: 0.0,
+            center_momentum: 0.9,
+            ema_momentum: 0.99,
+        }
+    }
+}
+
+impl DinoConfig {
+    /// τ_t at `epochs` epochs into the run:
+    /// `τ_start + (τ_t − τ_start) · min(1, epochs / teacher_warmup_epochs)`.
+    pub fn teacher_temperature_at(&self, epochs: f64) -> f64 {
+        let w = self.teacher_warmup_epochs;
+        let f = if w > 0.0 { (epochs / w).min(1.0) } else { 1.0 };
+        self.teacher_temperature_start
+            + (self.teacher_temperature - self.teacher_temperature_start) * f
+    }
+}
+
+impl MethodSection for DinoConfig {
+    const NAME: &'static str = "dino";
+    const SUMMARY: &'static str =
+        "student / EMA teacher, centring and sharpening, multi-crop, asymmetric views";
+}
+
+impl MethodSpec for DinoConfig {
+    fn check(&self) -> Result<(), String> {
+        check_prototypes("dino", self.prototypes)?;
+        positive(
+            "method.dino.prototype_temperature",
+            self.prototype_temperature,
+        )?;
+        positive("method.dino.teacher_temperature", self.teacher_temperature)?;
+        positive(
+            "method.dino.teacher_temperature_start",
+            self.teacher_temperature_start,
+        )?;
+        let w = self.teacher_warmup_epochs;
+        if !(w.is_finite() && w >= 0.0) {
+            return Err(format!(
+                "method.dino.teacher_warmup_epochs is {w}: it must be ≥ 0"
+            ));
+        }
+        unit_interval("method.dino.center_momentum", self.center_momentum)?;
+        unit_interval("method.dino.ema_momentum", self.ema_momentum)
+    }
+
+    fn views(&self) -> ViewPlan {
+        ViewPlan {
+            asymmetric: true,
+            multi_crop: true,
+        }
+    }
+
+    fn build(&self, vs: &nn::VarStore, ctx: &BuildContext) -> anyhow::Result<Box<dyn Method>> {
+        Ok(Box::new(Dino::new(vs, ctx, self)?))
+    }
+}
 
 pub struct Dino {
     pub backbone: ResNet,
@@ -20,31 +110,26 @@ pub struct Dino {
     target: Ema,
     /// c: [1, K] running mean of the teacher's outputs (in the store: checkpoints keep it).
     pub center: Tensor,
-    student_temperature: f64,
-    teacher_temperature: f64,
-    center_momentum: f64,
-    base_momentum: f64,
+    cfg: DinoConfig,
 }
 
 impl Dino {
     /// Student under `backbone.*`, `head.*`; teacher under `target.*`; `center` [1, K].
     /// Head: hidden `model.projection_hidden` (4 × the encoder's features), bottleneck
     /// `model.projection_dim`, K = `method.prototypes`.
-    pub fn new(vs: &nn::VarStore, cfg: &TrainConfig) -> anyhow::Result<Self> {
+    pub fn new(vs: &nn::VarStore, ctx: &BuildContext, cfg: &DinoConfig) -> anyhow::Result<Self> {
         let p = vs.root();
         let e = anyhow::Error::msg;
-        let r = cfg.model.resnet();
-        let backbone = ResNet::new(&(&p / "backbone"), &r).map_err(e)?;
+        let backbone = ctx.backbone(&p)?;
         let d = backbone.out_dim();
-        let hidden = cfg.model.projection_hidden.unwrap_or(4 * d);
-        let (bottleneck, k) = (cfg.model.projection_dim, cfg.method.prototypes as i64);
+        let hidden = ctx.hidden_or(4 * d);
+        let (bottleneck, k) = (ctx.projection_dim, cfg.prototypes as i64);
         let head = DinoHead::new(&(&p / "head"), d, hidden, bottleneck, k).map_err(e)?;
         let t = &p / "target";
-        let target_backbone = ResNet::new(&(&t / "backbone"), &r).map_err(e)?;
+        let target_backbone = ctx.backbone(&t)?;
         let target_head = DinoHead::new(&(&t / "head"), d, hidden, bottleneck, k).map_err(e)?;
         let target = Ema::new(vs, "target.").map_err(e)?;
         let center = p.zeros_no_train("center", &[1, k]);
-        let m = &cfg.method;
         Ok(Dino {
             backbone,
             head,
@@ -52,10 +137,7 @@ impl Dino {
             target_head,
             target,
             center,
-            student_temperature: m.prototype_temperature,
-            teacher_temperature: m.teacher_temperature,
-            center_momentum: m.center_momentum,
-            base_momentum: m.ema_momentum,
+            cfg: cfg.clone(),
         })
     }
 }
@@ -65,10 +147,16 @@ impl Method for Dino {
     /// ```text
     /// s_v = h(f(x_v))                                    student, every view   [K, P]
     /// t_i = softmax((h'(f'(x_i)) − c) / τ_t)             teacher, i ∈ {0, 1}, no gradient
+    ///                                                    (τ_t after its warm-up schedule)
     /// L = mean over i ∈ {0, 1}, v ≠ i of  −Σ_p t_ip log softmax(s_v / τ_s)_p
     /// c ← m_c · c + (1 − m_c) · mean of the teacher outputs over the batch
     /// ```
-    fn step(&self, views: &[Tensor], _labels: Option<&Tensor>) -> anyhow::Result<StepOutput> {
+    fn step(
+        &mut self,
+        views: &[Tensor],
+        _targets: Option<&Tensor>,
+        ctx: &StepContext,
+    ) -> anyhow::Result<StepOutput> {
         anyhow::ensure!(
             views.len() >= 2,
             "DINO takes 2 large views (and optional small ones) per image, got {}",
@@ -89,14 +177,15 @@ impl Method for Dino {
             self.target_head
                 .forward_t(&self.target_backbone.forward_t(&large, true), true)
         }); // [2K, P]
-        let targets: Vec<Tensor> = ((&teacher_out - &self.center) / self.teacher_temperature)
+        let teacher_temperature = self.cfg.teacher_temperature_at(ctx.epochs_done());
+        let targets: Vec<Tensor> = ((&teacher_out - &self.center) / teacher_temperature)
             .softmax(1, Kind::Float)
             .split(k, 0);
-        let loss = cross_view_loss(&targets, &student, self.student_temperature)?;
+        let loss = cross_view_loss(&targets, &student, self.cfg.prototype_temperature)?;
         tch::no_grad(|| {
             let batch_mean = teacher_out.mean_dim([0i64].as_slice(), true, Kind::Float);
             let mut c = self.center.shallow_clone();
-            let m = self.center_momentum;
+            let m = self.cfg.center_momentum;
             let _ = c.g_mul_scalar_(m).g_add_(&(batch_mean * (1.0 - m)));
         });
         // diagnostics on the encoder features: the head outputs are cosines over K prototypes
@@ -109,9 +198,13 @@ impl Method for Dino {
     }
 
     /// Teacher momentum from `ema_momentum` to 1 by cosine over the run (DINO: 0.996 → 1).
-    fn after_step(&self, step: u64, total_steps: u64) {
-        self.target
-            .update(cosine_schedule(step, total_steps, self.base_momentum, 1.0));
+    fn after_step(&mut self, ctx: &StepContext) {
+        self.target.update(cosine_schedule(
+            ctx.step,
+            ctx.total_steps,
+            self.cfg.ema_momentum,
+            1.0,
+        ));
     }
 
     fn encoder(&self) -> &ResNet {
@@ -122,16 +215,18 @@ impl Method for Dino {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::method::testing::{tiny_config, tiny_views, train_a_few_steps};
+    use crate::method::testing::{at, tiny_context, tiny_views, train_a_few_steps};
     use tch::Device;
 
     #[test]
     fn the_center_tracks_the_teacher_and_the_teacher_gets_no_gradient() {
-        let mut cfg = tiny_config("dino");
-        cfg.method.prototypes = 10;
-        cfg.method.center_momentum = 0.5;
+        let cfg = DinoConfig {
+            prototypes: 10,
+            center_momentum: 0.5,
+            ..Default::default()
+        };
         let vs = nn::VarStore::new(Device::Cpu);
-        let m = Dino::new(&vs, &cfg).unwrap();
+        let mut m = Dino::new(&vs, &tiny_context(), &cfg).unwrap();
         let views = tiny_views(8, 4);
         let teacher = tch::no_grad(|| {
             let x = Tensor::cat(&views, 0);
@@ -139,7 +234,7 @@ mod tests {
                 .forward_t(&m.target_backbone.forward_t(&x, true), true)
         });
         // the same forward again inside step: BatchNorm in training mode gives the same output
-        let out = m.step(&views, None).unwrap();
+        let out = m.step(&views, None, &at(0, 1)).unwrap();
         let want = teacher.mean_dim([0i64].as_slice(), true, Kind::Float) * 0.5;
         assert!((m.center.copy() - want).abs().max().double_value(&[]) < 1e-5);
         out.loss.backward();
@@ -153,11 +248,29 @@ mod tests {
         let mut multi = views;
         multi.push(Tensor::randn([8, 3, 8, 8], (Kind::Float, Device::Cpu)));
         assert!(m
-            .step(&multi, None)
+            .step(&multi, None, &at(1, 2))
             .unwrap()
             .loss
             .double_value(&[])
             .is_finite());
-        train_a_few_steps(&vs, &m, &cfg);
+        train_a_few_steps(&vs, &mut m);
+    }
+
+    #[test]
+    fn the_teacher_temperature_warms_up_linearly_then_stays() {
+        let cfg = DinoConfig {
+            teacher_temperature_start: 0.04,
+            teacher_temperature: 0.07,
+            teacher_warmup_epochs: 30.0,
+            ..Default::default()
+        };
+        assert!((cfg.teacher_temperature_at(0.0) - 0.04).abs() < 1e-12);
+        assert!((cfg.teacher_temperature_at(15.0) - 0.055).abs() < 1e-12);
+        assert!((cfg.teacher_temperature_at(45.0) - 0.07).abs() < 1e-12);
+        let none = DinoConfig {
+            teacher_warmup_epochs: 0.0,
+            ..cfg
+        };
+        assert_eq!(none.teacher_temperature_at(0.0), 0.07);
     }
 }

@@ -8,15 +8,85 @@
 
 use super::ema::Ema;
 use super::queue::Queue;
-use super::{Method, StepOutput};
+use super::{
+    positive, unit_interval, BuildContext, Method, MethodSection, MethodSpec, StepContext,
+    StepOutput,
+};
 use crate::backbone::ResNet;
-use crate::config::TrainConfig;
 use crate::head::{Block, Mlp};
 use crate::loss::{info_nce, l2_normalize};
 use crate::optim::cosine_schedule;
-use std::cell::RefCell;
+use serde::{Deserialize, Serialize};
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
+
+/// `[method.moco]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MoCoConfig {
+    /// Temperature τ of InfoNCE. Default 0.2 (MoCo v2).
+    pub temperature: f64,
+    /// Starting momentum of the key encoder; it rises to 1 by a cosine schedule over the run.
+    /// Default 0.99.
+    pub ema_momentum: f64,
+    /// Negative keys in the queue. Default 4096.
+    pub queue_size: usize,
+}
+
+impl Default for MoCoConfig {
+    fn default() -> Self {
+        MoCoConfig {
+            temperature: 0.2,
+            ema_momentum: 0.99,
+            queue_size: 4096,
+        }
+    }
+}
+
+impl MethodSection for MoCoConfig {
+    const NAME: &'static str = "moco";
+    const SUMMARY: &'static str = "MoCo v2: momentum key encoder + queue of negatives, InfoNCE";
+}
+
+impl MethodSpec for MoCoConfig {
+    fn check(&self) -> Result<(), String> {
+        positive("method.moco.temperature", self.temperature)?;
+        unit_interval("method.moco.ema_momentum", self.ema_momentum)?;
+        check_queue_size("moco", self.queue_size)
+    }
+
+    fn state_bytes(&self, projection_dim: i64) -> Option<(f64, String, &'static str)> {
+        Some(queue_bytes(
+            self.queue_size,
+            projection_dim,
+            "method.moco.queue_size",
+        ))
+    }
+
+    fn build(&self, vs: &nn::VarStore, ctx: &BuildContext) -> anyhow::Result<Box<dyn Method>> {
+        Ok(Box::new(MoCo::new(vs, ctx, self)?))
+    }
+}
+
+/// A queue of 1 to 2²⁰ keys, else the message names `method.<method>.queue_size`.
+pub fn check_queue_size(method: &str, size: usize) -> Result<(), String> {
+    match (1..=1 << 20).contains(&size) {
+        true => Ok(()),
+        false => Err(format!(
+            "method.{method}.queue_size is {size}: it must be between 1 and 1048576 (MoCo uses 4096–65536)"
+        )),
+    }
+}
+
+/// Bytes of a queue of `size` keys of `dim` floats, kept twice (the queue and the step's
+/// snapshot), with its description for the memory check.
+pub fn queue_bytes(size: usize, dim: i64, setting: &'static str) -> (f64, String, &'static str) {
+    (
+        2.0 * 4.0 * size as f64 * dim as f64,
+        format!("a queue of {size} keys × {dim} dimensions"),
+        setting,
+    )
+}
 
 pub struct MoCo {
     pub backbone: ResNet,
@@ -29,7 +99,7 @@ pub struct MoCo {
     temperature: f64,
     base_momentum: f64,
     /// This step's keys, enqueued after the update (the queue never holds the current keys).
-    pending: RefCell<Option<Tensor>>,
+    pending: Option<Tensor>,
 }
 
 fn head(p: &nn::Path, d: i64, hidden: i64, out: i64) -> anyhow::Result<Mlp> {
@@ -45,20 +115,20 @@ fn head(p: &nn::Path, d: i64, hidden: i64, out: i64) -> anyhow::Result<Mlp> {
 
 impl MoCo {
     /// Query encoder under `backbone.*`/`projection.*`, key encoder under `target.*`, queue
-    /// under `queue.*`.
-    pub fn new(vs: &nn::VarStore, cfg: &TrainConfig) -> anyhow::Result<Self> {
+    /// under `queue.*`; head hidden width `model.projection_hidden`, default the encoder's
+    /// features.
+    pub fn new(vs: &nn::VarStore, ctx: &BuildContext, cfg: &MoCoConfig) -> anyhow::Result<Self> {
         let p = vs.root();
-        let r = cfg.model.resnet();
-        let backbone = ResNet::new(&(&p / "backbone"), &r).map_err(anyhow::Error::msg)?;
+        let backbone = ctx.backbone(&p)?;
         let d = backbone.out_dim();
-        let hidden = cfg.model.projection_hidden.unwrap_or(d);
-        let out = cfg.model.projection_dim;
+        let hidden = ctx.hidden_or(d);
+        let out = ctx.projection_dim;
         let projection = head(&(&p / "projection"), d, hidden, out)?;
         let t = &p / "target";
-        let key_backbone = ResNet::new(&(&t / "backbone"), &r).map_err(anyhow::Error::msg)?;
+        let key_backbone = ctx.backbone(&t)?;
         let key_projection = head(&(&t / "projection"), d, hidden, out)?;
         let key_encoder = Ema::new(vs, "target.").map_err(anyhow::Error::msg)?;
-        let queue = Queue::new(&(&p / "queue"), cfg.method.queue_size as i64, out);
+        let queue = Queue::new(&(&p / "queue"), cfg.queue_size as i64, out);
         Ok(MoCo {
             backbone,
             projection,
@@ -66,9 +136,9 @@ impl MoCo {
             key_projection,
             key_encoder,
             queue,
-            temperature: cfg.method.temperature,
-            base_momentum: cfg.method.ema_momentum,
-            pending: RefCell::new(None),
+            temperature: cfg.temperature,
+            base_momentum: cfg.ema_momentum,
+            pending: None,
         })
     }
 }
@@ -76,7 +146,12 @@ impl MoCo {
 impl Method for MoCo {
     /// Symmetrised: `q = normalise(g(f([x_a; x_b])))`, keys `k` from the momentum encoder
     /// (no gradient), `L = ½ [InfoNCE(q_a, k_b, queue) + InfoNCE(q_b, k_a, queue)]`.
-    fn step(&self, views: &[Tensor], _labels: Option<&Tensor>) -> anyhow::Result<StepOutput> {
+    fn step(
+        &mut self,
+        views: &[Tensor],
+        _targets: Option<&Tensor>,
+        _ctx: &StepContext,
+    ) -> anyhow::Result<StepOutput> {
         anyhow::ensure!(
             views.len() == 2,
             "MoCo takes 2 views per image, got {}",
@@ -102,7 +177,7 @@ impl Method for MoCo {
         let loss = (info_nce(&q_a, &k_b, &negatives, self.temperature)?
             + info_nce(&q_b, &k_a, &negatives, self.temperature)?)
             * 0.5;
-        *self.pending.borrow_mut() = Some(keys);
+        self.pending = Some(keys);
         Ok(StepOutput {
             loss,
             embeddings: q_a.detach(),
@@ -111,10 +186,14 @@ impl Method for MoCo {
     }
 
     /// Momentum update of the key encoder (m from `ema_momentum` to 1, cosine), then enqueue.
-    fn after_step(&self, step: u64, total_steps: u64) {
-        self.key_encoder
-            .update(cosine_schedule(step, total_steps, self.base_momentum, 1.0));
-        if let Some(keys) = self.pending.borrow_mut().take() {
+    fn after_step(&mut self, ctx: &StepContext) {
+        self.key_encoder.update(cosine_schedule(
+            ctx.step,
+            ctx.total_steps,
+            self.base_momentum,
+            1.0,
+        ));
+        if let Some(keys) = self.pending.take() {
             self.queue.push(&keys);
         }
     }
@@ -127,17 +206,19 @@ impl Method for MoCo {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::method::testing::{tiny_config, tiny_views, train_a_few_steps};
+    use crate::method::testing::{at, tiny_context, tiny_views, train_a_few_steps};
 
     #[test]
     fn trains_enqueues_this_steps_keys_after_the_step_and_moves_the_key_encoder() {
-        let mut cfg = tiny_config("moco");
-        cfg.method.queue_size = 32;
+        let cfg = MoCoConfig {
+            queue_size: 32,
+            ..Default::default()
+        };
         let vs = nn::VarStore::new(tch::Device::Cpu);
-        let m = MoCo::new(&vs, &cfg).unwrap();
+        let mut m = MoCo::new(&vs, &tiny_context(), &cfg).unwrap();
         let views = tiny_views(8, 0);
         let before = m.queue.negatives();
-        let out = m.step(&views, None).unwrap();
+        let out = m.step(&views, None, &at(0, 10)).unwrap();
         // During the step the queue still holds only older keys.
         assert_eq!(m.queue.ptr(), 0);
         assert!(out.loss.double_value(&[]).is_finite());
@@ -151,7 +232,7 @@ mod tests {
             "no gradient to the keys"
         );
         let _ = tch::no_grad(|| query_var.shallow_clone().g_add_scalar_(0.5));
-        m.after_step(0, 10);
+        m.after_step(&at(0, 10));
         assert_eq!(m.queue.ptr(), 16, "2K = 16 keys enqueued");
         assert!(!m
             .queue
@@ -164,10 +245,10 @@ mod tests {
             .narrow(0, 16, 16)
             .equal(&before.narrow(0, 16, 16)));
         // key ← m·key + (1 − m)·query with m = ema_momentum at step 0
-        let mom = cfg.method.ema_momentum;
+        let mom = cfg.ema_momentum;
         let want = &key_var * mom + &query_var * (1.0 - mom);
         let got = vs.variables()["target.backbone.conv1.weight"].copy();
         assert!((got - want).abs().max().double_value(&[]) < 1e-6);
-        train_a_few_steps(&vs, &m, &cfg);
+        train_a_few_steps(&vs, &mut m);
     }
 }

@@ -1,6 +1,17 @@
-//! Methods: compositions of backbone + heads + loss, with the view recipe they train on.
-//! A registry maps the CLI name to the method.
+//! Methods: compositions of backbone + heads + loss, with the views they train on.
+//!
+//! A method is one file plus one row of [`registry::REGISTRY`]. The file holds:
+//! - its **config section** `[method.<name>]`: a serde struct (unknown keys are errors) whose
+//!   fields document their defaults, implementing [`MethodSpec`] (checks, views, targets,
+//!   memory, recommended learning rate) and [`MethodSection`] (its name and summary);
+//! - the **method** itself, built by [`MethodSpec::build`]: a [`Method`] whose `step` maps views
+//!   to a loss. State the method keeps across steps (queues, centres, memory banks) lives in the
+//!   variable store as non-trainable variables, so checkpoints save and restore it with the
+//!   weights; there is no second mechanism.
+//!
+//! Nothing outside `method/` names a method.
 
+pub mod barlow_twins;
 pub mod byol;
 pub mod deepcluster;
 pub mod dino;
@@ -8,28 +19,25 @@ pub mod ema;
 pub mod kmeans;
 pub mod moco;
 pub mod queue;
+pub mod registry;
 pub mod simclr;
 pub mod simsiam;
 pub mod sinkhorn;
 pub mod supcon;
 pub mod swav;
+pub mod vicreg;
 
-pub use byol::Byol;
-pub use deepcluster::DeepCluster;
-pub use dino::Dino;
 pub use ema::Ema;
-pub use moco::MoCo;
 pub use queue::Queue;
-pub use simclr::SimClr;
-pub use simsiam::SimSiam;
-pub use supcon::SupCon;
-pub use swav::SwAV;
+pub use registry::{MethodEntry, REGISTRY};
 
-use crate::backbone::ResNet;
-use crate::config::TrainConfig;
+use crate::backbone::{ResNet, ResNetConfig};
 use crate::data::ImageStore;
-use std::collections::HashMap;
+use std::sync::Arc;
 use tch::{nn, Tensor};
+
+/// The encoder's variables are named `backbone.*` in every method's store (stripped on export).
+pub const ENCODER_PREFIX: &str = "backbone.";
 
 /// What one training step returns.
 pub struct StepOutput {
@@ -48,115 +56,190 @@ pub enum Targets {
     Nothing,
     /// The images' classes (SupCon).
     ClassLabels,
-    /// The images' indices in the training split (DeepCluster's pseudo-labels are per image).
+    /// The images' indices in the training split (a per-image memory bank).
     ImageIndices,
+}
+
+/// The views a method trains on, besides the configured recipe.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ViewPlan {
+    /// The second large view is blurred a tenth as often and solarized with probability 0.2
+    /// (BYOL Table 6; DINO's appendix).
+    pub asymmetric: bool,
+    /// Takes small multi-crop views after the two large ones (`data.small_crops`).
+    pub multi_crop: bool,
+}
+
+/// Where the run is when a step runs: schedules inside a method (EMA momentum, temperature
+/// warm-ups, re-clustering at epoch starts) read it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepContext {
+    /// The step being taken, 0-based.
+    pub step: u64,
+    pub total_steps: u64,
+    pub steps_per_epoch: u64,
+    /// The learning rate of this step.
+    pub lr: f64,
+}
+
+impl StepContext {
+    /// The epoch of this step, 0-based.
+    pub fn epoch(&self) -> u64 {
+        self.step / self.steps_per_epoch.max(1)
+    }
+
+    /// Epochs completed before this step, fractional: `step / steps_per_epoch`.
+    pub fn epochs_done(&self) -> f64 {
+        self.step as f64 / self.steps_per_epoch.max(1) as f64
+    }
+
+    /// Starts an epoch.
+    pub fn starts_epoch(&self) -> bool {
+        self.step.is_multiple_of(self.steps_per_epoch.max(1))
+    }
+}
+
+/// What a method is built from, besides its own config section.
+#[derive(Clone)]
+pub struct BuildContext {
+    pub resnet: ResNetConfig,
+    /// Output dimension of the projection head (`model.projection_dim`).
+    pub projection_dim: i64,
+    /// Hidden width of the heads; None: the method's own default (documented in its file).
+    pub projection_hidden: Option<i64>,
+    /// Inputs arrive in channels-last memory order.
+    pub channels_last: bool,
+    /// Seed of the run (k-means initialisations).
+    pub seed: u64,
+    /// Images per step.
+    pub batch_size: usize,
+    /// The training images: a method with a per-image memory sizes and fills it from them.
+    /// None when no training happens (evaluation builds only the encoder).
+    pub images: Option<Arc<ImageStore>>,
+}
+
+impl BuildContext {
+    /// The encoder `backbone.*` under `p`.
+    pub fn backbone(&self, p: &nn::Path) -> anyhow::Result<ResNet> {
+        ResNet::new(&(p / "backbone"), &self.resnet).map_err(anyhow::Error::msg)
+    }
+
+    /// The heads' hidden width: `model.projection_hidden`, else `default`.
+    pub fn hidden_or(&self, default: i64) -> i64 {
+        self.projection_hidden.unwrap_or(default)
+    }
 }
 
 /// A self-supervised method: its loss on a batch of views, and the encoder it trains.
 pub trait Method {
     /// Views: `views[v]` is [K, 3, H_v, W_v], view v of the same K images (views 0 and 1 the
     /// large ones; multi-crop methods take smaller ones after them). `targets` [K] (i64) are
-    /// what [`targets`](Method::targets) asks for: the images' classes or their indices.
-    fn step(&self, views: &[Tensor], targets: Option<&Tensor>) -> anyhow::Result<StepOutput>;
+    /// what [`MethodSpec::targets`] asks for: the images' classes or their indices.
+    fn step(
+        &mut self,
+        views: &[Tensor],
+        targets: Option<&Tensor>,
+        ctx: &StepContext,
+    ) -> anyhow::Result<StepOutput>;
+    /// Called after the optimiser's update of step `ctx.step` (not after a step that stopped on
+    /// a non-finite loss): momentum updates of target networks, queue and bank writes.
+    fn after_step(&mut self, _ctx: &StepContext) {}
+    /// The encoder f whose features are evaluated and exported (its variables are under
+    /// [`ENCODER_PREFIX`]).
+    fn encoder(&self) -> &ResNet;
+}
+
+/// What a method's config section knows about the method before it is built.
+pub trait MethodSpec: std::fmt::Debug {
+    /// Checks the section's values; the message names the key and its range.
+    fn check(&self) -> Result<(), String> {
+        Ok(())
+    }
     /// What the loader gives `step` as `targets`.
     fn targets(&self) -> Targets {
         Targets::Nothing
     }
-    /// Refuses a training split of `images` images the method cannot train on (checked
-    /// before the run folder is written).
-    fn check_data(&self, _images: usize) -> anyhow::Result<()> {
-        Ok(())
+    /// The views the method trains on.
+    fn views(&self) -> ViewPlan {
+        ViewPlan::default()
     }
-    /// Called once before a session's first step (`first_step`: 0, or where a resumed run
-    /// goes on) with the training images: DeepCluster embeds and clusters them here.
-    fn prepare(
-        &self,
-        _images: &ImageStore,
-        _first_step: u64,
-        _steps_per_epoch: u64,
-    ) -> anyhow::Result<()> {
-        Ok(())
+    /// The step holds a 2K×2K similarity matrix (memory estimate); false for blockwise losses.
+    fn similarity_matrix(&self) -> bool {
+        true
     }
-    /// State outside the variable store that a checkpoint keeps for an exact resume
-    /// (DeepCluster's memory bank and clustering), by name; saved as float32.
-    fn buffers(&self) -> Vec<(String, Tensor)> {
-        Vec::new()
+    /// State kept across steps that can be large, for the memory check: its bytes, what it is
+    /// and the setting that sizes it.
+    fn state_bytes(&self, _projection_dim: i64) -> Option<(f64, String, &'static str)> {
+        None
     }
-    /// Restores what [`buffers`](Method::buffers) gave, from a checkpoint; called before
-    /// [`prepare`](Method::prepare) on resume.
-    fn restore_buffers(&self, _saved: &HashMap<String, Tensor>) -> anyhow::Result<()> {
-        Ok(())
+    /// The peak learning rate this method's recipe uses when `optim.lr` is not given.
+    fn default_lr(&self) -> Option<f64> {
+        None
     }
-    /// Called after every optimiser step (`step` = the step just taken, 0-based): momentum
-    /// updates of target networks, queue updates.
-    fn after_step(&self, _step: u64, _total_steps: u64) {}
-    /// The encoder f whose features are evaluated and exported.
-    fn encoder(&self) -> &ResNet;
-    /// Name-space of the encoder's variables in the store (stripped on export).
-    fn encoder_prefix(&self) -> &'static str {
-        "backbone."
+    /// Builds the method, creating its variables in `vs`.
+    fn build(&self, vs: &nn::VarStore, ctx: &BuildContext) -> anyhow::Result<Box<dyn Method>>;
+}
+
+/// A method's config section as the registry reads it: `[method.<NAME>]`.
+pub trait MethodSection:
+    MethodSpec + serde::Serialize + serde::de::DeserializeOwned + Default + 'static
+{
+    /// The `method.name` (and `--method`) of the method.
+    const NAME: &'static str;
+    /// One line for `--help` and error messages.
+    const SUMMARY: &'static str;
+}
+
+/// `"<what> is <v>: it must be > 0"` unless `v` is finite and positive.
+pub fn positive(what: &str, v: f64) -> Result<(), String> {
+    match v.is_finite() && v > 0.0 {
+        true => Ok(()),
+        false => Err(format!("{what} is {v}: it must be > 0")),
     }
 }
 
-/// The names `method.name` accepts:
-/// - `simclr`: NT-Xent (or `method.loss`) on a 2-layer projection;
-/// - `moco`: MoCo v2, momentum key encoder + queue of `method.queue_size` negatives;
-/// - `byol`: predictor + EMA target, negative cosine;
-/// - `simsiam`: predictor + stop-gradient, negative cosine;
-/// - `barlow_twins`, `vicreg`: their losses on a 3-layer projector of width
-///   `model.projection_hidden` (default 4 × the encoder's features);
-/// - `swav`: prototypes + Sinkhorn codes, swapped prediction, multi-crop;
-/// - `dino`: EMA teacher, centring and sharpening, multi-crop;
-/// - `deepcluster`: k-means pseudo-labels of a memory bank, re-clustered every epoch;
-/// - `supcon`: supervised contrastive, on the class labels of the training images.
-pub const METHODS: &[&str] = &[
-    "simclr",
-    "moco",
-    "byol",
-    "simsiam",
-    "barlow_twins",
-    "vicreg",
-    "swav",
-    "dino",
-    "deepcluster",
-    "supcon",
-];
-
-/// Builds the method named in `cfg.method.name`, creating its variables in `vs`.
-pub fn build(vs: &nn::VarStore, cfg: &TrainConfig) -> anyhow::Result<Box<dyn Method>> {
-    match cfg.method.name.as_str() {
-        "simclr" | "barlow_twins" | "vicreg" => Ok(Box::new(SimClr::new(&vs.root(), cfg)?)),
-        "moco" => Ok(Box::new(MoCo::new(vs, cfg)?)),
-        "byol" => Ok(Box::new(Byol::new(vs, cfg)?)),
-        "simsiam" => Ok(Box::new(SimSiam::new(vs, cfg)?)),
-        "swav" => Ok(Box::new(SwAV::new(&vs.root(), cfg)?)),
-        "dino" => Ok(Box::new(Dino::new(vs, cfg)?)),
-        "deepcluster" => Ok(Box::new(DeepCluster::new(&vs.root(), cfg)?)),
-        "supcon" => Ok(Box::new(SupCon::new(&vs.root(), cfg)?)),
-        other => anyhow::bail!(
-            "unknown method {other:?}: choose one of {}",
-            METHODS.join(", ")
-        ),
+/// `"<what> is <v>: it must be in [0, 1]"` unless it is.
+pub fn unit_interval(what: &str, v: f64) -> Result<(), String> {
+    match (0.0..=1.0).contains(&v) {
+        true => Ok(()),
+        false => Err(format!("{what} is {v}: it must be in [0, 1]")),
     }
 }
 
 #[cfg(test)]
 pub(crate) mod testing {
     //! Tiny settings and views for the methods' tests.
-    use super::Method;
-    use crate::config::TrainConfig;
+    use super::{BuildContext, Method, StepContext};
+    use crate::backbone::{ResNetConfig, Stem};
     use crate::optim::Sgd;
     use tch::{nn, Device, Kind, Tensor};
 
-    /// ResNet-18 at width 1/8 with a 16-d projection, for method `name`.
-    pub fn tiny_config(name: &str) -> TrainConfig {
-        let mut cfg = TrainConfig::default();
-        cfg.method.name = name.into();
-        cfg.model.width = 0.125;
-        cfg.model.projection_dim = 16;
-        cfg.model.projection_hidden = Some(32);
+    /// ResNet-18 at width 1/8 with a 16-d projection and 32-wide hidden layers, seeded.
+    pub fn tiny_context() -> BuildContext {
         tch::manual_seed(0);
-        cfg
+        BuildContext {
+            resnet: ResNetConfig {
+                depth: 18,
+                stem: Stem::Cifar,
+                width: 0.125,
+            },
+            projection_dim: 16,
+            projection_hidden: Some(32),
+            channels_last: false,
+            seed: 0,
+            batch_size: 8,
+            images: None,
+        }
+    }
+
+    /// Step `step` of a run of `total` steps, 4 steps per epoch.
+    pub fn at(step: u64, total: u64) -> StepContext {
+        StepContext {
+            step,
+            total_steps: total,
+            steps_per_epoch: 4,
+            lr: 0.05,
+        }
     }
 
     /// Two views [k, 3, 16, 16] of k random images (the second slightly perturbed).
@@ -169,18 +252,18 @@ pub(crate) mod testing {
 
     /// Eight SGD steps on fixed views with `after_step`: every loss finite, the encoder's
     /// weights move and its embeddings do not collapse.
-    pub fn train_a_few_steps(vs: &nn::VarStore, m: &dyn Method, _cfg: &TrainConfig) {
+    pub fn train_a_few_steps(vs: &nn::VarStore, m: &mut dyn Method) {
         let views = tiny_views(16, 7);
         let mut opt = Sgd::new(vs, 0.9, 0.0);
         let w = vs.variables()["backbone.conv1.weight"].copy();
         for s in 0..8 {
-            let out = m.step(&views, None).unwrap();
+            let out = m.step(&views, None, &at(s, 8)).unwrap();
             let l = out.loss.double_value(&[]);
             assert!(l.is_finite(), "step {s}: loss {l}");
             opt.zero_grad();
             out.loss.backward();
             opt.step(0.05);
-            m.after_step(s, 8);
+            m.after_step(&at(s, 8));
             assert!(
                 crate::eval::embedding_std(&out.embeddings) > 1e-3,
                 "step {s}: collapsed"

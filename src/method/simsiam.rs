@@ -1,31 +1,68 @@
 //! SimSiam (Chen & He 2021, arXiv:2011.10566): two views, a predictor on one side and
 //! stop-gradient on the other; no negatives, no momentum encoder.
 
-use super::{Method, StepOutput};
+use super::{BuildContext, Method, MethodSection, MethodSpec, StepContext, StepOutput};
 use crate::backbone::ResNet;
-use crate::config::TrainConfig;
 use crate::head::{Block, Mlp};
 use crate::loss::negative_cosine;
+use serde::{Deserialize, Serialize};
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
+
+/// `[method.simsiam]`. Without `optim.lr`, SimSiam trains at its paper's base learning rate
+/// 0.05 (× batch / 256 in the paper; at batch 256, 0.05), not the global default.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SimSiamConfig {
+    /// Hidden width of the bottleneck predictor; 0: a quarter of `model.projection_dim` (the
+    /// paper's 512 for 2048). Default 0.
+    pub predictor_hidden: usize,
+}
+
+/// SimSiam's learning rate when `optim.lr` is not given.
+pub const SIMSIAM_LR: f64 = 0.05;
+
+impl Default for SimSiamConfig {
+    fn default() -> Self {
+        SimSiamConfig {
+            predictor_hidden: 0,
+        }
+    }
+}
+
+impl MethodSection for SimSiamConfig {
+    const NAME: &'static str = "simsiam";
+    const SUMMARY: &'static str = "predictor + stop-gradient, negative cosine, no momentum";
+}
+
+impl MethodSpec for SimSiamConfig {
+    fn default_lr(&self) -> Option<f64> {
+        Some(SIMSIAM_LR)
+    }
+
+    fn build(&self, vs: &nn::VarStore, ctx: &BuildContext) -> anyhow::Result<Box<dyn Method>> {
+        Ok(Box::new(SimSiam::new(vs, ctx, self)?))
+    }
+}
 
 pub struct SimSiam {
     pub backbone: ResNet,
     /// SimSiam's 3-layer projector (BN on every layer, the last without ReLU); 2 layers on
     /// CIFAR as in the paper's §B: `Linear → BN → ReLU → Linear → BN`.
     pub projection: Mlp,
-    /// The bottleneck predictor h: `Linear(out, out/4) → BN → ReLU → Linear(out/4, out)`.
+    /// The bottleneck predictor h: `Linear(out, hidden) → BN → ReLU → Linear(hidden, out)`.
     pub predictor: Mlp,
 }
 
 impl SimSiam {
-    pub fn new(vs: &nn::VarStore, cfg: &TrainConfig) -> anyhow::Result<Self> {
+    /// Projector hidden width `model.projection_hidden`, default 4 × the encoder's features.
+    pub fn new(vs: &nn::VarStore, ctx: &BuildContext, cfg: &SimSiamConfig) -> anyhow::Result<Self> {
         let p = vs.root();
         let e = anyhow::Error::msg;
-        let backbone = ResNet::new(&(&p / "backbone"), &cfg.model.resnet()).map_err(e)?;
+        let backbone = ctx.backbone(&p)?;
         let d = backbone.out_dim();
-        let hidden = cfg.model.projection_hidden.unwrap_or(4 * d);
-        let out = cfg.model.projection_dim;
+        let hidden = ctx.hidden_or(4 * d);
+        let out = ctx.projection_dim;
         let projection = Mlp::new(
             &(&p / "projection"),
             &[
@@ -34,7 +71,10 @@ impl SimSiam {
             ],
         )
         .map_err(e)?;
-        let bottleneck = (out / 4).max(1);
+        let bottleneck = match cfg.predictor_hidden {
+            0 => (out / 4).max(1),
+            h => h as i64,
+        };
         let predictor = Mlp::new(
             &(&p / "predictor"),
             &[
@@ -53,7 +93,12 @@ impl SimSiam {
 
 impl Method for SimSiam {
     /// `z = g(f(x))`, `p = h(z)`, `L = ½ D(p_a, stopgrad(z_b)) + ½ D(p_b, stopgrad(z_a))` (eq. 2).
-    fn step(&self, views: &[Tensor], _labels: Option<&Tensor>) -> anyhow::Result<StepOutput> {
+    fn step(
+        &mut self,
+        views: &[Tensor],
+        _targets: Option<&Tensor>,
+        _ctx: &StepContext,
+    ) -> anyhow::Result<StepOutput> {
         anyhow::ensure!(
             views.len() == 2,
             "SimSiam takes 2 views per image, got {}",
@@ -84,14 +129,13 @@ impl Method for SimSiam {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::method::testing::{tiny_config, tiny_views, train_a_few_steps};
+    use crate::method::testing::{at, tiny_context, tiny_views, train_a_few_steps};
 
     #[test]
     fn the_gradient_reaches_the_encoder_only_through_the_predictor_side() {
-        let cfg = tiny_config("simsiam");
         let vs = nn::VarStore::new(tch::Device::Cpu);
-        let m = SimSiam::new(&vs, &cfg).unwrap();
-        let out = m.step(&tiny_views(8, 2), None).unwrap();
+        let mut m = SimSiam::new(&vs, &tiny_context(), &SimSiamConfig::default()).unwrap();
+        let out = m.step(&tiny_views(8, 2), None, &at(0, 1)).unwrap();
         let l = out.loss.double_value(&[]);
         assert!((-1.0..=1.0).contains(&l), "a negative cosine: {l}");
         out.loss.backward();
@@ -102,6 +146,6 @@ mod tests {
         ] {
             assert!(vs.variables()[n].grad().defined(), "{n}");
         }
-        train_a_few_steps(&vs, &m, &cfg);
+        train_a_few_steps(&vs, &mut m);
     }
 }

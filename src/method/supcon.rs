@@ -1,13 +1,65 @@
 //! Supervised contrastive learning (Khosla et al. 2020, arXiv:2004.11362) when labels are
 //! given: SimCLR's network, but every view of the same class is a positive.
 
-use super::{Method, StepOutput};
+use super::{
+    positive, BuildContext, Method, MethodSection, MethodSpec, StepContext, StepOutput, Targets,
+};
 use crate::backbone::ResNet;
-use crate::config::TrainConfig;
 use crate::head::Mlp;
 use crate::loss::supcon;
+use serde::{Deserialize, Serialize};
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
+
+/// `[method.supcon]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SupConConfig {
+    /// Temperature τ. Default 0.2.
+    pub temperature: f64,
+}
+
+impl Default for SupConConfig {
+    fn default() -> Self {
+        SupConConfig { temperature: 0.2 }
+    }
+}
+
+impl MethodSection for SupConConfig {
+    const NAME: &'static str = "supcon";
+    const SUMMARY: &'static str =
+        "supervised contrastive on the class labels (every same-class view is a positive)";
+}
+
+impl MethodSpec for SupConConfig {
+    fn check(&self) -> Result<(), String> {
+        positive("method.supcon.temperature", self.temperature)
+    }
+
+    fn targets(&self) -> Targets {
+        Targets::ClassLabels
+    }
+
+    /// SimCLR's network: projection hidden width `model.projection_hidden`, default the
+    /// encoder's features.
+    fn build(&self, vs: &nn::VarStore, ctx: &BuildContext) -> anyhow::Result<Box<dyn Method>> {
+        let p = vs.root();
+        let backbone = ctx.backbone(&p)?;
+        let d = backbone.out_dim();
+        let projection = Mlp::simclr_projection(
+            &(&p / "projection"),
+            d,
+            ctx.hidden_or(d),
+            ctx.projection_dim,
+        )
+        .map_err(anyhow::Error::msg)?;
+        Ok(Box::new(SupCon {
+            backbone,
+            projection,
+            temperature: self.temperature,
+        }))
+    }
+}
 
 pub struct SupCon {
     pub backbone: ResNet,
@@ -16,27 +68,14 @@ pub struct SupCon {
     temperature: f64,
 }
 
-impl SupCon {
-    /// Variables `backbone.*` and `projection.*`, as SimCLR's.
-    pub fn new(p: &nn::Path, cfg: &TrainConfig) -> anyhow::Result<Self> {
-        let e = anyhow::Error::msg;
-        let backbone = ResNet::new(&(p / "backbone"), &cfg.model.resnet()).map_err(e)?;
-        let d = backbone.out_dim();
-        let hidden = cfg.model.projection_hidden.unwrap_or(d);
-        let projection =
-            Mlp::simclr_projection(&(p / "projection"), d, hidden, cfg.model.projection_dim)
-                .map_err(e)?;
-        Ok(SupCon {
-            backbone,
-            projection,
-            temperature: cfg.method.temperature,
-        })
-    }
-}
-
 impl Method for SupCon {
     /// `z = g(f([x_a; x_b]))` [2K, D], labels `[y; y]` [2K]: `L = SupCon(z, [y; y], τ)`.
-    fn step(&self, views: &[Tensor], labels: Option<&Tensor>) -> anyhow::Result<StepOutput> {
+    fn step(
+        &mut self,
+        views: &[Tensor],
+        labels: Option<&Tensor>,
+        _ctx: &StepContext,
+    ) -> anyhow::Result<StepOutput> {
         anyhow::ensure!(
             views.len() == 2,
             "SupCon takes 2 views per image, got {}",
@@ -62,10 +101,6 @@ impl Method for SupCon {
         })
     }
 
-    fn targets(&self) -> super::Targets {
-        super::Targets::ClassLabels
-    }
-
     fn encoder(&self) -> &ResNet {
         &self.backbone
     }
@@ -75,23 +110,30 @@ impl Method for SupCon {
 mod tests {
     use super::*;
     use crate::loss::l2_normalize;
-    use crate::method::testing::{tiny_config, tiny_views};
+    use crate::method::testing::{at, tiny_context, tiny_views};
     use crate::optim::Sgd;
     use tch::{Device, Kind};
 
     #[test]
     fn same_class_images_are_pulled_together_and_labels_are_required() {
-        let cfg = tiny_config("supcon");
         let vs = nn::VarStore::new(Device::Cpu);
-        let m = SupCon::new(&vs.root(), &cfg).unwrap();
+        let mut ctx = tiny_context();
+        ctx.projection_hidden = None;
+        let backbone = ctx.backbone(&vs.root()).unwrap();
+        let d = backbone.out_dim();
+        let mut m = SupCon {
+            backbone,
+            projection: Mlp::simclr_projection(&(vs.root() / "projection"), d, d, 16).unwrap(),
+            temperature: 0.2,
+        };
         let views = tiny_views(8, 6);
-        assert!(m.step(&views, None).is_err());
+        assert!(m.step(&views, None, &at(0, 1)).is_err());
         assert!(m
-            .step(&views, Some(&Tensor::from_slice(&[0i64; 3])))
+            .step(&views, Some(&Tensor::from_slice(&[0i64; 3])), &at(0, 1))
             .is_err());
         let y = Tensor::from_slice(&[0i64, 0, 0, 0, 1, 1, 1, 1]);
         // mean cosine between different images of class 0, before and after training
-        let same_class_cos = || {
+        let same_class_cos = |m: &SupCon| {
             let z = tch::no_grad(|| {
                 l2_normalize(
                     &m.projection
@@ -101,15 +143,15 @@ mod tests {
             let a = z.narrow(0, 0, 4);
             (a.matmul(&a.tr()).sum(Kind::Float).double_value(&[]) - 4.0) / 12.0
         };
-        let before = same_class_cos();
+        let before = same_class_cos(&m);
         let mut opt = Sgd::new(&vs, 0.9, 0.0);
         for _ in 0..15 {
-            let out = m.step(&views, Some(&y)).unwrap();
+            let out = m.step(&views, Some(&y), &at(0, 1)).unwrap();
             opt.zero_grad();
             out.loss.backward();
             opt.step(0.05);
         }
-        let after = same_class_cos();
+        let after = same_class_cos(&m);
         assert!(
             after > before + 0.05,
             "class-0 cosine {before:.3} → {after:.3}"

@@ -3,16 +3,77 @@
 //! predicted from every other view, small multi-crop views included.
 
 use super::sinkhorn::sinkhorn;
-use super::{Method, StepOutput};
+use super::{
+    positive, BuildContext, Method, MethodSection, MethodSpec, StepContext, StepOutput, ViewPlan,
+};
 use crate::backbone::ResNet;
-use crate::config::TrainConfig;
 use crate::head::Mlp;
 use crate::loss::{cross_view_loss, l2_normalize};
+use serde::{Deserialize, Serialize};
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
 /// Sinkhorn-Knopp iterations per batch (the paper's 3).
 const SINKHORN_ITERATIONS: usize = 3;
+
+/// `[method.swav]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SwAVConfig {
+    /// Prototypes P. Default 3000 (solo-learn's CIFAR recipe).
+    pub prototypes: usize,
+    /// Temperature τ of the softmax over prototype scores. Default 0.1.
+    pub prototype_temperature: f64,
+    /// Sinkhorn-Knopp entropy ε (3 iterations). Default 0.05.
+    pub sinkhorn_epsilon: f64,
+}
+
+impl Default for SwAVConfig {
+    fn default() -> Self {
+        SwAVConfig {
+            prototypes: 3000,
+            prototype_temperature: 0.1,
+            sinkhorn_epsilon: 0.05,
+        }
+    }
+}
+
+impl MethodSection for SwAVConfig {
+    const NAME: &'static str = "swav";
+    const SUMMARY: &'static str = "prototypes + Sinkhorn codes, swapped prediction, multi-crop";
+}
+
+/// Between 2 and 2¹⁶ prototypes (clusters, outputs), else the message names the key.
+pub fn check_prototypes(method: &str, p: usize) -> Result<(), String> {
+    match (2..=1 << 16).contains(&p) {
+        true => Ok(()),
+        false => Err(format!(
+            "method.{method}.prototypes is {p}: it must be between 2 and 65536 (SwAV uses 3000)"
+        )),
+    }
+}
+
+impl MethodSpec for SwAVConfig {
+    fn check(&self) -> Result<(), String> {
+        check_prototypes("swav", self.prototypes)?;
+        positive(
+            "method.swav.prototype_temperature",
+            self.prototype_temperature,
+        )?;
+        positive("method.swav.sinkhorn_epsilon", self.sinkhorn_epsilon)
+    }
+
+    fn views(&self) -> ViewPlan {
+        ViewPlan {
+            asymmetric: false,
+            multi_crop: true,
+        }
+    }
+
+    fn build(&self, vs: &nn::VarStore, ctx: &BuildContext) -> anyhow::Result<Box<dyn Method>> {
+        Ok(Box::new(SwAV::new(&vs.root(), ctx, self)?))
+    }
+}
 
 pub struct SwAV {
     pub backbone: ResNet,
@@ -25,17 +86,18 @@ pub struct SwAV {
 }
 
 impl SwAV {
-    /// Variables `backbone.*`, `projection.*` and `prototypes.weight` [P, D].
-    pub fn new(p: &nn::Path, cfg: &TrainConfig) -> anyhow::Result<Self> {
+    /// Variables `backbone.*`, `projection.*` and `prototypes.weight` [P, D]; projection
+    /// hidden width `model.projection_hidden`, default 4 × the encoder's features.
+    pub fn new(p: &nn::Path, ctx: &BuildContext, cfg: &SwAVConfig) -> anyhow::Result<Self> {
         let e = anyhow::Error::msg;
-        let backbone = ResNet::new(&(p / "backbone"), &cfg.model.resnet()).map_err(e)?;
+        let backbone = ctx.backbone(p)?;
         let d = backbone.out_dim();
-        let hidden = cfg.model.projection_hidden.unwrap_or(4 * d);
-        let out = cfg.model.projection_dim;
+        let hidden = ctx.hidden_or(4 * d);
+        let out = ctx.projection_dim;
         let projection = Mlp::simclr_projection(&(p / "projection"), d, hidden, out).map_err(e)?;
         let prototypes = (p / "prototypes").var(
             "weight",
-            &[cfg.method.prototypes as i64, out],
+            &[cfg.prototypes as i64, out],
             nn::Init::Randn {
                 mean: 0.0,
                 stdev: 1.0,
@@ -45,8 +107,8 @@ impl SwAV {
             backbone,
             projection,
             prototypes,
-            temperature: cfg.method.prototype_temperature,
-            epsilon: cfg.method.sinkhorn_epsilon,
+            temperature: cfg.prototype_temperature,
+            epsilon: cfg.sinkhorn_epsilon,
         })
     }
 
@@ -70,7 +132,12 @@ impl Method for SwAV {
     /// ```
     /// Large and small views go through the network as two batches (each size its own
     /// BatchNorm batch, as in the reference code).
-    fn step(&self, views: &[Tensor], _labels: Option<&Tensor>) -> anyhow::Result<StepOutput> {
+    fn step(
+        &mut self,
+        views: &[Tensor],
+        _targets: Option<&Tensor>,
+        _ctx: &StepContext,
+    ) -> anyhow::Result<StepOutput> {
         anyhow::ensure!(
             views.len() >= 2,
             "SwAV takes 2 large views (and optional small ones) per image, got {}",
@@ -109,19 +176,21 @@ impl Method for SwAV {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::method::testing::{tiny_config, tiny_views, train_a_few_steps};
+    use crate::method::testing::{at, tiny_context, tiny_views, train_a_few_steps};
     use tch::{Device, Kind};
 
     #[test]
     fn prototypes_stay_unit_rows_and_multi_crop_views_train() {
-        let mut cfg = tiny_config("swav");
-        cfg.method.prototypes = 12;
+        let cfg = SwAVConfig {
+            prototypes: 12,
+            ..Default::default()
+        };
         let vs = nn::VarStore::new(Device::Cpu);
-        let m = SwAV::new(&vs.root(), &cfg).unwrap();
+        let mut m = SwAV::new(&vs.root(), &tiny_context(), &cfg).unwrap();
         let mut views = tiny_views(8, 3);
         views.push(Tensor::randn([8, 3, 8, 8], (Kind::Float, Device::Cpu)));
         views.push(Tensor::randn([8, 3, 8, 8], (Kind::Float, Device::Cpu)));
-        let out = m.step(&views, None).unwrap();
+        let out = m.step(&views, None, &at(0, 1)).unwrap();
         out.loss.backward();
         let norms = m.prototypes.norm_scalaropt_dim(2, [1], false);
         assert!((norms - 1.0).abs().max().double_value(&[]) < 1e-5);
@@ -130,16 +199,18 @@ mod tests {
         // 0 < L ≤ 2/τ + log 12
         let l = out.loss.double_value(&[]);
         assert!(l > 0.0 && l <= 2.0 / 0.1 + 12f64.ln(), "{l}");
-        assert!(m.step(&views[..1], None).is_err());
-        train_a_few_steps(&vs, &m, &cfg);
+        assert!(m.step(&views[..1], None, &at(0, 1)).is_err());
+        train_a_few_steps(&vs, &mut m);
     }
 
     #[test]
     fn the_codes_of_a_batch_are_an_equipartition() {
-        let mut cfg = tiny_config("swav");
-        cfg.method.prototypes = 4;
+        let cfg = SwAVConfig {
+            prototypes: 4,
+            ..Default::default()
+        };
         let vs = nn::VarStore::new(Device::Cpu);
-        let m = SwAV::new(&vs.root(), &cfg).unwrap();
+        let m = SwAV::new(&vs.root(), &tiny_context(), &cfg).unwrap();
         let z = tch::no_grad(|| m.embed(&tiny_views(16, 5)[..1]));
         let s = z.matmul(&l2_normalize(&m.prototypes).tr());
         let q = sinkhorn(&s, 0.05, 50);

@@ -3,21 +3,21 @@
 //! The schedules (warm-up + cosine learning rate, EMA momentum) need the run's length in steps
 //! from step 0. Under a budget of `T` seconds, a throw-away copy of the model runs
 //! `SKIP + MEASURE` real steps (loader, augmentation, forward, backward, SGD at learning rate 0)
-//! on the run's first batches; with `c` the seconds this calibration and the method's
-//! [`prepare`](crate::method::Method::prepare) took (DeepCluster embeds and clusters every image
-//! there, once for the throw-away model and once for the run's) and `t` the median seconds per
-//! measured step,
+//! on the run's first batches, through the same loop as training ([`Trainer::run`]). With `c`
+//! the seconds this calibration took, `e` how much longer its first step took than the median
+//! (a method's one-time work at step 0, such as DeepCluster embedding and clustering every
+//! image, which the run's own first step repeats) and `t` the median seconds per measured step,
 //! ```text
-//! total = clamp(⌊(T − c) / t⌋, 1, bound)
+//! total = clamp(⌊(T − c − e) / t⌋, 1, bound)
 //! ```
 //! where `bound` is the length `train.epochs` allows. The run then trains `total` steps with
 //! schedules fitted to them; the total is stored in every checkpoint (`RunState::fitted`), so a
 //! resumed run keeps it. Checkpoint writes and evaluation are not in the estimate.
 
-use super::{build_model, sgd_step, Loader, LoaderData};
+use super::trainer::{median, LoaderBatches, Schedule, Timing, Trainer};
+use super::{build_model, Loader, LoaderData, LoaderSpec};
 use crate::augment::ViewRecipe;
 use crate::config::TrainConfig;
-use crate::optim::Sgd;
 use std::time::Instant;
 
 /// Steps not timed (the allocator's heap and libtorch's caches grow over the first few).
@@ -39,6 +39,9 @@ pub struct Calibration {
     pub seconds_per_step: f64,
     /// Wall-clock seconds the whole calibration took (counted against the budget).
     pub seconds: f64,
+    /// Seconds the first step took beyond the median: one-time work of step 0 that the run's
+    /// first step repeats.
+    pub first_step_extra_s: f64,
 }
 
 /// Times `SKIP + MEASURE` training steps of a fresh copy of the model on `data` (learning rate
@@ -49,37 +52,30 @@ pub fn calibrate(
     recipes: &[ViewRecipe],
 ) -> anyhow::Result<Calibration> {
     let start = Instant::now();
-    let model = build_model(cfg)?;
-    let steps_per_epoch = (data.images.len() / cfg.train.batch_size) as u64;
-    model.method.prepare(&data.images, 0, steps_per_epoch)?;
-    let mut opt = Sgd::new(&model.vs, cfg.optim.momentum, cfg.optim.weight_decay);
+    let mut model = build_model(cfg, Some(data.images.clone()))?;
     let total = SKIP + MEASURE;
+    let schedule = Schedule::new(cfg, data.images.len()).constant(0.0);
+    let schedule = Schedule { total, ..schedule };
     let t = &cfg.train;
-    let mut loader = Loader::spawn(
-        data.clone(),
-        recipes.to_vec(),
-        t.batch_size,
-        t.seed,
-        0,
-        total,
-        t.prefetch,
-    );
-    let mut times = Vec::new();
-    for s in 0..total {
-        let step_start = Instant::now();
-        let batch = loader
-            .next()
-            .ok_or_else(|| anyhow::anyhow!("the data loader stopped during calibration"))?;
-        let (views, targets) = batch.to_tensors(cfg.model.uses_channels_last());
-        sgd_step(&model, &mut opt, &views, targets.as_ref(), 0.0, (s, total))?;
-        if s >= SKIP {
-            times.push(step_start.elapsed().as_secs_f64());
-        }
-    }
-    times.sort_by(f64::total_cmp);
+    let loader = Loader::spawn(LoaderSpec {
+        data: data.clone(),
+        recipes: recipes.to_vec(),
+        batch_size: t.batch_size,
+        seed: t.seed,
+        steps: 0..total,
+        prefetch: t.prefetch,
+    });
+    let mut batches = LoaderBatches {
+        loader,
+        channels_last: cfg.model.uses_channels_last(),
+    };
+    let mut timing = Timing::start();
+    Trainer::new(&mut model, cfg, schedule).run(0..total, &mut batches, &mut timing)?;
+    let per_step = median(&timing.step_s[SKIP as usize..]);
     Ok(Calibration {
-        seconds_per_step: times[times.len() / 2],
+        seconds_per_step: per_step,
         seconds: start.elapsed().as_secs_f64(),
+        first_step_extra_s: (timing.step_s[0] - per_step).max(0.0),
     })
 }
 
@@ -98,7 +94,9 @@ mod tests {
 
     #[test]
     fn calibration_times_real_steps() {
-        let mut cfg = crate::method::testing::tiny_config("simclr");
+        let mut cfg = TrainConfig::default();
+        cfg.model.width = 0.125;
+        cfg.model.projection_dim = 16;
         cfg.train.batch_size = 8;
         cfg.train.prefetch = 0;
         cfg.data.synthetic_train_per_class = 2;
@@ -109,7 +107,7 @@ mod tests {
             images: std::sync::Arc::new(splits.train.images.clone()),
             targets: None,
         };
-        let recipes = crate::train::view_recipes(&cfg, 16);
+        let recipes = crate::train::view_recipes(&cfg.data, Default::default(), 16);
         let c = calibrate(&cfg, &data, &recipes).unwrap();
         assert!(c.seconds_per_step > 0.0 && c.seconds >= c.seconds_per_step * MEASURE as f64);
     }

@@ -6,9 +6,9 @@
 //! view's randomness comes from `(seed, e, image index, view)`. A batch is therefore a pure
 //! function of `(seed, s)`: a resumed run sees exactly the batches the uninterrupted run saw.
 
+use crate::augment::nhwc_to_tensor;
 use crate::augment::{augment_batch, ViewRecipe};
 use crate::data::ImageStore;
-use crate::eval::features::nhwc_to_tensor;
 use crate::rng::Rng;
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
@@ -135,23 +135,27 @@ enum Source {
     InThread(Box<BatchMaker>),
 }
 
+/// What a [`Loader`] makes: the batches of `steps` from `data`, one view per recipe.
+pub struct LoaderSpec {
+    pub data: LoaderData,
+    pub recipes: Vec<ViewRecipe>,
+    pub batch_size: usize,
+    pub seed: u64,
+    pub steps: std::ops::Range<u64>,
+    /// Batches prepared ahead on a background thread; 0: in the caller's thread.
+    pub prefetch: usize,
+}
+
 impl Loader {
-    pub fn spawn(
-        data: LoaderData,
-        recipes: Vec<ViewRecipe>,
-        batch_size: usize,
-        seed: u64,
-        start: u64,
-        end: u64,
-        prefetch: usize,
-    ) -> Self {
+    pub fn spawn(spec: LoaderSpec) -> Self {
+        let prefetch = spec.prefetch;
         let mut maker = BatchMaker {
-            data,
-            recipes,
-            batch_size,
-            seed,
-            next_step: start,
-            end,
+            data: spec.data,
+            recipes: spec.recipes,
+            batch_size: spec.batch_size,
+            seed: spec.seed,
+            next_step: spec.steps.start,
+            end: spec.steps.end,
             perm: (u64::MAX, Vec::new()),
         };
         if prefetch == 0 {

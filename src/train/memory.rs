@@ -75,14 +75,17 @@ pub fn available_bytes() -> Option<f64> {
     Some(kib * 1024.0)
 }
 
-/// Refuses a MoCo queue of `size` keys of `dim` floats (kept twice: the queue and the step's
-/// snapshot) that does not fit in `available` bytes; returns the bytes left for the step.
-pub fn check_queue_fits(size: usize, dim: i64, available: f64) -> Result<f64, String> {
-    let need = 2.0 * 4.0 * size as f64 * dim as f64;
+/// Refuses a method's state of `need` bytes (`what`, e.g. a queue of negatives, sized by
+/// `setting`) that does not fit in `available` bytes; returns the bytes left for the step.
+pub fn check_state_fits(
+    need: f64,
+    what: &str,
+    setting: &str,
+    available: f64,
+) -> Result<f64, String> {
     if need > available {
         return Err(format!(
-            "a queue of {size} keys × {dim} dimensions needs about {:.1} GiB but {:.1} GiB of memory is \
-             available: lower method.queue_size",
+            "{what} needs about {:.1} GiB but {:.1} GiB of memory is available: lower {setting}",
             gib(need),
             gib(available)
         ));
@@ -215,9 +218,12 @@ mod tests {
 
     #[test]
     fn a_queue_that_cannot_fit_is_refused_and_one_that_fits_leaves_the_rest() {
-        let left = check_queue_fits(4096, 128, 1e9).unwrap();
+        use crate::method::moco::queue_bytes;
+        let (need, what, setting) = queue_bytes(4096, 128, "method.moco.queue_size");
+        let left = check_state_fits(need, &what, setting, 1e9).unwrap();
         assert!((left - (1e9 - 8.0 * 4096.0 * 128.0)).abs() < 1.0);
-        let e = check_queue_fits(1 << 20, 128, 1e8).unwrap_err();
+        let (need, what, setting) = queue_bytes(1 << 20, 128, "method.moco.queue_size");
+        let e = check_state_fits(need, &what, setting, 1e8).unwrap_err();
         assert!(
             e.contains("1048576 keys") && e.contains("queue_size"),
             "{e}"

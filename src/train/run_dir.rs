@@ -1,8 +1,10 @@
 //! The run folder: `config.toml`, `checkpoint.safetensors` (model + optimiser + state),
 //! `metrics.jsonl`, and `encoder.safetensors` (the backbone alone, torchvision names).
 
+use crate::backbone::ResNet;
 use crate::checkpoint::{self, write_atomic, STATE_KEY};
 use crate::config::TrainConfig;
+use crate::eval::FrozenEncoder;
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -80,11 +82,11 @@ impl RunDir {
         self.dir.join("encoder.safetensors")
     }
 
-    /// Saves the model, the method's buffers, the optimiser buffers and the state, atomically.
+    /// Saves the model's variables (its method's state among them), the optimiser buffers and
+    /// the state, atomically.
     pub fn save_checkpoint(
         &self,
         vs: &VarStore,
-        method_buffers: Vec<(String, Tensor)>,
         optim: &[(String, Tensor)],
         state: &RunState,
     ) -> anyhow::Result<()> {
@@ -93,11 +95,6 @@ impl RunDir {
             .into_iter()
             .map(|(n, t)| (format!("model.{n}"), t))
             .collect();
-        tensors.extend(
-            method_buffers
-                .into_iter()
-                .map(|(n, t)| (format!("method.{n}"), t)),
-        );
         tensors.extend(
             optim
                 .iter()
@@ -158,9 +155,8 @@ impl RunDir {
 /// A loaded checkpoint: its state and its tensors by group.
 pub struct LoadedCheckpoint {
     pub state: RunState,
+    /// The model's variables, the method's state among them.
     pub model: HashMap<String, Tensor>,
-    /// The method's state outside the variables ([`Method::buffers`](crate::method::Method::buffers)).
-    pub method: HashMap<String, Tensor>,
     pub optim: Vec<(String, Tensor)>,
 }
 
@@ -180,13 +176,10 @@ pub fn load_checkpoint(path: &Path) -> anyhow::Result<LoadedCheckpoint> {
         )
     })?;
     let mut model = HashMap::new();
-    let mut method = HashMap::new();
     let mut optim = Vec::new();
     for (name, t) in tensors {
         if let Some(n) = name.strip_prefix("model.") {
             model.insert(n.to_string(), t);
-        } else if let Some(n) = name.strip_prefix("method.") {
-            method.insert(n.to_string(), t);
         } else if let Some(n) = name.strip_prefix("optim.momentum.") {
             optim.push((n.to_string(), t));
         }
@@ -194,17 +187,28 @@ pub fn load_checkpoint(path: &Path) -> anyhow::Result<LoadedCheckpoint> {
     Ok(LoadedCheckpoint {
         state,
         model,
-        method,
         optim,
     })
 }
 
 /// Copies checkpoint tensors into the store's variables; every variable must be present with
-/// its shape, else the error names it (e.g. a checkpoint of another backbone).
+/// its shape, and every tensor must be a variable, else the error names it (e.g. a checkpoint
+/// of another backbone).
 pub fn restore_variables(
     vs: &VarStore,
     model: &HashMap<String, Tensor>,
     origin: &Path,
+) -> anyhow::Result<()> {
+    restore_under(vs, model, origin, "")
+}
+
+/// [`restore_variables`] for the tensors named `<prefix>…` alone (the store's variables carry
+/// the prefix too).
+fn restore_under(
+    vs: &VarStore,
+    model: &HashMap<String, Tensor>,
+    origin: &Path,
+    prefix: &str,
 ) -> anyhow::Result<()> {
     let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
     vars.sort_by(|a, b| a.0.cmp(&b.0));
@@ -226,7 +230,11 @@ pub fn restore_variables(
         tch::no_grad(|| var.copy_(src));
     }
     let known = vs.variables();
-    if let Some(extra) = model.keys().filter(|n| !known.contains_key(*n)).min() {
+    let extra = model
+        .keys()
+        .filter(|n| n.starts_with(prefix) && !known.contains_key(*n))
+        .min();
+    if let Some(extra) = extra {
         bail!(
             "{} holds a tensor this model does not have ({extra}): it was written for another model \
              (depth/width/stem/method) than its config.toml says",
@@ -234,6 +242,70 @@ pub fn restore_variables(
         );
     }
     Ok(())
+}
+
+/// A trained run's encoder, opened for evaluation or export.
+pub struct TrainedEncoder {
+    /// The run's config (from its checkpoint).
+    pub config: TrainConfig,
+    /// Holds the encoder's variables (under no prefix).
+    pub vs: VarStore,
+    pub net: ResNet,
+}
+
+impl TrainedEncoder {
+    /// The encoder with its memory order, for [`crate::eval`].
+    pub fn frozen(&self) -> FrozenEncoder<'_> {
+        FrozenEncoder {
+            net: &self.net,
+            channels_last: self.config.model.uses_channels_last(),
+        }
+    }
+}
+
+/// Opens the encoder of the run in `dir`: its checkpoint's config and `backbone.*` weights
+/// (every encoder variable must be there with its shape). With `random_init`, only the
+/// architecture is read (from `config.toml`) and the encoder is initialised as the run's was.
+pub fn open_encoder(dir: &Path, random_init: bool) -> anyhow::Result<TrainedEncoder> {
+    let run = RunDir::open(dir);
+    if !dir.is_dir() {
+        bail!(
+            "run folder {} does not exist: pass the --out folder of a `selfsup pretrain` run",
+            dir.display()
+        );
+    }
+    let build = |config: TrainConfig| -> anyhow::Result<TrainedEncoder> {
+        tch::manual_seed(config.train.seed as i64);
+        let vs = VarStore::new(tch::Device::Cpu);
+        let net = ResNet::new(&(vs.root() / "backbone"), &config.model.resnet())
+            .map_err(anyhow::Error::msg)?;
+        if config.model.uses_channels_last() {
+            crate::backbone::to_channels_last(&vs);
+        }
+        Ok(TrainedEncoder { config, vs, net })
+    };
+    if random_init {
+        let path = run.config();
+        if !path.is_file() {
+            bail!(
+                "{} has no config.toml: pass the --out folder of a `selfsup pretrain` run",
+                dir.display()
+            );
+        }
+        return build(TrainConfig::load(Some(&path), &[])?);
+    }
+    let ckpt = run.checkpoint();
+    if !ckpt.exists() {
+        bail!(
+            "{} has no checkpoint.safetensors: is it a `selfsup pretrain` run folder?",
+            dir.display()
+        );
+    }
+    let loaded = load_checkpoint(&ckpt)?;
+    let enc = build(loaded.state.config)?;
+    restore_under(&enc.vs, &loaded.model, &ckpt, crate::method::ENCODER_PREFIX)
+        .context("loading the run's weights")?;
+    Ok(enc)
 }
 
 /// Takes the exclusive lock of `dir` (see [`LOCK_FILE`]) and writes this process's pid into

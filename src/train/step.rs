@@ -1,10 +1,10 @@
-//! One training step, the same for the trainer and `selfsup bench`:
+//! One training step of [`Trainer::run`](super::Trainer::run):
 //! ```text
 //! method step (loss) → check finite → zero_grad → backward → ‖∇‖ → check finite → SGD(lr) → after_step
 //! ```
 
 use super::Model;
-use crate::method::StepOutput;
+use crate::method::{StepContext, StepOutput};
 use crate::optim::Sgd;
 use tch::Tensor;
 
@@ -25,19 +25,27 @@ pub enum StepFault {
     Gradient { grad_norm: f64, loss: f64 },
 }
 
-/// Runs step `step` of `total` at learning rate `lr` on `views` (and `targets` for methods that
+/// A [`StepFault`] at a step of the run.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{fault} at step {step} (epoch {epoch})")]
+pub struct FaultAt {
+    pub fault: StepFault,
+    pub step: u64,
+    pub epoch: u64,
+}
+
+/// Runs step `ctx.step` at learning rate `ctx.lr` on `views` (and `targets` for methods that
 /// use them). A non-finite loss or gradient stops it before the update: the trainable weights
 /// are as they were (state the forward pass updates, such as BatchNorm statistics or DINO's
 /// centre, has moved), and the error is a [`StepFault`].
 pub fn sgd_step(
-    model: &Model,
+    model: &mut Model,
     opt: &mut Sgd,
     views: &[Tensor],
     targets: Option<&Tensor>,
-    lr: f64,
-    (step, total): (u64, u64),
+    ctx: &StepContext,
 ) -> anyhow::Result<StepDone> {
-    let out = model.method.step(views, targets)?;
+    let out = model.method.step(views, targets, ctx)?;
     let loss = out.loss.double_value(&[]);
     if !loss.is_finite() {
         return Err(StepFault::Loss(loss).into());
@@ -48,8 +56,8 @@ pub fn sgd_step(
     if !grad_norm.is_finite() {
         return Err(StepFault::Gradient { grad_norm, loss }.into());
     }
-    opt.step(lr);
-    model.method.after_step(step, total);
+    opt.step(ctx.lr);
+    model.method.after_step(ctx);
     Ok(StepDone {
         out,
         loss,

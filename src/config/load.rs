@@ -1,0 +1,208 @@
+//! Loading a config: defaults ← TOML file ← `section.key=value` overrides, with unknown keys
+//! refused against the defaults; and the config as flat `section.key` settings.
+
+use super::{ConfigError, MethodConfig, OptimConfig, TrainConfig};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// The section whose keys depend on the chosen method: merged freely here, then resolved and
+/// checked by the method registry ([`MethodConfig::from_table`]).
+const METHOD_SECTION: &str = "method";
+
+/// Keys whose default is unset, so that they are absent from the serialised defaults.
+const OPTIONAL_KEYS: &[&str] = &[
+    "data.path",
+    "data.image_size",
+    "data.limit",
+    "model.projection_hidden",
+    "optim.lr",
+    "train.minutes",
+];
+
+impl TrainConfig {
+    /// Defaults ← TOML file ← `section.key=value` overrides, then [`TrainConfig::validate`].
+    pub fn load(file: Option<&Path>, overrides: &[String]) -> Result<Self, ConfigError> {
+        Self::load_onto(TrainConfig::default(), file, overrides)
+    }
+
+    /// `start` (a command's own defaults, such as the demo's, or a run's saved config on
+    /// resume) ← TOML file ← `section.key=value` overrides, then [`TrainConfig::validate`].
+    /// An unset `optim.lr` becomes the method's own learning rate.
+    pub fn load_onto(
+        start: TrainConfig,
+        file: Option<&Path>,
+        overrides: &[String],
+    ) -> Result<Self, ConfigError> {
+        let mut table = toml::Table::try_from(start).expect("configs serialise");
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.into(),
+                cause: source,
+            })?;
+            let user: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                path: path.into(),
+                message: e.to_string(),
+            })?;
+            merge(&mut table, user, "")?;
+        }
+        for o in overrides {
+            apply_override(&mut table, o)?;
+        }
+        if let Some(toml::Value::Table(m)) = table.remove(METHOD_SECTION) {
+            let method = MethodConfig::from_table(m).map_err(ConfigError::Invalid)?;
+            table.insert(METHOD_SECTION.into(), toml::Value::Table(method.to_table()));
+        }
+        let mut cfg: TrainConfig = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
+        cfg.validate()?;
+        cfg.optim.lr = Some(cfg.lr());
+        Ok(cfg)
+    }
+
+    /// The peak learning rate: `optim.lr`, else the method's own, else
+    /// [`OptimConfig::DEFAULT_LR`].
+    pub fn lr(&self) -> f64 {
+        self.optim.lr.unwrap_or_else(|| {
+            self.method
+                .spec()
+                .ok()
+                .and_then(|s| s.default_lr())
+                .unwrap_or(OptimConfig::DEFAULT_LR)
+        })
+    }
+
+    /// Every setting as `section.key` (`method.<name>.key` for the method's) → its value as a
+    /// person writes it (for naming differences).
+    pub fn flat_settings(&self) -> BTreeMap<String, String> {
+        let table = toml::Table::try_from(self).expect("configs serialise");
+        let mut out = BTreeMap::new();
+        flatten(&table, "", &mut out);
+        out
+    }
+
+    /// The config as TOML text (saved in every run folder).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("config serialises")
+    }
+}
+
+fn flatten(table: &toml::Table, prefix: &str, out: &mut BTreeMap<String, String>) {
+    for (k, v) in table {
+        let key = join(prefix, k);
+        match v {
+            toml::Value::Table(t) => flatten(t, &key, out),
+            v => {
+                out.insert(key, setting_text(v));
+            }
+        }
+    }
+}
+
+fn join(prefix: &str, k: &str) -> String {
+    match prefix.is_empty() {
+        true => k.to_string(),
+        false => format!("{prefix}.{k}"),
+    }
+}
+
+/// A setting's value as a person writes it: f32 fields (`data.crop_min_scale`) as `0.08`, not
+/// as the f64 they widen to (`0.07999999821186066`).
+fn setting_text(v: &toml::Value) -> String {
+    match v {
+        toml::Value::Float(f) if (*f as f32) as f64 == *f => format!("{}", *f as f32),
+        toml::Value::Array(a) => format!(
+            "[{}]",
+            a.iter().map(setting_text).collect::<Vec<_>>().join(", ")
+        ),
+        v => v.to_string(),
+    }
+}
+
+/// Merges `src` into `dst`, refusing keys that `dst` (the defaults) does not have; the
+/// method section is merged as given (the registry checks it).
+fn merge(dst: &mut toml::Table, src: toml::Table, prefix: &str) -> Result<(), ConfigError> {
+    for (k, v) in src {
+        let key = join(prefix, &k);
+        match (dst.get_mut(&k), v) {
+            (Some(toml::Value::Table(d)), toml::Value::Table(s)) if key == METHOD_SECTION => {
+                merge_free(d, s)
+            }
+            (Some(toml::Value::Table(d)), toml::Value::Table(s)) => merge(d, s, &key)?,
+            (Some(toml::Value::Table(_)), v) => {
+                return Err(ConfigError::Invalid(format!(
+                    "{key} is {v}: it is a section ([{key}]), not a value"
+                )))
+            }
+            (Some(_), toml::Value::Table(_)) => {
+                return Err(ConfigError::Invalid(format!(
+                    "{key} is a value, not a section: write {key} = <value>"
+                )))
+            }
+            (Some(slot), v) => *slot = v,
+            (None, v) if OPTIONAL_KEYS.contains(&key.as_str()) => {
+                dst.insert(k, v);
+            }
+            (None, _) => return Err(unknown_key(dst, &key, prefix)),
+        }
+    }
+    Ok(())
+}
+
+/// Merges tables recursively, `src` winning, without checking keys.
+fn merge_free(dst: &mut toml::Table, src: toml::Table) {
+    for (k, v) in src {
+        match (dst.get_mut(&k), v) {
+            (Some(toml::Value::Table(d)), toml::Value::Table(s)) => merge_free(d, s),
+            (_, v) => {
+                dst.insert(k, v);
+            }
+        }
+    }
+}
+
+fn unknown_key(section: &toml::Table, key: &str, prefix: &str) -> ConfigError {
+    let mut known: Vec<String> = section.keys().cloned().collect();
+    let optional = OPTIONAL_KEYS
+        .iter()
+        .filter_map(|k| k.strip_prefix(&format!("{prefix}.")).map(String::from))
+        .filter(|k| !known.contains(k))
+        .collect::<Vec<_>>();
+    known.extend(optional);
+    known.sort();
+    ConfigError::UnknownKey {
+        key: key.into(),
+        section: if prefix.is_empty() {
+            "top level".into()
+        } else {
+            prefix.into()
+        },
+        known: known.join(", "),
+    }
+}
+
+/// Applies one `section.key=value` override (`method.<name>.key=value` for a method's
+/// section); the value is read as TOML, else as a string.
+fn apply_override(table: &mut toml::Table, text: &str) -> Result<(), ConfigError> {
+    let (key, raw) = text
+        .split_once('=')
+        .ok_or_else(|| ConfigError::BadOverride(text.into()))?;
+    let key = key.trim();
+    let parts: Vec<&str> = key.split('.').collect();
+    if parts.len() < 2 || parts.iter().any(|p| p.is_empty()) {
+        return Err(ConfigError::BadOverride(text.into()));
+    }
+    if !table.contains_key(parts[0]) {
+        return Err(unknown_key(table, key, ""));
+    }
+    let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.trim().to_string()));
+    let (last, outer) = parts.split_last().expect("at least two parts");
+    let mut src = toml::Table::from_iter([(last.to_string(), value)]);
+    for p in outer.iter().rev() {
+        src = toml::Table::from_iter([(p.to_string(), toml::Value::Table(src))]);
+    }
+    merge(table, src, "")
+}

@@ -1,0 +1,409 @@
+//! One `TrainConfig` nesting the parts' configs. Every default is documented on its field.
+//! Sources, later ones winning: the defaults, a TOML file, then `section.key=value` overrides
+//! (the CLI's flags are overrides too). Unknown keys are an error, and `validate` checks values
+//! once, before any work starts. The config is saved beside every checkpoint.
+
+mod load;
+mod validate;
+
+use crate::backbone::{ResNetConfig, Stem};
+pub use crate::eval::EvalConfig;
+use crate::method::{registry, MethodSpec};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {cause}")]
+    Read {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("unknown config key `{key}`; the keys of [{section}] are: {known}")]
+    UnknownKey {
+        key: String,
+        section: String,
+        known: String,
+    },
+    #[error("override `{0}` must look like section.key=value (e.g. optim.lr=0.3)")]
+    BadOverride(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    pub data: DataConfig,
+    pub model: ModelConfig,
+    pub method: MethodConfig,
+    pub optim: OptimConfig,
+    pub train: LoopConfig,
+    pub eval: EvalConfig,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    /// Image folder, IDX folder or CIFAR binary folder. Unset: the built-in synthetic shapes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// Resize every image to this square size when loading. Unset: keep the images' own size
+    /// (they must then all share one size).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_size: Option<usize>,
+    /// Skip unreadable image files (listed in the log) instead of stopping. Default false.
+    pub skip_bad: bool,
+    /// Use at most this many images per split (quick runs). Unset: all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+    /// Synthetic data only: training images per class (10 classes). Default 500.
+    pub synthetic_train_per_class: usize,
+    /// Synthetic data only: test images per class. Default 100.
+    pub synthetic_test_per_class: usize,
+    /// Synthetic data only: image side in pixels. Default 32.
+    pub synthetic_size: usize,
+    /// Blur probability of the view recipe (SimCLR uses 0.5 on ImageNet, 0 on CIFAR). Default 0.
+    pub blur_p: f32,
+    /// Smallest area fraction of the random resized crop (SimCLR: 0.08; MoCo's CIFAR recipes
+    /// use 0.2, which learns faster on short schedules). Default 0.08.
+    pub crop_min_scale: f32,
+    /// Multi-crop, for the methods that take it (`--method` help lists them): small views per
+    /// image besides the two large ones. Default 0 (solo-learn's CIFAR recipes; the papers use
+    /// 6 on ImageNet).
+    pub small_crops: usize,
+    /// Side of the small views in pixels; 0: 3/7 of the large side (14 for 32 px). Default 0.
+    pub small_crop_size: usize,
+    /// Area range `[lo, hi]` of the small crops as a fraction of the image. Default [0.05, 0.14]
+    /// (SwAV).
+    pub small_crop_scale: (f32, f32),
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            path: None,
+            image_size: None,
+            skip_bad: false,
+            limit: None,
+            synthetic_train_per_class: 500,
+            synthetic_test_per_class: 100,
+            synthetic_size: 32,
+            blur_p: 0.0,
+            crop_min_scale: 0.08,
+            small_crops: 0,
+            small_crop_size: 0,
+            small_crop_scale: (0.05, 0.14),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// ResNet depth: 18, 34 or 50. Default 18.
+    pub depth: usize,
+    /// "cifar" (3×3 stem, no max-pool; for ~32 px images) or "imagenet". Default "cifar".
+    pub stem: Stem,
+    /// Channel multiplier (1.0 = 64-128-256-512). Default 0.25.
+    pub width: f64,
+    /// Hidden width of the method's heads. Unset: the method's own default, documented where
+    /// the method builds its heads (the encoder's output dimension d for the SimCLR-style
+    /// projections, 4d for the predictor methods' and the wide projectors).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub projection_hidden: Option<i64>,
+    /// Output dimension of the projection head (DINO: its bottleneck). Default 128 (SimCLR).
+    pub projection_dim: i64,
+    /// Run convolutions in channels-last memory order (faster on CPU). Default true. Networks
+    /// that would meet a libtorch heap corruption in that order run in NCHW instead (see
+    /// [`ModelConfig::uses_channels_last`]).
+    pub channels_last: bool,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            depth: 18,
+            stem: Stem::Cifar,
+            width: 0.25,
+            projection_hidden: None,
+            projection_dim: 128,
+            channels_last: true,
+        }
+    }
+}
+
+impl ModelConfig {
+    /// The memory order actually used: channels-last when asked for and safe for this network
+    /// ([`ResNetConfig::channels_last_is_safe`]), NCHW otherwise. Read this, not the field.
+    pub fn uses_channels_last(&self) -> bool {
+        self.channels_last && self.resnet().channels_last_is_safe()
+    }
+
+    pub fn resnet(&self) -> ResNetConfig {
+        ResNetConfig {
+            depth: self.depth,
+            stem: self.stem,
+            width: self.width,
+        }
+    }
+}
+
+/// `[method]`: the method's name and its own section `[method.<name>]` (see
+/// [`crate::method::registry`] for the layout; the section's keys and defaults are documented
+/// in the method's file). Written as TOML: `[method] name = "<name>"` and
+/// `[method.<name>] key = value`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MethodConfig {
+    /// The method, by name (`--method`). Default the registry's first.
+    pub name: String,
+    /// The method's section with every key (defaults filled in).
+    pub settings: toml::Table,
+}
+
+impl Default for MethodConfig {
+    fn default() -> Self {
+        let name = registry::default_name();
+        let settings = (registry::entry(name)
+            .expect("the default is registered")
+            .defaults)();
+        MethodConfig {
+            name: name.to_string(),
+            settings,
+        }
+    }
+}
+
+impl MethodConfig {
+    /// The method's typed section, parsed and checked (errors name the key).
+    pub fn spec(&self) -> Result<Box<dyn MethodSpec>, String> {
+        (registry::entry(&self.name)?.parse)(self.settings.clone())
+    }
+
+    /// As written in TOML: `{ name, <name> = section }`.
+    fn to_table(&self) -> toml::Table {
+        let mut t = toml::Table::new();
+        t.insert("name".into(), toml::Value::String(self.name.clone()));
+        t.insert(self.name.clone(), toml::Value::Table(self.settings.clone()));
+        t
+    }
+
+    /// From `[method]` as written (sections, flat keys of the old layout): see
+    /// [`registry::resolve`].
+    pub fn from_table(table: toml::Table) -> Result<Self, String> {
+        let (name, settings) = registry::resolve(table)?;
+        Ok(MethodConfig { name, settings })
+    }
+}
+
+impl Serialize for MethodConfig {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.to_table().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for MethodConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let table = toml::Table::deserialize(d)?;
+        MethodConfig::from_table(table).map_err(serde::de::Error::custom)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OptimConfig {
+    /// Peak learning rate of SGD. Unset: the method's recipe's ([`MethodSpec::default_lr`]),
+    /// else [`OptimConfig::DEFAULT_LR`]; a loaded config always has it set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lr: Option<f64>,
+    /// Learning rate at the end of the cosine decay. Default 0.
+    pub final_lr: f64,
+    /// Momentum μ. Default 0.9.
+    pub momentum: f64,
+    /// Weight decay λ. Default 5e-4.
+    pub weight_decay: f64,
+    /// Linear warm-up length in epochs (fractions allowed). Default 0.5.
+    pub warmup_epochs: f64,
+}
+
+impl OptimConfig {
+    /// The peak learning rate of methods without their own: 0.3 (one-epoch CIFAR-10 runs at
+    /// τ = 0.2: 0.3 and 0.12 tie; the 8-epoch 30-minute recipe of the README uses 0.3).
+    pub const DEFAULT_LR: f64 = 0.3;
+}
+
+impl Default for OptimConfig {
+    fn default() -> Self {
+        OptimConfig {
+            lr: None,
+            final_lr: 0.0,
+            momentum: 0.9,
+            weight_decay: 5e-4,
+            warmup_epochs: 0.5,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoopConfig {
+    /// Passes over the training split. Default 10. With `minutes`, an upper bound.
+    pub epochs: usize,
+    /// Wall-clock budget of training in minutes: the run measures its speed over its first
+    /// steps and fits its schedules to the steps that fit (see train/budget.rs). Unset: `epochs`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub minutes: Option<f64>,
+    /// Images per step (each gives two views, so 2× this many go through the encoder). Default 256.
+    pub batch_size: usize,
+    /// Seed of the model initialisation, data order and augmentations. Default 0.
+    pub seed: u64,
+    /// CPU threads for libtorch and augmentation. 0: all cores. Default 0.
+    pub threads: usize,
+    /// Run folder: checkpoint, config, metrics, exported encoder. Default "runs/simclr".
+    pub out_dir: PathBuf,
+    /// Write a checkpoint every this many steps (and at the end of every epoch). Default 100.
+    pub checkpoint_every: usize,
+    /// Append a metrics line every this many steps. Default 10.
+    pub log_every: usize,
+    /// Batches prepared ahead on a background thread; 0 augments in the training thread
+    /// between steps (measured within noise of 2 on 2 cores). Default 2.
+    pub prefetch: usize,
+    /// Seconds between plain progress lines when stderr is not a terminal (a log file, CI,
+    /// nohup), where the progress bar is hidden. Default 30.
+    pub progress_seconds: f64,
+}
+
+impl Default for LoopConfig {
+    fn default() -> Self {
+        LoopConfig {
+            epochs: 10,
+            minutes: None,
+            batch_size: 256,
+            seed: 0,
+            threads: 0,
+            out_dir: PathBuf::from("runs/simclr"),
+            checkpoint_every: 100,
+            log_every: 10,
+            prefetch: 2,
+            progress_seconds: 30.0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_round_trip() {
+        let c = TrainConfig::load(None, &[]).unwrap();
+        let mut want = TrainConfig::default();
+        want.optim.lr = Some(OptimConfig::DEFAULT_LR);
+        assert_eq!(c, want);
+        let back: TrainConfig = toml::from_str(&c.to_toml()).unwrap();
+        assert_eq!(back, c);
+    }
+
+    #[test]
+    fn file_then_overrides() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(
+            &f,
+            "[optim]\nlr = 0.5\n[train]\nepochs = 3\n[data]\npath = \"/x\"\n",
+        )
+        .unwrap();
+        let c = TrainConfig::load(
+            Some(&f),
+            &["train.epochs=7".into(), "model.stem=imagenet".into()],
+        )
+        .unwrap();
+        assert_eq!(c.optim.lr, Some(0.5));
+        assert_eq!(c.train.epochs, 7);
+        assert_eq!(c.model.stem, Stem::Imagenet);
+        assert_eq!(c.data.path, Some(PathBuf::from("/x")));
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_naming_the_key() {
+        let e = TrainConfig::load(None, &["optim.learning_rate=0.1".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("optim.learning_rate") && e.contains("lr"), "{e}");
+        let e = TrainConfig::load(None, &["nope.x=1".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nope.x"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "[train]\nepoch = 3\n").unwrap();
+        let e = TrainConfig::load(Some(&f), &[]).unwrap_err().to_string();
+        assert!(e.contains("train.epoch"), "{e}");
+        assert!(matches!(
+            TrainConfig::load(None, &["lr".into()]),
+            Err(ConfigError::BadOverride(_))
+        ));
+    }
+
+    #[test]
+    fn method_sections_by_file_flag_or_flat_key_and_per_method_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(
+            &f,
+            "[method]\nname = \"moco\"\n[method.moco]\nqueue_size = 64\n",
+        )
+        .unwrap();
+        let c = TrainConfig::load(Some(&f), &["method.moco.temperature=0.3".into()]).unwrap();
+        use crate::method::{moco::MoCoConfig, MethodSection};
+        assert_eq!(c.method.name, MoCoConfig::NAME);
+        assert_eq!(c.method.settings["queue_size"].as_integer(), Some(64));
+        assert_eq!(c.method.settings["temperature"].as_float(), Some(0.3));
+        // the flat key (what --temperature sets) is the chosen method's
+        let c = TrainConfig::load(Some(&f), &["method.temperature=0.4".into()]).unwrap();
+        assert_eq!(c.method.settings["temperature"].as_float(), Some(0.4));
+        // saved and reloaded, and compared key by key
+        let back = TrainConfig::load(None, &[]).unwrap();
+        let again: TrainConfig = toml::from_str(&c.to_toml()).unwrap();
+        assert_eq!(again, c);
+        assert!(c.flat_settings().contains_key("method.moco.queue_size"));
+        assert_ne!(back.flat_settings(), c.flat_settings());
+        // a method's own learning rate when optim.lr is not given, the flag's when it is
+        let s = TrainConfig::load(None, &["method.name=\"simsiam\"".into()]).unwrap();
+        assert_eq!(s.optim.lr, Some(crate::method::simsiam::SIMSIAM_LR));
+        let s = TrainConfig::load(None, &["method.name=simsiam".into(), "optim.lr=0.2".into()])
+            .unwrap();
+        assert_eq!(s.optim.lr, Some(0.2));
+        for (o, word) in [
+            ("method.byol.queue_size=3", "method.byol.queue_size"),
+            ("method.queue_size=3", "a setting of moco"),
+            ("method.name=nope", "simclr, moco"),
+            ("method.moco.queue_size=3", "method.name is \"simclr\""),
+            ("data.small_crops=2", "swav, dino and deepcluster"),
+        ] {
+            let e = TrainConfig::load(None, &[o.into()])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(word), "{o}: {e}");
+        }
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        for (o, word) in [
+            ("method.temperature=0", "temperature"),
+            ("optim.lr=-1", "optim.lr"),
+            ("train.batch_size=1", "batch_size"),
+            ("model.depth=19", "19"),
+            ("train.epochs=\"ten\"", "epochs"),
+        ] {
+            let e = TrainConfig::load(None, &[o.into()])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(word), "{o}: {e}");
+        }
+    }
+}

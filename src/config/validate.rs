@@ -1,0 +1,120 @@
+//! Checking a config's values once, before any work starts.
+
+use super::{ConfigError, TrainConfig};
+use crate::method::registry;
+
+/// `a, b and c`.
+pub fn and_list(items: &[&str]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => one.to_string(),
+        [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
+    }
+}
+
+impl TrainConfig {
+    /// Checks every value once; the message names the key and the value.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        self.model
+            .resnet()
+            .validate()
+            .map_err(ConfigError::Invalid)?;
+        if self.model.projection_dim < 1 || self.model.projection_hidden.is_some_and(|h| h < 1) {
+            return bad("model.projection_dim and model.projection_hidden must be ≥ 1".into());
+        }
+        let spec = self.method.spec().map_err(ConfigError::Invalid)?;
+        let o = &self.optim;
+        if let Some(lr) = o.lr.filter(|lr| !(lr.is_finite() && *lr > 0.0)) {
+            return bad(format!("optim.lr is {lr}: it must be > 0"));
+        }
+        if !(o.final_lr.is_finite() && o.final_lr >= 0.0) {
+            return bad(format!("optim.final_lr is {}: it must be ≥ 0", o.final_lr));
+        }
+        if !(0.0..1.0).contains(&o.momentum) {
+            return bad(format!(
+                "optim.momentum is {}: it must be in [0, 1)",
+                o.momentum
+            ));
+        }
+        if !(o.weight_decay.is_finite() && o.weight_decay >= 0.0) {
+            return bad(format!(
+                "optim.weight_decay is {}: it must be ≥ 0",
+                o.weight_decay
+            ));
+        }
+        if !(o.warmup_epochs.is_finite() && o.warmup_epochs >= 0.0) {
+            return bad(format!(
+                "optim.warmup_epochs is {}: it must be ≥ 0",
+                o.warmup_epochs
+            ));
+        }
+        let t = &self.train;
+        if t.epochs == 0 {
+            return bad("train.epochs is 0: it must be ≥ 1".into());
+        }
+        if let Some(m) = t.minutes {
+            if !(m.is_finite() && m > 0.0) {
+                return bad(format!(
+                    "train.minutes is {m}: it must be > 0 (e.g. --minutes 30)"
+                ));
+            }
+        }
+        if t.batch_size < 2 {
+            return bad(format!(
+                "train.batch_size is {}: contrastive learning needs ≥ 2 images per batch",
+                t.batch_size
+            ));
+        }
+        if !(t.progress_seconds.is_finite() && t.progress_seconds > 0.0) {
+            return bad(format!(
+                "train.progress_seconds is {}: it must be > 0 (e.g. 30)",
+                t.progress_seconds
+            ));
+        }
+        if t.checkpoint_every == 0 || t.log_every == 0 {
+            return bad("train.checkpoint_every and train.log_every must be ≥ 1".into());
+        }
+        if self.eval.knn_k == 0 || !(self.eval.knn_t > 0.0) || self.eval.batch_size == 0 {
+            return bad("eval.knn_k and eval.batch_size must be ≥ 1 and eval.knn_t > 0".into());
+        }
+        if self.data.image_size == Some(0) || self.data.synthetic_size < 8 {
+            return bad("data.image_size must be ≥ 1 and data.synthetic_size ≥ 8".into());
+        }
+        let s = self.data.crop_min_scale;
+        if !(s > 0.0 && s <= 1.0) {
+            return bad(format!(
+                "data.crop_min_scale is {s}: it must be in (0, 1] (SimCLR uses 0.08)"
+            ));
+        }
+        let d = &self.data;
+        if d.small_crops > 0 && !spec.views().multi_crop {
+            let takers = registry::names_where(|s| s.views().multi_crop);
+            return bad(format!(
+                "data.small_crops is {} but method {:?} trains on 2 views: multi-crop works with {}",
+                d.small_crops,
+                self.method.name,
+                and_list(&takers)
+            ));
+        }
+        if d.small_crops > 16 {
+            return bad(format!(
+                "data.small_crops is {}: at most 16 (the papers use 6 to 10)",
+                d.small_crops
+            ));
+        }
+        let (lo, hi) = d.small_crop_scale;
+        if !(lo > 0.0 && lo <= hi && hi <= 1.0) {
+            return bad(format!(
+                "data.small_crop_scale is [{lo}, {hi}]: it must satisfy 0 < lo ≤ hi ≤ 1 (SwAV: [0.05, 0.14])"
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.data.blur_p) {
+            return bad(format!(
+                "data.blur_p is {}: it must be in [0, 1]",
+                self.data.blur_p
+            ));
+        }
+        Ok(())
+    }
+}

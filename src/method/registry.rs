@@ -1,0 +1,279 @@
+//! The method registry: the only list of method names. `--method`'s choices, `--help`,
+//! validation and error hints are read from it.
+//!
+//! Config layout: `[method] name = "<name>"` and the method's own section `[method.<name>]`
+//! (its keys are the fields of its config struct; unknown keys are errors). A key written
+//! directly under `[method]` (`method.temperature=0.5`, what `--temperature` sets, and the
+//! layout of run configs saved before the sections existed) means the chosen method's key of
+//! that name; one the method does not have is an error, unless it holds the value that the
+//! old flat layout saved by default for every method (see [`FLAT_KEY_DEFAULTS`]).
+
+use super::{barlow_twins, byol, deepcluster, dino, moco, simclr, simsiam, supcon, swav, vicreg};
+use super::{MethodSection, MethodSpec};
+
+/// One method: its name, a line about it, and its config section's parser and defaults.
+pub struct MethodEntry {
+    pub name: &'static str,
+    pub summary: &'static str,
+    /// Reads `[method.<name>]` (defaults filled in) into the method's spec; unknown keys and
+    /// bad values are errors naming the key.
+    pub parse: fn(toml::Table) -> Result<Box<dyn MethodSpec>, String>,
+    /// The section with every default.
+    pub defaults: fn() -> toml::Table,
+}
+
+const fn row<S: MethodSection>() -> MethodEntry {
+    MethodEntry {
+        name: S::NAME,
+        summary: S::SUMMARY,
+        parse: parse::<S>,
+        defaults: defaults::<S>,
+    }
+}
+
+/// Every method; the first is the default.
+pub static REGISTRY: &[MethodEntry] = &[
+    row::<simclr::SimClrConfig>(),
+    row::<moco::MoCoConfig>(),
+    row::<byol::ByolConfig>(),
+    row::<simsiam::SimSiamConfig>(),
+    row::<barlow_twins::BarlowTwinsConfig>(),
+    row::<vicreg::VicRegConfig>(),
+    row::<swav::SwAVConfig>(),
+    row::<dino::DinoConfig>(),
+    row::<deepcluster::DeepClusterConfig>(),
+    row::<supcon::SupConConfig>(),
+];
+
+/// The method of `method.name` when none is given.
+pub fn default_name() -> &'static str {
+    REGISTRY[0].name
+}
+
+/// The method names, in registry order.
+pub fn names() -> Vec<&'static str> {
+    REGISTRY.iter().map(|e| e.name).collect()
+}
+
+/// The entry of `name`, or an error listing the methods.
+pub fn entry(name: &str) -> Result<&'static MethodEntry, String> {
+    REGISTRY.iter().find(|e| e.name == name).ok_or_else(|| {
+        format!(
+            "method.name is {name:?}: the methods are: {}",
+            names().join(", ")
+        )
+    })
+}
+
+/// The names of the methods whose views satisfy `keep` (e.g. multi-crop ones).
+pub fn names_where(keep: impl Fn(&dyn MethodSpec) -> bool) -> Vec<&'static str> {
+    REGISTRY
+        .iter()
+        .filter(|e| (e.parse)((e.defaults)()).is_ok_and(|s| keep(s.as_ref())))
+        .map(|e| e.name)
+        .collect()
+}
+
+fn parse<S: MethodSection>(section: toml::Table) -> Result<Box<dyn MethodSpec>, String> {
+    let spec: S = toml::Value::Table(section)
+        .try_into()
+        .map_err(|e: toml::de::Error| format!("[method.{}]: {}", S::NAME, e.message()))?;
+    spec.check()?;
+    Ok(Box::new(spec))
+}
+
+fn defaults<S: MethodSection>() -> toml::Table {
+    toml::Table::try_from(S::default()).expect("method sections serialise")
+}
+
+/// The keys of the flat `[method]` layout (before the per-method sections) with the value it
+/// saved for every method; such a key at that value is dropped when the chosen method has no
+/// key of its name.
+pub const FLAT_KEY_DEFAULTS: &[(&str, FlatValue)] = &[
+    ("temperature", FlatValue::Float(0.2)),
+    ("loss", FlatValue::Text(crate::loss::two_view::NAMES[0])),
+    ("margin", FlatValue::Float(0.5)),
+    ("barlow_lambda", FlatValue::Float(5e-3)),
+    ("vicreg_weights", FlatValue::Floats(&[25.0, 25.0, 1.0])),
+    ("n_pair_l2", FlatValue::Float(0.002)),
+    ("tile_rows", FlatValue::Int(0)),
+    ("ema_momentum", FlatValue::Float(0.99)),
+    ("queue_size", FlatValue::Int(4096)),
+    ("prototypes", FlatValue::Int(3000)),
+    ("prototype_temperature", FlatValue::Float(0.1)),
+    ("sinkhorn_epsilon", FlatValue::Float(0.05)),
+    ("teacher_temperature", FlatValue::Float(0.04)),
+    ("center_momentum", FlatValue::Float(0.9)),
+];
+
+/// A value of [`FLAT_KEY_DEFAULTS`].
+#[derive(Debug)]
+pub enum FlatValue {
+    Float(f64),
+    Int(i64),
+    Text(&'static str),
+    Floats(&'static [f64]),
+}
+
+impl FlatValue {
+    fn matches(&self, v: &toml::Value) -> bool {
+        let num = |v: &toml::Value| match v {
+            toml::Value::Float(f) => Some(*f),
+            toml::Value::Integer(i) => Some(*i as f64),
+            _ => None,
+        };
+        match self {
+            FlatValue::Float(f) => num(v) == Some(*f),
+            FlatValue::Int(i) => num(v) == Some(*i as f64),
+            FlatValue::Text(s) => v.as_str() == Some(s),
+            FlatValue::Floats(fs) => v.as_array().is_some_and(|a| {
+                a.len() == fs.len() && a.iter().zip(fs.iter()).all(|(x, f)| num(x) == Some(*f))
+            }),
+        }
+    }
+}
+
+/// `[method]` as written (name, sections, flat keys; merged from defaults, file and
+/// overrides) → the chosen method's name and its complete section. Sections of other methods
+/// must hold their defaults (a setting for a method that does not run is a mistake).
+pub fn resolve(mut table: toml::Table) -> Result<(String, toml::Table), String> {
+    let name = match table.remove("name") {
+        None => default_name().to_string(),
+        Some(toml::Value::String(s)) => s,
+        Some(v) => return Err(format!("method.name is {v}: it must be a method's name")),
+    };
+    let chosen = entry(&name)?;
+    let mut section = (chosen.defaults)();
+    let mut flat = Vec::new();
+    for (key, value) in table {
+        match (REGISTRY.iter().find(|e| e.name == key), value) {
+            (Some(e), toml::Value::Table(given)) if e.name == name => {
+                for (k, v) in given {
+                    if !section.contains_key(&k) {
+                        return Err(unknown(&name, &format!("method.{name}.{k}"), &section));
+                    }
+                    section.insert(k, v);
+                }
+            }
+            (Some(e), toml::Value::Table(given)) => {
+                let defaults = (e.defaults)();
+                if let Some((k, v)) = given.iter().find(|(k, v)| defaults.get(*k) != Some(v)) {
+                    return Err(format!(
+                        "method.{}.{k} is {v} but method.name is {name:?}: settings of another method \
+                         do nothing; remove them or choose --method {}",
+                        e.name, e.name
+                    ));
+                }
+            }
+            (Some(e), v) => {
+                return Err(format!(
+                    "method.{} is {v}: it must be a section of settings ([method.{}])",
+                    e.name, e.name
+                ))
+            }
+            (None, v) => flat.push((key, v)),
+        }
+    }
+    for (key, v) in flat {
+        if section.contains_key(&key) {
+            section.insert(key, v);
+        } else if !FLAT_KEY_DEFAULTS
+            .iter()
+            .any(|(k, d)| *k == key && d.matches(&v))
+        {
+            return Err(unknown(&name, &format!("method.{key}"), &section));
+        }
+    }
+    Ok((name, section))
+}
+
+fn unknown(name: &str, key: &str, section: &toml::Table) -> String {
+    let keys: Vec<&str> = section.keys().map(String::as_str).collect();
+    let last = key.rsplit('.').next().unwrap_or(key);
+    let owners: Vec<&str> = REGISTRY
+        .iter()
+        .filter(|e| (e.defaults)().contains_key(last))
+        .map(|e| e.name)
+        .collect();
+    format!(
+        "unknown config key `{key}`: method {name:?} has {}{}",
+        match keys.is_empty() {
+            true => "no settings of its own".to_string(),
+            false => format!("the settings {} (under [method.{name}])", keys.join(", ")),
+        },
+        match owners.is_empty() {
+            true => String::new(),
+            false => format!("; `{last}` is a setting of {}", owners.join(", ")),
+        }
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(text: &str) -> toml::Table {
+        toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn every_section_parses_its_defaults_and_names_are_unique() {
+        let mut seen = std::collections::HashSet::new();
+        for e in REGISTRY {
+            assert!(seen.insert(e.name), "{} twice", e.name);
+            let spec = (e.parse)((e.defaults)()).unwrap();
+            assert!(spec.check().is_ok(), "{}", e.name);
+        }
+    }
+
+    #[test]
+    fn sections_flat_keys_and_other_methods_settings() {
+        let def = default_name();
+        let (name, s) = resolve(table("")).unwrap();
+        assert_eq!((name.as_str(), &s), (def, &(REGISTRY[0].defaults)()));
+        // a flat key is the chosen method's key of that name
+        let (_, s) = resolve(table("name = \"moco\"\nqueue_size = 64")).unwrap();
+        assert_eq!(s["queue_size"].as_integer(), Some(64));
+        let (_, s) = resolve(table("name = \"moco\"\n[moco]\nqueue_size = 32")).unwrap();
+        assert_eq!(s["queue_size"].as_integer(), Some(32));
+        // a flat key the method lacks: dropped at the old layout's default, else an error
+        let (_, s) = resolve(table("name = \"byol\"\nqueue_size = 4096")).unwrap();
+        assert!(!s.contains_key("queue_size"));
+        let e = resolve(table("name = \"byol\"\nqueue_size = 64")).unwrap_err();
+        assert!(
+            e.contains("method.queue_size") && e.contains("ema_momentum"),
+            "{e}"
+        );
+        let e = resolve(table("name = \"byol\"\n[byol]\nqueue = 1")).unwrap_err();
+        assert!(e.contains("method.byol.queue"), "{e}");
+        // another method's section: fine at its defaults, an error otherwise
+        assert!(resolve(table("name = \"byol\"\n[moco]\nqueue_size = 4096")).is_ok());
+        let e = resolve(table("name = \"byol\"\n[moco]\nqueue_size = 64")).unwrap_err();
+        assert!(
+            e.contains("method.moco.queue_size") && e.contains("byol"),
+            "{e}"
+        );
+        let e = resolve(table("name = \"nope\"")).unwrap_err();
+        assert!(e.contains("nope") && e.contains(&names().join(", ")), "{e}");
+    }
+
+    #[test]
+    fn a_run_config_of_the_flat_layout_still_loads() {
+        // config.toml as runs saved it before the per-method sections
+        let old = "name = \"simclr\"\ntemperature = 0.5\nloss = \"nt_xent\"\nmargin = 0.5\n\
+                   barlow_lambda = 0.005\nvicreg_weights = [25.0, 25.0, 1.0]\nn_pair_l2 = 0.002\n\
+                   tile_rows = 0\nema_momentum = 0.99\nqueue_size = 4096\nprototypes = 3000\n\
+                   prototype_temperature = 0.1\nsinkhorn_epsilon = 0.05\nteacher_temperature = 0.04\n\
+                   center_momentum = 0.9\n";
+        let (name, s) = resolve(table(old)).unwrap();
+        assert_eq!(name, "simclr");
+        assert_eq!(s["temperature"].as_float(), Some(0.5));
+        let (name, s) = resolve(table(
+            &old.replace("\"simclr\"", "\"dino\"")
+                .replace("temperature = 0.5", "temperature = 0.2"),
+        ))
+        .unwrap();
+        assert_eq!(name, "dino");
+        assert!(s.contains_key("teacher_temperature"));
+    }
+}

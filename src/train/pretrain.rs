@@ -1,0 +1,400 @@
+//! Pretraining into a run folder: **preflight** (everything that can be refused is refused
+//! before the folder is written) → **resume** (or start fresh) → **run** (the loop, with an
+//! observer that logs, checkpoints, shows progress and stops cleanly on Ctrl-C).
+
+use super::resume::{check_resumable, non_finite_advice};
+use super::trainer::{Flow, LoaderBatches, Schedule, StepObserver, StepRecord, Trainer};
+use super::{budget, build_model, interrupt, load_checkpoint, memory, restore_variables};
+use super::{
+    loader_data, view_recipes, FaultAt, Loader, LoaderData, LoaderSpec, Model, RunDir, RunState,
+};
+use crate::augment::ViewRecipe;
+use crate::config::TrainConfig;
+use crate::data::Splits;
+use crate::eval::{alignment, embedding_std, uniformity};
+use anyhow::{bail, Context};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::io::IsTerminal;
+use std::time::Instant;
+
+/// What a finished (or resumed-and-finished) pre-training reports.
+#[derive(Debug, Clone)]
+pub struct PretrainReport {
+    pub steps_run: u64,
+    pub total_steps: u64,
+    pub last_loss: f64,
+    /// Images (each two views) per second end to end over this session's steps.
+    pub images_per_s: f64,
+    /// Mean seconds per step the trainer waited for the loader (0 when the pipeline keeps up).
+    pub data_wait_s: f64,
+    /// Mean seconds per step the loader spent augmenting (on its own thread).
+    pub augment_s: f64,
+    pub train_seconds: f64,
+}
+
+/// A pretraining that passed its preflight and found where it starts: its model is built (and
+/// restored on resume), its run folder locked.
+pub struct Pretraining {
+    cfg: TrainConfig,
+    run: RunDir,
+    model: Model,
+    data: LoaderData,
+    recipes: Vec<ViewRecipe>,
+    state: RunState,
+    schedule: Schedule,
+    /// Restored from a checkpoint written with a fitted (time-budget) schedule.
+    opt_state: Option<Vec<(String, tch::Tensor)>>,
+}
+
+/// Pre-trains on `splits.train` into `cfg.train.out_dir`; see [`Pretraining`].
+pub fn pretrain(
+    cfg: &TrainConfig,
+    splits: &Splits,
+    resume: bool,
+) -> anyhow::Result<(PretrainReport, Model)> {
+    Pretraining::prepare(cfg, splits, resume)?.run()
+}
+
+impl Pretraining {
+    /// Preflight, then resume: with `resume`, continues from the folder's checkpoint; without,
+    /// refuses a folder that has one.
+    pub fn prepare(cfg: &TrainConfig, splits: &Splits, resume: bool) -> anyhow::Result<Self> {
+        let spec = cfg.method.spec().map_err(anyhow::Error::msg)?;
+        let (data, recipes) = preflight(cfg, splits, spec.as_ref())?;
+        let model = build_model(cfg, Some(data.images.clone()))?;
+        let run = RunDir::create(&cfg.train.out_dir)?;
+        let schedule = Schedule::new(cfg, splits.train.len());
+        let mut p = Pretraining {
+            cfg: cfg.clone(),
+            run,
+            model,
+            data,
+            recipes,
+            state: RunState {
+                step: 0,
+                total_steps: schedule.total,
+                fitted: false,
+                train_seconds: 0.0,
+                config: cfg.clone(),
+            },
+            schedule,
+            opt_state: None,
+        };
+        p.resume_or_start(resume)?;
+        Ok(p)
+    }
+
+    /// The model as it stands before the run (random init, or the resumed checkpoint's).
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    fn resume_or_start(&mut self, resume: bool) -> anyhow::Result<()> {
+        let run = &self.run;
+        let ckpt = run.checkpoint();
+        match (ckpt.exists(), resume) {
+            (false, true) => bail!(
+                "--resume: {} holds no checkpoint, so there is nothing to resume (is --out right?). \
+                 Start a new run there without --resume",
+                run.dir.display()
+            ),
+            (true, false) => bail!(
+                "{} already holds a checkpoint: pass --resume to continue that run, or choose another --out",
+                run.dir.display()
+            ),
+            (false, false) => {
+                // A fresh run: lines of an earlier attempt that never reached a checkpoint go.
+                run.truncate_log_after(0)?;
+                crate::checkpoint::write_atomic(&run.config(), self.cfg.to_toml().as_bytes())?;
+                return Ok(());
+            }
+            (true, true) => {}
+        }
+        let loaded = load_checkpoint(&ckpt)?;
+        check_resumable(&loaded.state.config, &self.cfg)
+            .with_context(|| format!("cannot resume from {}", ckpt.display()))?;
+        restore_variables(&self.model.vs, &loaded.model, &ckpt)?;
+        let s = &mut self.state;
+        s.step = loaded.state.step;
+        s.train_seconds = loaded.state.train_seconds;
+        if loaded.state.fitted {
+            self.schedule = self.schedule.fitted(loaded.state.total_steps);
+            (s.total_steps, s.fitted) = (loaded.state.total_steps, true);
+        }
+        if s.step >= s.total_steps {
+            bail!(
+                "{} is complete: all {} steps are trained, so there is nothing to resume. Evaluate it \
+                 with `selfsup eval --run {}`, or train it longer with a larger --epochs and --resume",
+                run.dir.display(),
+                s.step,
+                run.dir.display()
+            );
+        }
+        run.truncate_log_after(s.step)?;
+        self.opt_state = Some(loaded.optim);
+        eprintln!(
+            "resuming {} at step {}/{}",
+            run.dir.display(),
+            s.step,
+            s.total_steps
+        );
+        Ok(())
+    }
+
+    /// Fits a time budget (once per run), trains the remaining steps, exports the encoder.
+    pub fn run(mut self) -> anyhow::Result<(PretrainReport, Model)> {
+        let cfg = &self.cfg;
+        let t = &cfg.train;
+        if let (Some(minutes), false) = (t.minutes, self.state.fitted) {
+            let c = budget::calibrate(cfg, &self.data, &self.recipes)?;
+            // the run's own first step repeats the calibration's one-time work
+            let spent = c.seconds
+                + if self.state.step == 0 {
+                    c.first_step_extra_s
+                } else {
+                    0.0
+                };
+            let total = budget::steps_that_fit(
+                minutes * 60.0,
+                spent,
+                c.seconds_per_step,
+                self.schedule.total,
+            );
+            self.schedule = self.schedule.fitted(total);
+            (self.state.total_steps, self.state.fitted) = (total, true);
+            self.state.train_seconds += c.seconds;
+            eprintln!(
+                "time budget {minutes} min: {total} steps ({:.2} epochs) fit at {:.3} s/step (measured in {:.0} s)",
+                total as f64 / self.schedule.steps_per_epoch as f64,
+                c.seconds_per_step,
+                c.seconds
+            );
+        }
+        let (start, total) = (self.state.step, self.state.total_steps);
+        let loader = Loader::spawn(LoaderSpec {
+            data: self.data.clone(),
+            recipes: self.recipes.clone(),
+            batch_size: t.batch_size,
+            seed: t.seed,
+            steps: start..total,
+            prefetch: t.prefetch,
+        });
+        let mut batches = LoaderBatches {
+            loader,
+            channels_last: cfg.model.uses_channels_last(),
+        };
+        let mut trainer = Trainer::new(&mut self.model, cfg, self.schedule);
+        if let Some(saved) = &self.opt_state {
+            trainer
+                .opt
+                .load_state(saved)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", self.run.checkpoint().display()))?;
+        }
+        let mut observer = RunObserver::new(cfg, &self.run, self.state.clone(), start);
+        let _armed = interrupt::arm();
+        let ran = trainer
+            .run(start..total, &mut batches, &mut observer)
+            .map_err(|e| match e.downcast_ref::<FaultAt>() {
+                Some(fault) => anyhow::anyhow!(
+                    "{fault}: training stopped before the update. {}",
+                    non_finite_advice(&self.run, cfg)
+                ),
+                None => e,
+            });
+        drop(batches);
+        observer.bar.finish_and_clear();
+        ran?;
+        if let Some(stop) = observer.interrupted.take() {
+            return Err(stop.into());
+        }
+        self.run
+            .export_encoder(&self.model.vs, crate::method::ENCODER_PREFIX)?;
+        let steps_run = total - start;
+        let secs = observer.session.elapsed().as_secs_f64();
+        let report = PretrainReport {
+            steps_run,
+            total_steps: total,
+            last_loss: observer.last_loss,
+            images_per_s: steps_run as f64 * t.batch_size as f64 / secs.max(1e-9),
+            data_wait_s: observer.wait_total / steps_run.max(1) as f64,
+            augment_s: observer.augment_total / steps_run.max(1) as f64,
+            train_seconds: observer.state.train_seconds,
+        };
+        Ok((report, self.model))
+    }
+}
+
+/// Everything refused before the run folder is written: too few images, a batch or a
+/// method's state that cannot fit in memory, view sizes the images cannot give, labels the
+/// method needs and the data lacks. Returns the loader's data and the view recipes.
+fn preflight(
+    cfg: &TrainConfig,
+    splits: &Splits,
+    spec: &dyn crate::method::MethodSpec,
+) -> anyhow::Result<(LoaderData, Vec<ViewRecipe>)> {
+    let t = &cfg.train;
+    let n = splits.train.len();
+    if n < 2 {
+        bail!(
+            "the training split has {n} image(s): self-supervised training compares images in a batch \
+             and needs at least 2 (and ideally hundreds); add images to --data"
+        );
+    }
+    if n < t.batch_size {
+        bail!(
+            "train.batch_size is {} but the training split has only {n} images: lower --batch-size to at most {n}",
+            t.batch_size
+        );
+    }
+    let size = splits.train.images.input_side();
+    if let Some(mut available) = memory::available_bytes() {
+        if let Some((bytes, what, setting)) = spec.state_bytes(cfg.model.projection_dim) {
+            available = memory::check_state_fits(bytes, &what, setting, available)
+                .map_err(anyhow::Error::msg)?;
+        }
+        let shape = memory::StepShape {
+            size,
+            batch: t.batch_size,
+            small_crops: cfg.data.small_crops,
+            small_size: super::small_crop_size(&cfg.data, size),
+            tiled: !spec.similarity_matrix(),
+        };
+        memory::check_fits(&cfg.model.resnet(), &shape, available).map_err(anyhow::Error::msg)?;
+    }
+    let recipes = view_recipes(&cfg.data, spec.views(), size);
+    for r in &recipes {
+        r.validate()?;
+        if r.out_size > size {
+            bail!(
+                "data.small_crop_size is {} but the images are {size} px: small crops must be at most {size}",
+                r.out_size
+            );
+        }
+    }
+    Ok((loader_data(&splits.train, spec)?, recipes))
+}
+
+/// The pretraining loop's observer: metrics lines, checkpoints (every `checkpoint_every`
+/// steps, at every epoch end and at the end), the progress bar or plain progress lines, and a
+/// clean stop with a checkpoint when Ctrl-C is pressed.
+struct RunObserver<'a> {
+    cfg: &'a TrainConfig,
+    run: &'a RunDir,
+    state: RunState,
+    start: u64,
+    bar: ProgressBar,
+    session: Instant,
+    seconds_before: f64,
+    window: (Instant, u64),
+    plain_progress: Option<Instant>,
+    last_loss: f64,
+    wait_total: f64,
+    augment_total: f64,
+    interrupted: Option<interrupt::Interrupted>,
+}
+
+impl<'a> RunObserver<'a> {
+    fn new(cfg: &'a TrainConfig, run: &'a RunDir, state: RunState, start: u64) -> Self {
+        let seconds_before = state.train_seconds;
+        RunObserver {
+            bar: progress_bar(state.total_steps, start),
+            cfg,
+            run,
+            state,
+            start,
+            session: Instant::now(),
+            seconds_before,
+            window: (Instant::now(), 0),
+            plain_progress: (!std::io::stderr().is_terminal()).then(Instant::now),
+            last_loss: f64::NAN,
+            wait_total: 0.0,
+            augment_total: 0.0,
+            interrupted: None,
+        }
+    }
+
+    fn checkpoint(&mut self, done: u64, trainer: &Trainer) -> anyhow::Result<()> {
+        self.state.step = done;
+        self.state.train_seconds = self.seconds_before + self.session.elapsed().as_secs_f64();
+        self.run
+            .save_checkpoint(&trainer.model.vs, &trainer.opt.state(), &self.state)
+    }
+}
+
+impl StepObserver for RunObserver<'_> {
+    fn after_step(&mut self, r: &StepRecord, trainer: &Trainer) -> anyhow::Result<Flow> {
+        let t = &self.cfg.train;
+        let (loss, out) = (r.done.loss, &r.done.out);
+        let (done, total, per_epoch) = (r.ctx.step + 1, r.ctx.total_steps, r.ctx.steps_per_epoch);
+        self.last_loss = loss;
+        self.wait_total += r.wait_s;
+        self.augment_total += r.augment_s;
+        self.bar.inc(1);
+        let last = done == total;
+        if done % t.log_every as u64 == 0 || last {
+            let secs = self.window.0.elapsed().as_secs_f64();
+            let ips =
+                (done - self.start - self.window.1) as f64 * t.batch_size as f64 / secs.max(1e-9);
+            self.window = (Instant::now(), done - self.start);
+            self.bar
+                .set_message(format!("loss {loss:.4} | {ips:.0} img/s"));
+            self.run.log(&serde_json::json!({
+                "step": done, "epoch": (done - 1) / per_epoch, "loss": loss, "lr": r.ctx.lr,
+                "grad_norm": r.done.grad_norm, "images_per_s": ips,
+                "embedding_std": embedding_std(&out.embeddings),
+                "alignment": alignment(&out.embeddings, &out.embeddings_b),
+                "uniformity": uniformity(&out.embeddings),
+            }))?;
+        }
+        let epoch_end = done % per_epoch == 0;
+        if done % t.checkpoint_every as u64 == 0 || epoch_end || last {
+            self.checkpoint(done, trainer)?;
+        }
+        if epoch_end {
+            self.bar.println(format!(
+                "epoch {}/{}: loss {loss:.4}",
+                done / per_epoch,
+                t.epochs
+            ));
+        }
+        if self
+            .plain_progress
+            .is_some_and(|p| p.elapsed().as_secs_f64() >= t.progress_seconds)
+        {
+            // no terminal (a log file, CI, nohup): the bar is hidden, so a plain line instead
+            let secs = self.session.elapsed().as_secs_f64();
+            let eta = secs / (done - self.start) as f64 * (total - done) as f64;
+            eprintln!(
+                "step {done}/{total}: loss {loss:.4}, {:.0} img/s, {:.1} min left",
+                (done - self.start) as f64 * t.batch_size as f64 / secs.max(1e-9),
+                eta / 60.0
+            );
+            self.plain_progress = Some(Instant::now());
+        }
+        if interrupt::requested() && !last {
+            if self.state.step != done {
+                self.checkpoint(done, trainer)?;
+            }
+            self.interrupted = Some(interrupt::Interrupted {
+                step: done,
+                total,
+                dir: self.run.dir.clone(),
+            });
+            return Ok(Flow::Stop);
+        }
+        Ok(Flow::Continue)
+    }
+}
+
+fn progress_bar(total: u64, start: u64) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr_with_hz(4));
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} steps | {msg} | {elapsed_precise} ETA {eta_precise}",
+        )
+        .expect("valid template"),
+    );
+    bar.set_position(start);
+    bar.reset_eta();
+    bar
+}
