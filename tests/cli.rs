@@ -190,6 +190,7 @@ fn every_method_and_two_view_loss_trains_from_the_cli() {
             "--set",
             "train.epochs=2", // re-clusters at the start of epoch 2
         ],
+        vec!["--method", "nnclr", "--set", "method.queue_size=64"],
         vec!["--loss", "dcl"],
         vec!["--loss", "nt_xent_tiled", "--set", "method.tile_rows=5"],
         vec!["--loss", "triplet"],

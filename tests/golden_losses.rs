@@ -68,6 +68,10 @@ fn cases() -> Vec<(&'static str, Vec<&'static str>)> {
         ),
         ("supcon", m("supcon")),
         (
+            "nnclr",
+            vec!["--method", "nnclr", "--set", "method.queue_size=64"],
+        ),
+        (
             "loss=nt_xent_tiled",
             vec!["--loss", "nt_xent_tiled", "--set", "method.tile_rows=5"],
         ),

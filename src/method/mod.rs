@@ -18,6 +18,7 @@ pub mod dino;
 pub mod ema;
 pub mod kmeans;
 pub mod moco;
+pub mod nnclr;
 pub mod queue;
 pub mod registry;
 pub mod simclr;

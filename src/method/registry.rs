@@ -43,6 +43,7 @@ pub static REGISTRY: &[MethodEntry] = &[
     row::<dino::DinoConfig>(),
     row::<deepcluster::DeepClusterConfig>(),
     row::<supcon::SupConConfig>(),
+    row::<super::nnclr::NnclrConfig>(),
 ];
 
 /// The method of `method.name` when none is given.
