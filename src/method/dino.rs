@@ -24,12 +24,13 @@ pub struct DinoConfig {
     pub prototypes: usize,
     /// Student temperature τ_s. Default 0.1.
     pub prototype_temperature: f64,
-    /// Teacher temperature τ_t after the warm-up (sharpening). Default 0.04.
+    /// Teacher temperature τ_t after the warm-up (sharpening). Default 0.07 (the paper: "a
+    /// linear warm-up from 0.04 to 0.07 during the first 30 epochs").
     pub teacher_temperature: f64,
     /// Teacher temperature at step 0; τ_t rises linearly from it to `teacher_temperature`
     /// over `teacher_warmup_epochs`. Default 0.04.
     pub teacher_temperature_start: f64,
-    /// Epochs of the teacher-temperature warm-up (fractions allowed; 0: none). Default 0.
+    /// Epochs of the teacher-temperature warm-up (fractions allowed; 0: none). Default 30.
     pub teacher_warmup_epochs: f64,
     /// Centre momentum m_c: `c ← m_c·c + (1 − m_c)·mean(teacher outputs)`. Default 0.9.
     pub center_momentum: f64,
@@ -42,9 +43,9 @@ impl Default for DinoConfig {
         DinoConfig {
             prototypes: 3000,
             prototype_temperature: 0.1,
-            teacher_temperature: 0.04,
+            teacher_temperature: 0.07,
             teacher_temperature_start: 0.04,
-            teacher_warmup_epochs: 0.0,
+            teacher_warmup_epochs: 30.0,
             center_momentum: 0.9,
             ema_momentum: 0.99,
         }

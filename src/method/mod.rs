@@ -177,6 +177,11 @@ pub trait MethodSpec: std::fmt::Debug {
     fn default_lr(&self) -> Option<f64> {
         None
     }
+    /// Variable-name prefixes trained at the peak learning rate in every step, outside the
+    /// warm-up and cosine schedule (SimSiam's predictor, §4.3 of the paper).
+    fn constant_lr_prefixes(&self) -> Vec<&'static str> {
+        Vec::new()
+    }
     /// Builds the method, creating its variables in `vs`.
     fn build(&self, vs: &nn::VarStore, ctx: &BuildContext) -> anyhow::Result<Box<dyn Method>>;
 }

@@ -9,14 +9,21 @@ use serde::{Deserialize, Serialize};
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
-/// `[method.simsiam]`. Without `optim.lr`, SimSiam trains at its paper's base learning rate
-/// 0.05 (× batch / 256 in the paper; at batch 256, 0.05), not the global default.
+/// `[method.simsiam]`: the paper's recipe (Chen & He 2021, §3 and §4.3, CIFAR appendix).
+/// Without `optim.lr`, SimSiam trains at the paper's base learning rate 0.05 (× batch / 256 in
+/// the paper), not the global default.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SimSiamConfig {
-    /// Hidden width of the bottleneck predictor; 0: a quarter of `model.projection_dim` (the
-    /// paper's 512 for 2048). Default 0.
+    /// Output dimension of the projector and the predictor; 0: `model.projection_dim`.
+    /// Default 2048 (the paper).
+    pub out_dim: usize,
+    /// Hidden width of the bottleneck predictor; 0: a quarter of the output. Default 512 (the
+    /// paper's, for 2048).
     pub predictor_hidden: usize,
+    /// Train the predictor at the constant peak learning rate, not the decayed one (§4.3:
+    /// "using a fixed learning rate for the predictor ... works better"). Default true.
+    pub fixed_predictor_lr: bool,
 }
 
 /// SimSiam's learning rate when `optim.lr` is not given.
@@ -25,7 +32,9 @@ pub const SIMSIAM_LR: f64 = 0.05;
 impl Default for SimSiamConfig {
     fn default() -> Self {
         SimSiamConfig {
-            predictor_hidden: 0,
+            out_dim: 2048,
+            predictor_hidden: 512,
+            fixed_predictor_lr: true,
         }
     }
 }
@@ -38,6 +47,13 @@ impl MethodSection for SimSiamConfig {
 impl MethodSpec for SimSiamConfig {
     fn default_lr(&self) -> Option<f64> {
         Some(SIMSIAM_LR)
+    }
+
+    fn constant_lr_prefixes(&self) -> Vec<&'static str> {
+        match self.fixed_predictor_lr {
+            true => vec!["predictor."],
+            false => Vec::new(),
+        }
     }
 
     fn build(&self, vs: &nn::VarStore, ctx: &BuildContext) -> anyhow::Result<Box<dyn Method>> {
@@ -62,7 +78,10 @@ impl SimSiam {
         let backbone = ctx.backbone(&p)?;
         let d = backbone.out_dim();
         let hidden = ctx.hidden_or(4 * d);
-        let out = ctx.projection_dim;
+        let out = match cfg.out_dim {
+            0 => ctx.projection_dim,
+            o => o as i64,
+        };
         let projection = Mlp::new(
             &(&p / "projection"),
             &[
@@ -134,7 +153,12 @@ mod tests {
     #[test]
     fn the_gradient_reaches_the_encoder_only_through_the_predictor_side() {
         let vs = nn::VarStore::new(tch::Device::Cpu);
-        let mut m = SimSiam::new(&vs, &tiny_context(), &SimSiamConfig::default()).unwrap();
+        let cfg = SimSiamConfig {
+            out_dim: 0,
+            predictor_hidden: 0,
+            ..Default::default()
+        };
+        let mut m = SimSiam::new(&vs, &tiny_context(), &cfg).unwrap();
         let out = m.step(&tiny_views(8, 2), None, &at(0, 1)).unwrap();
         let l = out.loss.double_value(&[]);
         assert!((-1.0..=1.0).contains(&l), "a negative cosine: {l}");
@@ -147,5 +171,18 @@ mod tests {
             assert!(vs.variables()[n].grad().defined(), "{n}");
         }
         train_a_few_steps(&vs, &mut m);
+        assert_eq!(
+            vs.variables()["predictor.layers.0.linear.weight"].size(),
+            [4, 16],
+            "0: a quarter of model.projection_dim"
+        );
+        let paper = SimSiamConfig::default();
+        assert_eq!(paper.constant_lr_prefixes(), ["predictor."]);
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        SimSiam::new(&vs, &tiny_context(), &paper).unwrap();
+        assert_eq!(
+            vs.variables()["predictor.layers.0.linear.weight"].size(),
+            [512, 2048]
+        );
     }
 }

@@ -12,6 +12,9 @@ use tch::{nn::VarStore, Tensor};
 pub struct Sgd {
     params: Vec<(String, Tensor)>,
     momentum_buffers: Vec<Tensor>,
+    /// A learning rate held constant for a parameter whatever `step` is given (SimSiam's
+    /// predictor); None: the step's.
+    held_lr: Vec<Option<f64>>,
     pub momentum: f64,
     pub weight_decay: f64,
 }
@@ -28,6 +31,7 @@ impl Sgd {
         params.sort_by(|a, b| a.0.cmp(&b.0));
         let momentum_buffers = params.iter().map(|(_, p)| p.zeros_like()).collect();
         Sgd {
+            held_lr: vec![None; params.len()],
             params,
             momentum_buffers,
             momentum,
@@ -63,10 +67,30 @@ impl Sgd {
             .double_value(&[])
     }
 
-    /// One update with learning rate `lr`; parameters without a gradient are left alone.
+    /// Updates the parameters whose names start with `prefix` at `lr` in every step, whatever
+    /// the schedule gives the others; returns how many there are.
+    pub fn hold_lr(&mut self, prefix: &str, lr: f64) -> usize {
+        let mut n = 0;
+        for ((name, _), held) in self.params.iter().zip(self.held_lr.iter_mut()) {
+            if name.starts_with(prefix) {
+                *held = Some(lr);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// One update with learning rate `lr` (or a held one, [`Sgd::hold_lr`]); parameters
+    /// without a gradient are left alone.
     pub fn step(&mut self, lr: f64) {
         tch::no_grad(|| {
-            for ((_, p), b) in self.params.iter_mut().zip(self.momentum_buffers.iter_mut()) {
+            for (((_, p), b), held) in self
+                .params
+                .iter_mut()
+                .zip(self.momentum_buffers.iter_mut())
+                .zip(&self.held_lr)
+            {
+                let lr = held.unwrap_or(lr);
                 let g = p.grad();
                 if !g.defined() {
                     continue;
@@ -115,6 +139,20 @@ impl Sgd {
 mod tests {
     use super::*;
     use tch::{nn, Device, Kind};
+
+    #[test]
+    fn a_held_learning_rate_ignores_the_steps() {
+        let vs = VarStore::new(Device::Cpu);
+        let a = vs.root().var_copy("a", &Tensor::from_slice(&[1.0f32]));
+        let h = (vs.root() / "head").var_copy("w", &Tensor::from_slice(&[1.0f32]));
+        let mut opt = Sgd::new(&vs, 0.0, 0.0);
+        assert_eq!(opt.hold_lr("head.", 0.5), 1);
+        opt.zero_grad();
+        (&a * 1.0 + &h * 1.0).sum(Kind::Float).backward(); // both gradients 1
+        opt.step(0.1);
+        assert!((a.double_value(&[0]) - 0.9).abs() < 1e-6);
+        assert!((h.double_value(&[0]) - 0.5).abs() < 1e-6);
+    }
 
     #[test]
     fn matches_the_update_rule_by_hand() {

@@ -146,9 +146,13 @@ pub struct Trainer<'m> {
 }
 
 impl<'m> Trainer<'m> {
-    /// SGD with the config's momentum and weight decay over the model's trainable variables.
+    /// SGD with the config's momentum and weight decay over the model's trainable variables
+    /// (those the method asks for at the constant peak learning rate, the others scheduled).
     pub fn new(model: &'m mut Model, cfg: &TrainConfig, schedule: Schedule) -> Self {
-        let opt = Sgd::new(&model.vs, cfg.optim.momentum, cfg.optim.weight_decay);
+        let mut opt = Sgd::new(&model.vs, cfg.optim.momentum, cfg.optim.weight_decay);
+        for prefix in model.spec.constant_lr_prefixes() {
+            opt.hold_lr(prefix, schedule.lr);
+        }
         Trainer {
             model,
             opt,
