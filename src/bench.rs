@@ -73,8 +73,9 @@ pub fn time_train_step(
         Targets::ImageIndices => Some(indices),
     };
     let total = (warm + steps) as u64;
-    let schedule = Schedule::new(cfg, images.len()).constant(cfg.lr());
-    let schedule = Schedule { total, ..schedule };
+    let schedule = Schedule::new(cfg, images.len())
+        .constant(cfg.lr())
+        .fitted(total);
     let mut timing = Timing::start();
     let x = Tensor::cat(&views[..2], 0);
     let mut same = SameBatch(Batch {
@@ -157,10 +158,14 @@ pub fn time_end_to_end(
     let mut model = build_model(cfg, Some(data.images.clone()))?;
     let size = train.images.input_side();
     let total = (warm + steps) as u64;
+    let schedule = Schedule::new(cfg, train.len())
+        .constant(cfg.lr())
+        .fitted(total);
     let loader = Loader::spawn(LoaderSpec {
         data,
         recipes: view_recipes(&cfg.data, spec.views(), size),
         batch_size: b,
+        steps_per_epoch: schedule.steps_per_epoch,
         seed: cfg.train.seed,
         steps: 0..total,
         prefetch: cfg.train.prefetch,
@@ -169,8 +174,6 @@ pub fn time_end_to_end(
         loader,
         channels_last: cfg.model.uses_channels_last(),
     };
-    let schedule = Schedule::new(cfg, train.len()).constant(cfg.lr());
-    let schedule = Schedule { total, ..schedule };
     let mut timing = Timing::start();
     Trainer::new(&mut model, cfg, schedule).run(0..total, &mut batches, &mut timing)?;
     let secs: f64 = timing.step_s[warm..].iter().sum();

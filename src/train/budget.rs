@@ -54,13 +54,15 @@ pub fn calibrate(
     let start = Instant::now();
     let mut model = build_model(cfg, Some(data.images.clone()))?;
     let total = SKIP + MEASURE;
-    let schedule = Schedule::new(cfg, data.images.len()).constant(0.0);
-    let schedule = Schedule { total, ..schedule };
+    let schedule = Schedule::new(cfg, data.images.len())
+        .constant(0.0)
+        .fitted(total);
     let t = &cfg.train;
     let loader = Loader::spawn(LoaderSpec {
         data: data.clone(),
         recipes: recipes.to_vec(),
         batch_size: t.batch_size,
+        steps_per_epoch: schedule.steps_per_epoch,
         seed: t.seed,
         steps: 0..total,
         prefetch: t.prefetch,

@@ -65,6 +65,8 @@ struct BatchMaker {
     data: LoaderData,
     recipes: Vec<ViewRecipe>,
     batch_size: usize,
+    /// From the run's [`Schedule`](super::Schedule): at most `N / B`.
+    steps_per_epoch: u64,
     seed: u64,
     next_step: u64,
     end: u64,
@@ -73,7 +75,7 @@ struct BatchMaker {
 }
 
 impl BatchMaker {
-    fn next(&mut self) -> Option<ViewBatch> {
+    fn make_next(&mut self) -> Option<ViewBatch> {
         if self.next_step >= self.end {
             return None;
         }
@@ -81,7 +83,7 @@ impl BatchMaker {
         self.next_step += 1;
         let t = Instant::now();
         let (n, b) = (self.data.images.len(), self.batch_size);
-        let steps_per_epoch = (n / b) as u64;
+        let steps_per_epoch = self.steps_per_epoch;
         let epoch = step / steps_per_epoch;
         if self.perm.0 != epoch {
             self.perm = (epoch, epoch_permutation(self.seed, epoch, n));
@@ -140,6 +142,8 @@ pub struct LoaderSpec {
     pub data: LoaderData,
     pub recipes: Vec<ViewRecipe>,
     pub batch_size: usize,
+    /// The schedule's `⌊N / B⌋` (each epoch's permutation is cut into this many batches).
+    pub steps_per_epoch: u64,
     pub seed: u64,
     pub steps: std::ops::Range<u64>,
     /// Batches prepared ahead on a background thread; 0: in the caller's thread.
@@ -149,10 +153,13 @@ pub struct LoaderSpec {
 impl Loader {
     pub fn spawn(spec: LoaderSpec) -> Self {
         let prefetch = spec.prefetch;
+        let whole_batches = (spec.data.images.len() / spec.batch_size.max(1)).max(1) as u64;
+        let steps_per_epoch = spec.steps_per_epoch.clamp(1, whole_batches);
         let mut maker = BatchMaker {
             data: spec.data,
             recipes: spec.recipes,
             batch_size: spec.batch_size,
+            steps_per_epoch,
             seed: spec.seed,
             next_step: spec.steps.start,
             end: spec.steps.end,
@@ -165,7 +172,7 @@ impl Loader {
         }
         let (tx, rx) = sync_channel(prefetch);
         let handle = std::thread::spawn(move || {
-            while let Some(batch) = maker.next() {
+            while let Some(batch) = maker.make_next() {
                 if tx.send(batch).is_err() {
                     return; // the trainer stopped early
                 }
@@ -178,12 +185,16 @@ impl Loader {
             },
         }
     }
+}
+
+impl Iterator for Loader {
+    type Item = ViewBatch;
 
     /// The next batch, or None when the steps are done.
-    pub fn next(&mut self) -> Option<ViewBatch> {
+    fn next(&mut self) -> Option<ViewBatch> {
         match &mut self.source {
             Source::Background { rx, .. } => rx.recv().ok(),
-            Source::InThread(maker) => maker.next(),
+            Source::InThread(maker) => maker.make_next(),
         }
     }
 }

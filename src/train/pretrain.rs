@@ -175,6 +175,7 @@ impl Pretraining {
             data: self.data.clone(),
             recipes: self.recipes.clone(),
             batch_size: t.batch_size,
+            steps_per_epoch: self.schedule.steps_per_epoch,
             seed: t.seed,
             steps: start..total,
             prefetch: t.prefetch,
