@@ -28,7 +28,7 @@ fn pretrain_eval_embed_on_tiny_synthetic_data() {
     }
     // 80 images / batch 16 = 5 steps per epoch, 2 epochs; one metrics line per 10 steps + eval.
     let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
-    let last: serde_json::Value = serde_json::from_str(metrics.lines().nth(0).unwrap()).unwrap();
+    let last: serde_json::Value = serde_json::from_str(metrics.lines().next().unwrap()).unwrap();
     assert_eq!(last["step"], 10);
     assert!(last["loss"].as_f64().unwrap().is_finite());
 

@@ -75,7 +75,8 @@ impl TrainConfig {
         if t.checkpoint_every == 0 || t.log_every == 0 {
             return bad("train.checkpoint_every and train.log_every must be ≥ 1".into());
         }
-        if self.eval.knn_k == 0 || !(self.eval.knn_t > 0.0) || self.eval.batch_size == 0 {
+        let knn_t_positive = self.eval.knn_t.is_finite() && self.eval.knn_t > 0.0;
+        if self.eval.knn_k == 0 || !knn_t_positive || self.eval.batch_size == 0 {
             return bad("eval.knn_k and eval.batch_size must be ≥ 1 and eval.knn_t > 0".into());
         }
         if self.data.image_size == Some(0) || self.data.synthetic_size < 8 {

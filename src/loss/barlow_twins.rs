@@ -66,7 +66,7 @@ mod tests {
         let mut l = 0.0;
         for i in 0..d {
             for j in 0..d {
-                let c = (0..n).map(|k| a[k][i] * b[k][j]).sum::<f64>() / n as f64;
+                let c = a.iter().zip(&b).map(|(ra, rb)| ra[i] * rb[j]).sum::<f64>() / n as f64;
                 l += if i == j {
                     (1.0 - c).powi(2)
                 } else {

@@ -95,7 +95,7 @@ fn tiled_row_cross_entropy(
                 &targets.narrow(0, s, r).unsqueeze(1),
                 &minus_one.narrow(0, 0, r),
             ) / (n as f64 * temperature);
-            let _ = grad_q.narrow(0, s, r).copy_(&g.matmul(&kd)); // [r, D]
+            grad_q.narrow(0, s, r).copy_(&g.matmul(&kd)); // [r, D]
             let _ = grad_k.g_add_(&g.tr().matmul(&qd.narrow(0, s, r))); // [M, D]
         }
         (value, grad_q, grad_k)

@@ -168,15 +168,15 @@ mod tests {
             opt.zero_grad();
             (&w * &w).sum(Kind::Float).backward();
             opt.step(0.05);
-            for i in 0..2 {
-                let g = 2.0 * expect[i] + 0.1 * expect[i];
-                buf[i] = 0.9 * buf[i] + g;
-                expect[i] -= 0.05 * buf[i];
+            for (e, b) in expect.iter_mut().zip(buf.iter_mut()) {
+                let g = 2.0 * *e + 0.1 * *e;
+                *b = 0.9 * *b + g;
+                *e -= 0.05 * *b;
             }
         }
-        for i in 0..2 {
+        for (i, e) in expect.iter().enumerate() {
             let got = w.double_value(&[i as i64]);
-            assert!((got - expect[i]).abs() < 1e-6, "{got} vs {}", expect[i]);
+            assert!((got - e).abs() < 1e-6, "{got} vs {e}");
         }
     }
 
