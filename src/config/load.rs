@@ -63,13 +63,7 @@ impl TrainConfig {
     /// The peak learning rate: `optim.lr`, else the method's own, else
     /// [`OptimConfig::DEFAULT_LR`].
     pub fn lr(&self) -> f64 {
-        self.optim.lr.unwrap_or_else(|| {
-            self.method
-                .spec()
-                .ok()
-                .and_then(|s| s.default_lr())
-                .unwrap_or(OptimConfig::DEFAULT_LR)
-        })
+        lr_for(&self.optim, self.method.spec().ok().as_deref())
     }
 
     /// Every setting as `section.key` (`method.<name>.key` for the method's) → its value as a
@@ -85,6 +79,14 @@ impl TrainConfig {
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("config serialises")
     }
+}
+
+/// `optim.lr`, else the method's own learning rate, else [`OptimConfig::DEFAULT_LR`].
+fn lr_for(optim: &OptimConfig, spec: Option<&dyn crate::method::MethodSpec>) -> f64 {
+    optim
+        .lr
+        .or_else(|| spec.and_then(|s| s.default_lr()))
+        .unwrap_or(OptimConfig::DEFAULT_LR)
 }
 
 fn flatten(table: &toml::Table, prefix: &str, out: &mut BTreeMap<String, String>) {
@@ -205,4 +207,38 @@ fn apply_override(table: &mut toml::Table, text: &str) -> Result<(), ConfigError
         src = toml::Table::from_iter([(p.to_string(), toml::Value::Table(src))]);
     }
     merge(table, src, "")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::method::{BuildContext, Method, MethodSpec};
+
+    #[derive(Debug)]
+    struct OwnLr;
+
+    impl MethodSpec for OwnLr {
+        fn default_lr(&self) -> Option<f64> {
+            Some(0.05)
+        }
+        fn build(
+            &self,
+            _: &tch::nn::VarStore,
+            _: &BuildContext,
+        ) -> anyhow::Result<Box<dyn Method>> {
+            anyhow::bail!("not built in this test")
+        }
+    }
+
+    #[test]
+    fn the_learning_rate_is_the_flags_else_the_methods_else_the_global_default() {
+        let unset = OptimConfig::default();
+        assert_eq!(lr_for(&unset, Some(&OwnLr)), 0.05);
+        assert_eq!(lr_for(&unset, None), OptimConfig::DEFAULT_LR);
+        let given = OptimConfig {
+            lr: Some(0.2),
+            ..Default::default()
+        };
+        assert_eq!(lr_for(&given, Some(&OwnLr)), 0.2);
+    }
 }
