@@ -101,13 +101,7 @@ impl Method for Byol {
         _targets: Option<&Tensor>,
         _ctx: &StepContext,
     ) -> anyhow::Result<StepOutput> {
-        anyhow::ensure!(
-            views.len() == 2,
-            "BYOL takes 2 views per image, got {}",
-            views.len()
-        );
-        let k = views[0].size()[0];
-        let x = Tensor::cat(views, 0); // [2K, 3, H, W]
+        let (k, x) = super::two_views(views, "BYOL")?; // x: [2K, 3, H, W]
         let z = self
             .projection
             .forward_t(&self.backbone.forward_t(&x, true), true); // [2K, D]

@@ -152,13 +152,7 @@ impl Method for MoCo {
         _targets: Option<&Tensor>,
         _ctx: &StepContext,
     ) -> anyhow::Result<StepOutput> {
-        anyhow::ensure!(
-            views.len() == 2,
-            "MoCo takes 2 views per image, got {}",
-            views.len()
-        );
-        let k = views[0].size()[0];
-        let x = Tensor::cat(views, 0); // [2K, 3, H, W]
+        let (k, x) = super::two_views(views, "MoCo")?; // x: [2K, 3, H, W]
         let q = l2_normalize(
             &self
                 .projection

@@ -196,6 +196,17 @@ pub trait MethodSection:
     const SUMMARY: &'static str;
 }
 
+/// The two views of a two-view method's batch as one batch: `(K, [x_a; x_b])`, [2K, 3, H, W]
+/// (BatchNorm then sees both views, as in SimCLR); `method` names it in the error.
+pub fn two_views(views: &[Tensor], method: &str) -> anyhow::Result<(i64, Tensor)> {
+    anyhow::ensure!(
+        views.len() == 2,
+        "{method} takes 2 views per image, got {}",
+        views.len()
+    );
+    Ok((views[0].size()[0], Tensor::cat(views, 0)))
+}
+
 /// `"<what> is <v>: it must be > 0"` unless `v` is finite and positive.
 pub fn positive(what: &str, v: f64) -> Result<(), String> {
     match v.is_finite() && v > 0.0 {

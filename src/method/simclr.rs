@@ -127,13 +127,7 @@ impl Method for TwoViewNet {
         _targets: Option<&Tensor>,
         _ctx: &StepContext,
     ) -> anyhow::Result<StepOutput> {
-        anyhow::ensure!(
-            views.len() == 2,
-            "this method takes 2 views per image, got {}",
-            views.len()
-        );
-        let k = views[0].size()[0];
-        let x = Tensor::cat(views, 0); // [2K, 3, H, W]
+        let (k, x) = super::two_views(views, "this method")?; // x: [2K, 3, H, W]
         let h = self.backbone.forward_t(&x, true); // [2K, D]
         let z = self.projection.forward_t(&h, true); // [2K, 128]
         let (za, zb) = (z.narrow(0, 0, k), z.narrow(0, k, k)); // [K, 128] each

@@ -76,15 +76,10 @@ impl Method for SupCon {
         labels: Option<&Tensor>,
         _ctx: &StepContext,
     ) -> anyhow::Result<StepOutput> {
-        anyhow::ensure!(
-            views.len() == 2,
-            "SupCon takes 2 views per image, got {}",
-            views.len()
-        );
+        let (k, x) = super::two_views(views, "SupCon")?; // x: [2K, 3, H, W]
         let Some(y) = labels else {
             anyhow::bail!("SupCon needs the class labels of the batch's images");
         };
-        let k = views[0].size()[0];
         anyhow::ensure!(
             y.size() == [k],
             "SupCon: {} labels for {k} images",
@@ -92,7 +87,7 @@ impl Method for SupCon {
         );
         let z = self
             .projection
-            .forward_t(&self.backbone.forward_t(&Tensor::cat(views, 0), true), true);
+            .forward_t(&self.backbone.forward_t(&x, true), true);
         let loss = supcon(&z, &Tensor::cat(&[y, y], 0), self.temperature)?;
         Ok(StepOutput {
             loss,
