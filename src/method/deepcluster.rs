@@ -127,11 +127,8 @@ impl DeepCluster {
              DeepCluster needs at most one cluster per image; pass --set method.prototypes=<at most {n}>",
             cfg.prototypes
         );
-        let backbone = ctx.backbone(p)?;
-        let d = backbone.out_dim();
+        let (backbone, projection) = ctx.encoder_and_projection(p)?;
         let out = ctx.projection_dim;
-        let projection = Mlp::simclr_projection(&(p / "projection"), d, ctx.hidden_or(d), out)
-            .map_err(anyhow::Error::msg)?;
         let state = p / "deepcluster";
         let clustered_at = state.zeros_no_train("clustered_at", &[1]);
         let _ = tch::no_grad(|| clustered_at.shallow_clone().fill_(-1.0));

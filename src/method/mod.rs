@@ -34,6 +34,7 @@ pub use registry::{MethodEntry, REGISTRY};
 
 use crate::backbone::{ResNet, ResNetConfig};
 use crate::data::ImageStore;
+use crate::head::Mlp;
 use std::sync::Arc;
 use tch::{nn, Tensor};
 
@@ -123,6 +124,22 @@ impl BuildContext {
     /// The encoder `backbone.*` under `p`.
     pub fn backbone(&self, p: &nn::Path) -> anyhow::Result<ResNet> {
         ResNet::new(&(p / "backbone"), &self.resnet).map_err(anyhow::Error::msg)
+    }
+
+    /// The encoder `backbone.*` and SimCLR's projection `projection.*` under `p`:
+    /// `Linear(d, hidden) → BN → ReLU → Linear(hidden, projection_dim)`, hidden
+    /// `model.projection_hidden`, default d (the encoder's features).
+    pub fn encoder_and_projection(&self, p: &nn::Path) -> anyhow::Result<(ResNet, Mlp)> {
+        let backbone = self.backbone(p)?;
+        let d = backbone.out_dim();
+        let projection = Mlp::simclr_projection(
+            &(p / "projection"),
+            d,
+            self.hidden_or(d),
+            self.projection_dim,
+        )
+        .map_err(anyhow::Error::msg)?;
+        Ok((backbone, projection))
     }
 
     /// The heads' hidden width: `model.projection_hidden`, else `default`.

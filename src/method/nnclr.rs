@@ -68,11 +68,8 @@ impl MethodSpec for NnclrConfig {
     fn build(&self, vs: &nn::VarStore, ctx: &BuildContext) -> anyhow::Result<Box<dyn Method>> {
         let p = vs.root();
         let e = anyhow::Error::msg;
-        let backbone = ctx.backbone(&p)?;
-        let d = backbone.out_dim();
+        let (backbone, projection) = ctx.encoder_and_projection(&p)?;
         let out = ctx.projection_dim;
-        let projection =
-            Mlp::simclr_projection(&(&p / "projection"), d, ctx.hidden_or(d), out).map_err(e)?;
         let hidden = match self.predictor_hidden {
             0 => 4 * out,
             h => h as i64,

@@ -91,16 +91,7 @@ impl MethodSpec for SimClrConfig {
     /// Projection `Linear(d, hidden) → BN → ReLU → Linear(hidden, projection_dim)`, hidden
     /// default d (the encoder's features).
     fn build(&self, vs: &nn::VarStore, ctx: &BuildContext) -> anyhow::Result<Box<dyn Method>> {
-        let p = vs.root();
-        let backbone = ctx.backbone(&p)?;
-        let d = backbone.out_dim();
-        let projection = Mlp::simclr_projection(
-            &(&p / "projection"),
-            d,
-            ctx.hidden_or(d),
-            ctx.projection_dim,
-        )
-        .map_err(anyhow::Error::msg)?;
+        let (backbone, projection) = ctx.encoder_and_projection(&vs.root())?;
         let loss = self.two_view_loss().map_err(anyhow::Error::msg)?;
         Ok(Box::new(TwoViewNet {
             backbone,

@@ -43,16 +43,7 @@ impl MethodSpec for SupConConfig {
     /// SimCLR's network: projection hidden width `model.projection_hidden`, default the
     /// encoder's features.
     fn build(&self, vs: &nn::VarStore, ctx: &BuildContext) -> anyhow::Result<Box<dyn Method>> {
-        let p = vs.root();
-        let backbone = ctx.backbone(&p)?;
-        let d = backbone.out_dim();
-        let projection = Mlp::simclr_projection(
-            &(&p / "projection"),
-            d,
-            ctx.hidden_or(d),
-            ctx.projection_dim,
-        )
-        .map_err(anyhow::Error::msg)?;
+        let (backbone, projection) = ctx.encoder_and_projection(&vs.root())?;
         Ok(Box::new(SupCon {
             backbone,
             projection,

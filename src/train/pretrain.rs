@@ -42,7 +42,7 @@ pub struct Pretraining {
     recipes: Vec<ViewRecipe>,
     state: RunState,
     schedule: Schedule,
-    /// Restored from a checkpoint written with a fitted (time-budget) schedule.
+    /// The optimiser's momentum buffers from the checkpoint, on resume.
     opt_state: Option<Vec<(String, tch::Tensor)>>,
 }
 
