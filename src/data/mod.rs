@@ -81,7 +81,7 @@ pub struct Dataset {
     pub labels: Option<Vec<u32>>,
     /// Empty when unlabeled.
     pub class_names: Vec<String>,
-    /// Per image: its file path relative to the split folder, or e.g. "train[123]" for
+    /// Per image: its file path relative to the split folder, or e.g. `"train[123]"` for
     /// IDX/CIFAR/synthetic data.
     pub names: Vec<String>,
     /// Files skipped with `skip_bad`, as "path: reason"; empty otherwise.

@@ -11,7 +11,7 @@ use tch::{Kind, Tensor};
 /// ```
 /// Computed in chunks of test rows, so memory is O(chunk × N_train).
 /// # Shapes
-/// `train`: [N, D], `train_labels`: [N] int64, `test`: [M, D] → [M] int64
+/// `train`: [N, D], `train_labels`: \[N\] int64, `test`: [M, D] → \[M\] int64
 pub fn knn_predict(
     train: &Tensor,
     train_labels: &Tensor,
@@ -53,7 +53,7 @@ pub fn knn_predict(
     Tensor::cat(&preds, 0)
 }
 
-/// Top-1 accuracy of [`knn_predict`] against `test_labels` ([M] int64).
+/// Top-1 accuracy of [`knn_predict`] against `test_labels` (\[M\] int64).
 pub fn knn_accuracy(
     train: &Tensor,
     train_labels: &Tensor,

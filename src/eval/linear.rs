@@ -16,7 +16,7 @@ pub struct LinearProbe {
 /// x ← (x/‖x‖ − μ_train) / σ_train;   min_W,b  CE(W x + b, y)
 /// ```
 /// # Shapes
-/// `train`: [N, D], `train_labels`: [N] int64, `test`: [M, D], `test_labels`: [M]
+/// `train`: [N, D], `train_labels`: \[N\] int64, `test`: [M, D], `test_labels`: \[M\]
 #[allow(clippy::too_many_arguments)]
 pub fn linear_probe(
     train: &Tensor,

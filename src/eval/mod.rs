@@ -11,7 +11,7 @@ pub use features::extract_features;
 pub use knn::{knn_accuracy, knn_predict};
 pub use linear::{linear_probe, LinearProbe};
 
-/// Fraction of `pred` equal to `labels` (both [M] int64 tensors).
+/// Fraction of `pred` equal to `labels` (both \[M\] int64 tensors).
 pub fn accuracy(pred: &tch::Tensor, labels: &tch::Tensor) -> f64 {
     let m = labels.size()[0];
     if m == 0 {
@@ -23,7 +23,7 @@ pub fn accuracy(pred: &tch::Tensor, labels: &tch::Tensor) -> f64 {
         / m as f64
 }
 
-/// Labels as an int64 tensor [N].
+/// Labels as an int64 tensor \[N\].
 pub fn labels_tensor(labels: &[u32]) -> tch::Tensor {
     let v: Vec<i64> = labels.iter().map(|&l| l as i64).collect();
     tch::Tensor::from_slice(&v)

@@ -13,10 +13,10 @@ use tch::{Kind, Tensor};
 /// until it is at least `m` away; beyond the margin it contributes nothing).
 ///
 /// # Shapes
-/// `x`, `x_prime`: [K, D]; `y`: [K] of 0/1 (any numeric kind) → scalar
+/// `x`, `x_prime`: [K, D]; `y`: \[K\] of 0/1 (any numeric kind) → scalar
 ///
 /// # Errors
-/// Mismatched shapes, K = 0, `y` not [K], or a negative margin.
+/// Mismatched shapes, K = 0, `y` not \[K\], or a negative margin.
 pub fn margin_contrastive(
     x: &Tensor,
     x_prime: &Tensor,

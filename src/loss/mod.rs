@@ -146,7 +146,7 @@ pub(crate) fn pairwise_distances(a: &tch::Tensor, b: &tch::Tensor) -> tch::Tenso
     d2.clamp_min(1e-12).sqrt()
 }
 
-/// Euclidean distance of matching rows: `‖a_i − b_i‖`, [K, D] × [K, D] → [K], floored as
+/// Euclidean distance of matching rows: `‖a_i − b_i‖`, [K, D] × [K, D] → \[K\], floored as
 /// [`pairwise_distances`].
 pub(crate) fn row_distances(a: &tch::Tensor, b: &tch::Tensor) -> tch::Tensor {
     (a - b)

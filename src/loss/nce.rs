@@ -16,7 +16,7 @@ use tch::{Kind, Tensor};
 /// partition function.
 ///
 /// # Shapes
-/// `data_scores`, `data_log_pn`: [B] (scores of the data samples and `log p_n` of them);
+/// `data_scores`, `data_log_pn`: \[B\] (scores of the data samples and `log p_n` of them);
 /// `noise_scores`, `noise_log_pn`: [B, k] (the same for the noise samples), k ≥ 1 → scalar
 pub fn nce(
     data_scores: &Tensor,
@@ -57,7 +57,7 @@ pub fn nce(
 /// `log p_n(w) = log(c_w^power / Σ_v c_v^power)`. Words with count 0 get −∞ (never drawn).
 ///
 /// # Shapes
-/// `counts`: [V] → [V] float64
+/// `counts`: \[V\] → \[V\] float64
 pub fn unigram_log_noise(counts: &[u64], power: f64) -> Tensor {
     let w: Vec<f64> = counts.iter().map(|&c| (c as f64).powf(power)).collect();
     let total: f64 = w.iter().sum();

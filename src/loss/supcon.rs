@@ -13,7 +13,7 @@ use tch::{Kind, Tensor};
 /// With all labels distinct except the two views of each image, it is NT-Xent.
 ///
 /// # Shapes
-/// `z`: [N, D]; `labels`: [N] integer → scalar
+/// `z`: [N, D]; `labels`: \[N\] integer → scalar
 pub fn supcon(z: &Tensor, labels: &Tensor, temperature: f64) -> Result<Tensor, LossError> {
     check_rows("z", z, 1)?;
     check_shape("labels", labels, &[z.size()[0]])?;

@@ -1,4 +1,4 @@
-//! Tiled NT-Xent and InfoNCE: the same value and gradients as [`super::nt_xent`] and
+//! Tiled NT-Xent and InfoNCE: the same value and gradients as [`super::nt_xent()`] and
 //! [`super::info_nce_in_batch`], in O(N·D + r·M) memory instead of O(N·M): the N×M similarity
 //! matrix is never materialised, only blocks of r rows of it.
 //!
@@ -50,7 +50,7 @@ fn logits_block(
 /// Mean over rows of `−log softmax(S)_{i, t(i)}`, tiled; see the module doc.
 ///
 /// # Shapes
-/// `q`: [N, D]; `k`: [M, D]; `targets`: [N] int64 in 0..M → scalar
+/// `q`: [N, D]; `k`: [M, D]; `targets`: \[N\] int64 in 0..M → scalar
 fn tiled_row_cross_entropy(
     q: &Tensor,
     k: &Tensor,
@@ -104,7 +104,7 @@ fn tiled_row_cross_entropy(
     value + &linear - linear.detach()
 }
 
-/// NT-Xent ([`super::nt_xent`]) computed in blocks of `block_rows` anchors (0: auto, blocks of
+/// NT-Xent ([`super::nt_xent()`]) computed in blocks of `block_rows` anchors (0: auto, blocks of
 /// about 2²⁴ similarities). Same value and gradients; memory O(K·D + block_rows·K).
 ///
 /// # Shapes

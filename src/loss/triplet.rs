@@ -51,7 +51,7 @@ fn check_labelled(embeddings: &Tensor, labels: &Tensor, margin: f64) -> Result<(
 /// Pair ids work as labels: with two views, the image index is the label.
 ///
 /// # Shapes
-/// `embeddings`: [N, D]; `labels`: [N] integer → scalar
+/// `embeddings`: [N, D]; `labels`: \[N\] integer → scalar
 pub fn batch_all_triplet(
     embeddings: &Tensor,
     labels: &Tensor,
@@ -77,7 +77,7 @@ pub fn batch_all_triplet(
 /// ℓ_a = max(0, max_{p: y_p = y_a, p ≠ a} D_ap − min_{n: y_n ≠ y_a} D_an + m)
 /// ```
 /// # Shapes
-/// `embeddings`: [N, D]; `labels`: [N] integer → scalar (0 if no anchor has both)
+/// `embeddings`: [N, D]; `labels`: \[N\] integer → scalar (0 if no anchor has both)
 pub fn batch_hard_triplet(
     embeddings: &Tensor,
     labels: &Tensor,

@@ -6,7 +6,7 @@
 //! ```text
 //! bank B [N, D]: one unit embedding per training image (filled before the first step, then
 //!                each step writes the first view's embeddings of its images)
-//! epoch start:   (C [P, D], a [N]) = spherical_kmeans(B, P, 10 iterations)
+//! epoch start:   (C [P, D], a \[N\]) = spherical_kmeans(B, P, 10 iterations)
 //! step:          z_v = g(f(x_v)) / ‖·‖ for every view v (2 large + optional small crops);
 //!                L = mean_v CE(z_v Cᵀ / τ, a[idx])
 //! ```
@@ -101,11 +101,11 @@ pub struct DeepCluster {
     bank: Tensor,
     /// C [P, D] (`deepcluster.centroids`).
     centroids: Tensor,
-    /// a [N] as floats (`deepcluster.assignments`; exact, P ≤ 65536).
+    /// a \[N\] as floats (`deepcluster.assignments`; exact, P ≤ 65536).
     assignments: Tensor,
     /// [1]: the step whose start last clustered the bank; −1 before the bank is filled.
     clustered_at: Tensor,
-    /// The first view's embeddings [K, D] and image indices [K] of the last step, written to
+    /// The first view's embeddings [K, D] and image indices \[K\] of the last step, written to
     /// the bank in `after_step` (so a step stopped by a fault changes nothing).
     pending: Option<(Tensor, Tensor)>,
 }
@@ -186,7 +186,7 @@ impl DeepCluster {
         });
     }
 
-    /// The current cluster of every training image [N] (i64).
+    /// The current cluster of every training image \[N\] (i64).
     pub fn assignments(&self) -> Tensor {
         self.assignments.to_kind(Kind::Int64)
     }
@@ -204,7 +204,7 @@ impl DeepCluster {
 }
 
 impl Method for DeepCluster {
-    /// `targets` [K] are the batch's image indices; views 0 and 1 are the large ones, any
+    /// `targets` \[K\] are the batch's image indices; views 0 and 1 are the large ones, any
     /// further views small multi-crops (each size its own batch through the network). Before
     /// the first step the bank is filled and clustered; at every later epoch start (other than
     /// the one last clustered at) it is re-clustered; then `L = (1/V) Σ_v CE(z_v Cᵀ / τ, a[idx])`.

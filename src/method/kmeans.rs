@@ -18,7 +18,7 @@ const INIT_STREAM: u64 = 3 << 32;
 const ROWS_PER_CHUNK: i64 = 4096;
 
 /// Clusters `x` [N, D] (unit rows) into `k ≤ N` clusters: unit centroids [k, D] and each
-/// row's cluster [N] (i64). Deterministic in `seed`; no gradient flows.
+/// row's cluster \[N\] (i64). Deterministic in `seed`; no gradient flows.
 pub fn spherical_kmeans(x: &Tensor, k: usize, iterations: usize, seed: u64) -> (Tensor, Tensor) {
     let n = x.size()[0] as usize;
     assert!((1..=n).contains(&k), "k-means: k = {k} for {n} rows");
@@ -44,7 +44,7 @@ pub fn spherical_kmeans(x: &Tensor, k: usize, iterations: usize, seed: u64) -> (
     })
 }
 
-/// The nearest centroid (largest cosine) of every row of `x` [N, D]: [N] i64.
+/// The nearest centroid (largest cosine) of every row of `x` [N, D]: \[N\] i64.
 pub fn assign(x: &Tensor, centroids: &Tensor) -> Tensor {
     let n = x.size()[0];
     let parts: Vec<Tensor> = (0..n)

@@ -151,7 +151,7 @@ impl BuildContext {
 /// A self-supervised method: its loss on a batch of views, and the encoder it trains.
 pub trait Method {
     /// Views: `views[v]` is [K, 3, H_v, W_v], view v of the same K images (views 0 and 1 the
-    /// large ones; multi-crop methods take smaller ones after them). `targets` [K] (i64) are
+    /// large ones; multi-crop methods take smaller ones after them). `targets` \[K\] (i64) are
     /// what [`MethodSpec::targets`] asks for: the images' classes or their indices.
     fn step(
         &mut self,

@@ -8,7 +8,7 @@ use tch::{nn, Kind, Tensor};
 /// of random unit vectors, as MoCo's does.
 pub struct Queue {
     keys: Tensor,
-    /// [1] float: the row the next key is written to.
+    /// \[1\] float: the row the next key is written to.
     ptr: Tensor,
 }
 

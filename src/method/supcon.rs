@@ -60,7 +60,7 @@ pub struct SupCon {
 }
 
 impl Method for SupCon {
-    /// `z = g(f([x_a; x_b]))` [2K, D], labels `[y; y]` [2K]: `L = SupCon(z, [y; y], τ)`.
+    /// `z = g(f([x_a; x_b]))` [2K, D], labels `[y; y]` \[2K\]: `L = SupCon(z, [y; y], τ)`.
     fn step(
         &mut self,
         views: &[Tensor],

@@ -24,7 +24,7 @@ pub struct ViewBatch {
     /// `views[v]` is [B, S_v, S_v, 3] f32 (NHWC), normalised; `S_v = sizes[v]`.
     pub views: Vec<Vec<f32>>,
     pub sizes: Vec<usize>,
-    /// The per-image targets of the batch's images [B] (class labels or image indices), when
+    /// The per-image targets of the batch's images \[B\] (class labels or image indices), when
     /// the loader was given targets.
     pub targets: Option<Vec<i64>>,
     pub batch_size: usize,

@@ -69,7 +69,7 @@ impl Schedule {
     }
 }
 
-/// One step's input: `views[v]` [B, 3, S_v, S_v] and the per-image targets [B].
+/// One step's input: `views[v]` [B, 3, S_v, S_v] and the per-image targets \[B\].
 pub struct Batch {
     pub views: Vec<Tensor>,
     pub targets: Option<Tensor>,
