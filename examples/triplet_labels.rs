@@ -18,7 +18,7 @@ use tch::{Device, Kind, Tensor};
 /// Images [N, 16, 16, 3] u8 → [N, 3, 16, 16] f32 centred, and labels [N].
 fn tensors(d: &Dataset) -> (Tensor, Tensor) {
     let n = d.len() as i64;
-    let x = Tensor::from_slice(&d.images.pixels)
+    let x = Tensor::from_slice(&d.images.concat_pixels())
         .to_kind(Kind::Float)
         .view([n, 16, 16, 3])
         / 255.0;

@@ -104,7 +104,7 @@ pub fn time_train_step(
 
 /// Images per second turned into two augmented views (median of `reps` batches of `batch`).
 pub fn time_augmentation(cfg: &TrainConfig, images: &ImageStore, batch: usize, reps: usize) -> f64 {
-    let size = images.input_side();
+    let size = cfg.crop_size(images);
     let recipe = view_recipe(&cfg.data, size);
     let b = batch.min(images.len());
     let mut out = vec![0f32; b * size * size * 3];
@@ -114,9 +114,7 @@ pub fn time_augmentation(cfg: &TrainConfig, images: &ImageStore, batch: usize, r
             let t = Instant::now();
             for view in 0..2 {
                 augment_batch(
-                    &images.pixels,
-                    images.height,
-                    images.width,
+                    images,
                     &idx,
                     &recipe,
                     cfg.train.seed,
@@ -156,7 +154,7 @@ pub fn time_end_to_end(
     let spec = cfg.method.spec().map_err(anyhow::Error::msg)?;
     let data = loader_data(train, spec.as_ref())?;
     let mut model = build_model(cfg, Some(data.images.clone()))?;
-    let size = train.images.input_side();
+    let size = cfg.crop_size(&train.images);
     let total = (warm + steps) as u64;
     let schedule = Schedule::new(cfg, train.len())
         .constant(cfg.lr())
@@ -208,11 +206,7 @@ mod tests {
         let mut cfg = TrainConfig::default();
         cfg.model.width = 0.125;
         cfg.model.projection_dim = 16;
-        let images = Arc::new(ImageStore {
-            height: 16,
-            width: 16,
-            pixels: vec![128; 4 * 16 * 16 * 3],
-        });
+        let images = Arc::new(ImageStore::uniform(16, 16, vec![128; 4 * 16 * 16 * 3]));
         let f = time_train_step(&cfg, &images, 4, 16, 1, 2).unwrap();
         assert!(f.train_views_per_s.is_finite() && f.train_views_per_s > 0.0);
         assert!(f.forward_views_per_s > f.train_views_per_s * 0.5);

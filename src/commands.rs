@@ -9,11 +9,12 @@ use selfsup::train::{self, pretrain::Pretraining, RunDir};
 use std::path::Path;
 use std::time::Instant;
 
-/// The encoder a model trains, for evaluation.
-fn frozen<'a>(model: &'a train::Model, cfg: &TrainConfig) -> FrozenEncoder<'a> {
+/// The encoder a model trains, for evaluation at the crop size it trained at.
+fn frozen<'a>(model: &'a train::Model, cfg: &TrainConfig, splits: &Splits) -> FrozenEncoder<'a> {
     FrozenEncoder {
         net: model.method.encoder(),
         channels_last: cfg.model.uses_channels_last(),
+        input_side: cfg.crop_size(&splits.train.images),
     }
 }
 
@@ -23,11 +24,16 @@ fn describe(splits: &Splits, cfg: &TrainConfig) {
         Some(p) => p.display().to_string(),
         None => "built-in synthetic shapes".into(),
     };
+    let sizes = match tr.images.size_range() {
+        Some(((h, w), _)) if tr.images.uniform_size().is_some() => format!("{w}x{h}"),
+        Some(((h0, w0), (h1, w1))) => format!("of sizes {w0}x{h0} to {w1}x{h1}"),
+        None => String::new(),
+    };
     eprintln!(
-        "data: {source}: {} training images {}x{}{}, {}",
+        "data: {source}: {} training images {sizes}, training at {}x{}{}, {}",
         tr.len(),
-        tr.images.width,
-        tr.images.height,
+        cfg.crop_size(&tr.images),
+        cfg.crop_size(&tr.images),
         if tr.labels.is_some() {
             format!(", {} classes", tr.num_classes())
         } else {
@@ -120,7 +126,13 @@ pub fn pretrain(a: &PretrainArgs) -> anyhow::Result<()> {
             } else {
                 EvalKind::Knn
             };
-            let r = eval::evaluate(frozen(&model, &cfg), &splits.train, test, &cfg.eval, kind)?;
+            let r = eval::evaluate(
+                frozen(&model, &cfg, &splits),
+                &splits.train,
+                test,
+                &cfg.eval,
+                kind,
+            )?;
             print_eval("after pretraining", &r);
             run.log(&serde_json::json!({ "eval": r, "step": report.total_steps }))?;
         }
@@ -144,6 +156,10 @@ pub fn eval(a: &EvalArgs) -> anyhow::Result<()> {
         cfg.data.image_size = a.image_size;
     }
     cfg.data.skip_bad |= a.skip_bad;
+    cfg.data.no_cache |= a.no_cache;
+    if a.cache.is_some() {
+        cfg.data.cache = a.cache.clone();
+    }
     if let Some(d) = &a.data {
         cfg.data.path = Some(d.clone());
     }
@@ -154,7 +170,13 @@ pub fn eval(a: &EvalArgs) -> anyhow::Result<()> {
     describe(&splits, &cfg);
     let test = test_split(&splits)
         .context("evaluation needs a labeled test split: a folder with train/ and test/ class folders, IDX or CIFAR files")?;
-    let r = eval::evaluate(enc.frozen(), &splits.train, test, &cfg.eval, a.kind)?;
+    let r = eval::evaluate(
+        enc.frozen(&splits.train.images),
+        &splits.train,
+        test,
+        &cfg.eval,
+        a.kind,
+    )?;
     print_eval(
         if a.random_init {
             "random-init encoder"
@@ -175,6 +197,10 @@ pub fn embed(a: &EmbedArgs) -> anyhow::Result<()> {
         cfg.data.image_size = a.image_size;
     }
     cfg.data.skip_bad |= a.skip_bad;
+    cfg.data.no_cache |= a.no_cache;
+    if a.cache.is_some() {
+        cfg.data.cache = a.cache.clone();
+    }
     cfg.data.limit = None;
     let out_dir = a
         .out
@@ -206,8 +232,12 @@ pub fn embed(a: &EmbedArgs) -> anyhow::Result<()> {
     let splits = train::load_data(&cfg)?;
     describe(&splits, &cfg);
     let start = Instant::now();
-    let e = selfsup::export::embed(enc.frozen(), &splits, cfg.eval.batch_size)
-        .with_context(|| format!("embedding with the encoder of {}", a.run.display()))?;
+    let e = selfsup::export::embed(
+        enc.frozen(&splits.train.images),
+        &splits,
+        cfg.eval.batch_size,
+    )
+    .with_context(|| format!("embedding with the encoder of {}", a.run.display()))?;
     let csv_path = e.write(&a.out)?;
     println!(
         "wrote {} embeddings of {} dims to {} and {} in {:.1} s",
@@ -248,7 +278,7 @@ pub fn demo(d: &DemoArgs) -> anyhow::Result<()> {
     let test = test_split(&splits).context("the demo needs a labeled test split")?;
     let pretraining = Pretraining::prepare(&cfg, &splits, false)?;
     let before = eval::evaluate(
-        frozen(pretraining.model(), &cfg),
+        frozen(pretraining.model(), &cfg, &splits),
         &splits.train,
         test,
         &cfg.eval,
@@ -258,7 +288,7 @@ pub fn demo(d: &DemoArgs) -> anyhow::Result<()> {
     let (report, model) = pretraining.run()?;
     print_pretrain(&report);
     let after = eval::evaluate(
-        frozen(&model, &cfg),
+        frozen(&model, &cfg, &splits),
         &splits.train,
         test,
         &cfg.eval,
@@ -333,7 +363,7 @@ pub fn bench(a: &BenchArgs) -> anyhow::Result<()> {
     let load_s = t.elapsed().as_secs_f64();
     describe(&splits, &cfg);
     let images = std::sync::Arc::new(splits.train.images.clone());
-    let size = images.input_side();
+    let size = cfg.crop_size(&images);
     let b = cfg.train.batch_size;
     // before any timing, not after the step benchmark
     anyhow::ensure!(

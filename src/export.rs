@@ -30,7 +30,7 @@ pub fn embed(
         Some(t) => vec![("train", &splits.train), ("test", t)],
         None => vec![("", &splits.train)],
     };
-    let recipe = ViewRecipe::eval(splits.train.images.input_side());
+    let recipe = ViewRecipe::eval(encoder.input_side);
     let feats: Vec<tch::Tensor> = parts
         .iter()
         .map(|(_, d)| {

@@ -86,9 +86,22 @@ pub struct ConfigArgs {
     /// ResNet stem: cifar (3x3, for ~32 px) or imagenet (7x7 + max-pool) [model.stem].
     #[arg(long)]
     stem: Option<String>,
-    /// Resize every image to this square size when loading [data.image_size].
+    /// Training resolution: side of the square crops the network sees, whatever the images'
+    /// sizes; default 32 (cifar stem) or 96 (imagenet stem), or the images' own side when
+    /// they all share a smaller one [model.crop_size].
+    #[arg(long)]
+    crop_size: Option<usize>,
+    /// Resize every image to this square size when loading, not keeping its aspect ratio
+    /// (rarely needed: images of any sizes train as they are) [data.image_size].
     #[arg(long)]
     image_size: Option<usize>,
+    /// Folder of the decoded-image cache (image folders are decoded once, then memory-mapped)
+    /// [data.cache]; default $SELFSUP_CACHE, $XDG_CACHE_HOME/selfsup or ~/.cache/selfsup.
+    #[arg(long, value_name = "DIR")]
+    cache: Option<PathBuf>,
+    /// Decode image folders into memory at every load instead of using the cache [data.no_cache].
+    #[arg(long)]
+    no_cache: bool,
     /// Use at most this many images per split (quick runs) [data.limit].
     #[arg(long)]
     limit: Option<usize>,
@@ -131,6 +144,12 @@ impl ConfigArgs {
         if let Some(p) = &self.out {
             o.push(format!("train.out_dir={}", quote(p)));
         }
+        if let Some(p) = &self.cache {
+            o.push(format!("data.cache={}", quote(p)));
+        }
+        if self.no_cache {
+            o.push("data.no_cache=true".into());
+        }
         let mut push = |k: &str, v: Option<String>| {
             if let Some(v) = v {
                 o.push(format!("{k}={v}"));
@@ -154,6 +173,7 @@ impl ConfigArgs {
         push("model.width", self.width.map(|v| format!("{v:?}")));
         push("model.stem", self.stem.as_ref().map(|v| format!("{v:?}")));
         push("data.image_size", self.image_size.map(|v| v.to_string()));
+        push("model.crop_size", self.crop_size.map(|v| v.to_string()));
         push("data.limit", self.limit.map(|v| v.to_string()));
         push("train.seed", self.seed.map(|v| v.to_string()));
         push("train.threads", self.threads.map(|v| v.to_string()));
@@ -216,6 +236,12 @@ pub struct EvalArgs {
     /// Skip unreadable image files (they are counted and listed) instead of stopping.
     #[arg(long)]
     skip_bad: bool,
+    /// Folder of the decoded-image cache (default: the run's setting).
+    #[arg(long, value_name = "DIR")]
+    cache: Option<PathBuf>,
+    /// Decode image folders into memory instead of using the cache.
+    #[arg(long)]
+    no_cache: bool,
 }
 
 #[derive(Args)]
@@ -235,6 +261,12 @@ pub struct EmbedArgs {
     /// Skip unreadable image files (they are counted and listed) instead of stopping.
     #[arg(long)]
     skip_bad: bool,
+    /// Folder of the decoded-image cache (default: the run's setting).
+    #[arg(long, value_name = "DIR")]
+    cache: Option<PathBuf>,
+    /// Decode image folders into memory instead of using the cache.
+    #[arg(long)]
+    no_cache: bool,
 }
 
 #[derive(Args)]

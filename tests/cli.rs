@@ -68,6 +68,75 @@ fn pretrain_eval_embed_on_tiny_synthetic_data() {
     );
 }
 
+/// A labeled photo folder whose images all differ in size (`n` per class, JPEG and PNG).
+fn mixed_size_photos(root: &std::path::Path, n: u32) {
+    for (split, count) in [("train", n), ("test", 2)] {
+        for (c, class) in ["red", "blue"].iter().enumerate() {
+            let dir = root.join(split).join(class);
+            std::fs::create_dir_all(&dir).unwrap();
+            for i in 0..count {
+                let (w, h) = (30 + 7 * i, 90 - 5 * i);
+                let img = image::RgbImage::from_fn(w, h, |x, y| {
+                    let v = ((x * 13 + y * 7 + i * 29) % 120) as u8;
+                    match c {
+                        0 => image::Rgb([135 + v, v / 2, 20]),
+                        _ => image::Rgb([20, v / 2, 135 + v]),
+                    }
+                });
+                let ext = if i % 2 == 0 { "jpg" } else { "png" };
+                img.save(dir.join(format!("{i}.{ext}"))).unwrap();
+            }
+        }
+    }
+}
+
+#[test]
+fn photos_of_mixed_sizes_train_without_a_size_flag_and_the_next_run_maps_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, cache) = (dir.path().join("photos"), dir.path().join("cache"));
+    mixed_size_photos(&data, 8);
+    let pretrain = |out: &str| {
+        run(selfsup().args([
+            "pretrain",
+            "--data",
+            data.to_str().unwrap(),
+            "--cache",
+            cache.to_str().unwrap(),
+            "--out",
+            dir.path().join(out).to_str().unwrap(),
+            "--width",
+            "0.0625",
+            "--batch-size",
+            "8",
+            "--epochs",
+            "2",
+            "--threads",
+            "1",
+        ]))
+    };
+    let o = pretrain("first");
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(
+        t.contains("decoded 16 images") && t.contains("kNN top-1"),
+        "{t}"
+    );
+    assert!(
+        t.contains("of sizes") && t.contains("training at 32x32"),
+        "{t}"
+    );
+    let config = std::fs::read_to_string(dir.path().join("first/config.toml")).unwrap();
+    assert!(config.contains("crop_size = 32"), "{config}");
+    let o = pretrain("second");
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("all 16 images taken from the cache"), "{t}");
+    assert!(!t.contains("decoded"), "{t}");
+    // the cache holds one folder per split, outside the data
+    assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 2);
+    assert!(!data.join("train").join("pixels.bin").exists());
+}
+
 #[test]
 fn bad_flags_and_values_get_one_clear_message() {
     let o = run(selfsup().args(["pretrain", "--no-such-flag"]));
@@ -107,6 +176,11 @@ fn bad_flags_and_values_get_one_clear_message() {
             "swav, dino and deepcluster",
         ),
         (vec!["pretrain", "--minutes", "0"], "train.minutes"),
+        (vec!["pretrain", "--crop-size", "2"], "model.crop_size"),
+        (
+            vec!["pretrain", "--set", "data.stored_scale=0.5"],
+            "data.stored_scale",
+        ),
         (
             vec![
                 "pretrain",

@@ -181,7 +181,9 @@ fn image_decoding_never_panics() {
             seed,
             bytes.get_ref(),
             |b| {
-                if let Ok((h, w, px)) = image_folder::decode_bytes(b, Some(8)) {
+                if let Ok((h, w, px)) =
+                    image_folder::decode_bytes(b, selfsup::data::Resize::Square(8))
+                {
                     assert_eq!((h, w, px.len()), (8, 8, 8 * 8 * 3));
                 }
             },

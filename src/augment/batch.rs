@@ -10,19 +10,16 @@
 use rayon::prelude::*;
 
 use super::recipe::ViewRecipe;
+use crate::data::ImageStore;
 use crate::rng::Rng;
 
-/// Writes view number `view` of each image `indices[k]` of `images` ([N, h, w, 3] u8) to `out`,
-/// laid out [B, S, S, 3] f32 (NHWC, `B = indices.len()`, `S = recipe.out_size`), normalised.
-/// The recipe is assumed valid ([`ViewRecipe::validate`]).
+/// Writes view number `view` of each image `indices[k]` of `images` (each of its own size)
+/// to `out`, laid out [B, S, S, 3] f32 (NHWC, `B = indices.len()`, `S = recipe.out_size`),
+/// normalised. The recipe is assumed valid ([`ViewRecipe::validate`]).
 ///
-/// Panics if `images` is not a whole number of `h × w × 3` images, an index is out of range, or
-/// `out` is not `B·S·S·3` floats long.
-#[allow(clippy::too_many_arguments)]
+/// Panics if an index is out of range or `out` is not `B·S·S·3` floats long.
 pub fn augment_batch(
-    images: &[u8],
-    h: usize,
-    w: usize,
+    images: &ImageStore,
     indices: &[usize],
     recipe: &ViewRecipe,
     seed: u64,
@@ -30,60 +27,37 @@ pub fn augment_batch(
     view: u64,
     out: &mut [f32],
 ) {
-    let image_len = check_shapes(images, h, w, indices, recipe.out_size, out);
-    let view_len = recipe.out_size * recipe.out_size * 3;
+    let view_len = check_shapes(images, indices, recipe.out_size, out);
     out.par_chunks_mut(view_len)
         .zip(indices.par_iter())
         .for_each(|(dst, &i)| {
             let mut rng = Rng::for_sample(seed, epoch, i as u64, view);
-            recipe.apply(&images[i * image_len..][..image_len], h, w, &mut rng, dst);
+            let im = images.image(i);
+            recipe.apply(im.pixels, im.height, im.width, &mut rng, dst);
         });
 }
 
 /// Writes the deterministic evaluation view ([`ViewRecipe::apply_eval`]) of each image
 /// `indices[k]` to `out`, [B, S, S, 3] f32 as [`augment_batch`].
-pub fn eval_batch(
-    images: &[u8],
-    h: usize,
-    w: usize,
-    indices: &[usize],
-    recipe: &ViewRecipe,
-    out: &mut [f32],
-) {
-    let image_len = check_shapes(images, h, w, indices, recipe.out_size, out);
-    let view_len = recipe.out_size * recipe.out_size * 3;
+pub fn eval_batch(images: &ImageStore, indices: &[usize], recipe: &ViewRecipe, out: &mut [f32]) {
+    let view_len = check_shapes(images, indices, recipe.out_size, out);
     out.par_chunks_mut(view_len)
         .zip(indices.par_iter())
         .for_each(|(dst, &i)| {
-            recipe.apply_eval(&images[i * image_len..][..image_len], h, w, dst);
+            let im = images.image(i);
+            recipe.apply_eval(im.pixels, im.height, im.width, dst);
         });
 }
 
-/// Checks the buffers against each other; returns the bytes per image.
-fn check_shapes(
-    images: &[u8],
-    h: usize,
-    w: usize,
-    indices: &[usize],
-    out_size: usize,
-    out: &[f32],
-) -> usize {
-    let image_len = h * w * 3;
-    assert!(
-        image_len > 0 && out_size > 0,
-        "image {h}×{w} and view side {out_size} must be non-empty"
-    );
-    assert_eq!(
-        images.len() % image_len,
-        0,
-        "images hold {} bytes, not a multiple of {h}×{w}×3",
-        images.len()
-    );
-    let n = images.len() / image_len;
+/// Checks the indices and the output buffer; returns the floats per view.
+fn check_shapes(images: &ImageStore, indices: &[usize], out_size: usize, out: &[f32]) -> usize {
+    assert!(out_size > 0, "the view side must be at least 1");
+    let n = images.len();
     if let Some(&bad) = indices.iter().find(|&&i| i >= n) {
         panic!("image index {bad} is out of range for {n} images");
     }
-    let want = indices.len() * out_size * out_size * 3;
+    let view_len = out_size * out_size * 3;
+    let want = indices.len() * view_len;
     assert_eq!(
         out.len(),
         want,
@@ -91,16 +65,20 @@ fn check_shapes(
         out.len(),
         indices.len()
     );
-    image_len
+    view_len
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn images(n: usize, h: usize, w: usize) -> Vec<u8> {
+    fn images(n: usize, h: usize, w: usize) -> ImageStore {
         let mut r = Rng::new(99);
-        (0..n * h * w * 3).map(|_| r.below(256) as u8).collect()
+        ImageStore::uniform(
+            h,
+            w,
+            (0..n * h * w * 3).map(|_| r.below(256) as u8).collect(),
+        )
     }
 
     fn in_pool<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
@@ -128,7 +106,7 @@ mod tests {
         let run = |threads| {
             in_pool(threads, || {
                 let mut out = vec![0.0; idx.len() * 12 * 12 * 3];
-                augment_batch(&imgs, h, w, &idx, &recipe, 7, 2, 0, &mut out);
+                augment_batch(&imgs, &idx, &recipe, 7, 2, 0, &mut out);
                 out
             })
         };
@@ -151,7 +129,7 @@ mod tests {
         let recipe = ViewRecipe::simclr(32);
         let run = |epoch, view| {
             let mut out = vec![0.0; 4 * 32 * 32 * 3];
-            augment_batch(&imgs, h, w, &idx, &recipe, 1, epoch, view, &mut out);
+            augment_batch(&imgs, &idx, &recipe, 1, epoch, view, &mut out);
             out
         };
         let v0 = run(0, 0);
@@ -167,13 +145,14 @@ mod tests {
     fn layout_is_nhwc_and_follows_indices() {
         // Image k is the constant colour (10k, 20k, 30k); the eval view of a constant image is
         // that colour everywhere, so out[b, y, x, c] must be image indices[b]'s channel c.
-        let (h, w) = (6, 6);
-        let mut imgs = Vec::new();
+        // Each image of another size: the views must not depend on it.
+        let mut b = crate::data::StoreBuilder::default();
         for k in 0..4u8 {
-            for _ in 0..h * w {
-                imgs.extend_from_slice(&[10 * k, 20 * k, 30 * k]);
-            }
+            let (h, w) = (6 + k as usize, 9 - k as usize);
+            let px: Vec<u8> = (0..h * w).flat_map(|_| [10 * k, 20 * k, 30 * k]).collect();
+            b.push(h, w, &px);
         }
+        let imgs = b.finish();
         let recipe = ViewRecipe {
             mean: [0.0; 3],
             std: [1.0; 3],
@@ -181,12 +160,10 @@ mod tests {
         };
         let idx = [2, 0, 3];
         let mut out = vec![0.0; 3 * 4 * 4 * 3];
-        eval_batch(&imgs, h, w, &idx, &recipe, &mut out);
+        eval_batch(&imgs, &idx, &recipe, &mut out);
         let mut rand_out = vec![0.0; out.len()];
         augment_batch(
             &imgs,
-            h,
-            w,
             &idx,
             &ViewRecipe {
                 mean: [0.0; 3],
@@ -221,7 +198,7 @@ mod tests {
     fn bad_index_panics_with_a_message() {
         let imgs = images(2, 4, 4);
         let mut out = vec![0.0; 4 * 4 * 3];
-        augment_batch(&imgs, 4, 4, &[5], &ViewRecipe::simclr(4), 0, 0, 0, &mut out);
+        augment_batch(&imgs, &[5], &ViewRecipe::simclr(4), 0, 0, 0, &mut out);
     }
 
     /// Two views of 256 CIFAR-sized images, the per-step cost of SimCLR's data pipeline.
@@ -238,7 +215,7 @@ mod tests {
         for epoch in 0..30 {
             let t = std::time::Instant::now();
             for view in 0..2 {
-                augment_batch(&imgs, h, w, &idx, &recipe, 0, epoch, view, &mut out);
+                augment_batch(&imgs, &idx, &recipe, 0, epoch, view, &mut out);
             }
             times.push(t.elapsed().as_secs_f64() * 1e3);
         }

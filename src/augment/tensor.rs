@@ -45,14 +45,8 @@ pub fn map_eval_batches(
         let len = if same_size { b } else { rows };
         let idx: Vec<usize> = (start..start + len).map(|i| i % n).collect();
         let view = &mut buf[..len * s * s * 3];
-        eval_batch(
-            &images.pixels,
-            images.height,
-            images.width,
-            &idx,
-            recipe,
-            view,
-        );
+        eval_batch(images, &idx, recipe, view);
+        images.release(&idx);
         let x = nhwc_to_tensor(view, len, s, channels_last);
         out.push(f(&x).narrow(0, 0, rows as i64));
     }
@@ -66,11 +60,8 @@ mod tests {
 
     #[test]
     fn batches_cover_every_image_once_and_fill_up_when_asked() {
-        let images = ImageStore {
-            height: 4,
-            width: 4,
-            pixels: (0..5 * 4 * 4 * 3).map(|i| (i % 251) as u8).collect(),
-        };
+        let images =
+            ImageStore::uniform(4, 4, (0..5 * 4 * 4 * 3).map(|i| (i % 251) as u8).collect());
         let recipe = ViewRecipe::eval(4);
         let mut seen = Vec::new();
         let parts = map_eval_batches(&images, &recipe, 2, false, true, |x| {

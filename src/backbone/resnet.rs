@@ -20,6 +20,18 @@ pub enum Stem {
     Imagenet,
 }
 
+impl Stem {
+    /// The training resolution (crop side) used when none is set: 32 for the CIFAR stem; 96
+    /// for the ImageNet stem, which on a small CPU trains about 5× more images per second
+    /// than 224 (README, "Photo collections").
+    pub fn default_crop_size(self) -> usize {
+        match self {
+            Stem::Cifar => 32,
+            Stem::Imagenet => 96,
+        }
+    }
+}
+
 /// Input channels a strided 1×1 convolution needs before channels-last order is used (see
 /// [`ResNetConfig::channels_last_is_safe`]): 8 floats fill one AVX2 register.
 pub const CHANNELS_LAST_MIN_INPUTS: i64 = 8;

@@ -13,7 +13,9 @@ const METHOD_SECTION: &str = "method";
 const OPTIONAL_KEYS: &[&str] = &[
     "data.path",
     "data.image_size",
+    "data.cache",
     "data.limit",
+    "model.crop_size",
     "model.projection_hidden",
     "optim.lr",
     "train.minutes",

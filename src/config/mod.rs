@@ -51,10 +51,22 @@ pub struct DataConfig {
     /// Image folder, IDX folder or CIFAR binary folder. Unset: the built-in synthetic shapes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<PathBuf>,
-    /// Resize every image to this square size when loading. Unset: keep the images' own size
-    /// (they must then all share one size).
+    /// Resize every image to this square size when loading (the aspect ratio is not kept).
+    /// Unset: images keep their own sizes, only shrunk to the stored size (`stored_scale`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image_size: Option<usize>,
+    /// Images are stored (in the cache, or in memory) with their shorter side at most
+    /// `stored_scale × crop size`, keeping their aspect ratio; smaller ones are kept as they
+    /// are. 1.14 ≈ 256/224, ImageNet's resize-then-crop ratio. Default 1.14.
+    pub stored_scale: f64,
+    /// Image folders are decoded once into a cache here and memory-mapped from then on
+    /// (`data::cache`). Unset: `$SELFSUP_CACHE`, else `$XDG_CACHE_HOME/selfsup`, else
+    /// `~/.cache/selfsup`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<PathBuf>,
+    /// Decode image folders into memory at every load instead of using the cache (`--no-cache`;
+    /// for a read-only disk, or data that fits in memory many times over). Default false.
+    pub no_cache: bool,
     /// Skip unreadable image files (listed in the log) instead of stopping. Default false.
     pub skip_bad: bool,
     /// Use at most this many images per split (quick runs). Unset: all.
@@ -87,6 +99,9 @@ impl Default for DataConfig {
         DataConfig {
             path: None,
             image_size: None,
+            stored_scale: 1.14,
+            cache: None,
+            no_cache: false,
             skip_bad: false,
             limit: None,
             synthetic_train_per_class: 500,
@@ -110,6 +125,13 @@ pub struct ModelConfig {
     pub stem: Stem,
     /// Channel multiplier (1.0 = 64-128-256-512). Default 0.25.
     pub width: f64,
+    /// Training resolution: the side of the square views the network sees, whatever the
+    /// images' own sizes (`--crop-size`). Unset: `data.image_size` if set; else the stem's
+    /// default (32 for cifar, 96 for imagenet), or the images' own side when they all share
+    /// one size smaller than that (CIFAR 32, Fashion-MNIST 28). `selfsup pretrain` writes the
+    /// size it used into the run's config.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crop_size: Option<usize>,
     /// Hidden width of the method's heads. Unset: the method's own default, documented where
     /// the method builds its heads (the encoder's output dimension d for the SimCLR-style
     /// projections, 4d for the predictor methods' and the wide projectors).
@@ -129,10 +151,40 @@ impl Default for ModelConfig {
             depth: 18,
             stem: Stem::Cifar,
             width: 0.25,
+            crop_size: None,
             projection_hidden: None,
             projection_dim: 128,
             channels_last: true,
         }
+    }
+}
+
+impl TrainConfig {
+    /// The crop side known before any image is read: `model.crop_size`, else
+    /// `data.image_size`, else the stem's default.
+    pub fn planned_crop_size(&self) -> usize {
+        self.model
+            .crop_size
+            .or(self.data.image_size)
+            .unwrap_or_else(|| self.model.stem.default_crop_size())
+    }
+
+    /// The training resolution for these images (see [`ModelConfig::crop_size`]).
+    pub fn crop_size(&self, images: &crate::data::ImageStore) -> usize {
+        if let Some(c) = self.model.crop_size.or(self.data.image_size) {
+            return c;
+        }
+        let planned = self.planned_crop_size();
+        match images.uniform_size() {
+            Some((h, w)) => planned.min(h.min(w)),
+            None => planned,
+        }
+    }
+
+    /// The shorter side images are shrunk to when loaded: `stored_scale × planned crop`,
+    /// rounded up.
+    pub fn stored_side(&self) -> usize {
+        (self.data.stored_scale * self.planned_crop_size() as f64).ceil() as usize
     }
 }
 

@@ -82,6 +82,29 @@ impl TrainConfig {
         if self.data.image_size == Some(0) || self.data.synthetic_size < 8 {
             return bad("data.image_size must be ≥ 1 and data.synthetic_size ≥ 8".into());
         }
+        if let Some(c) = self.model.crop_size {
+            if !(4..=crate::data::MAX_IMAGE_SIZE).contains(&c) {
+                return bad(format!(
+                    "model.crop_size (--crop-size) is {c}: it must be between 4 and {} pixels \
+                     (32 suits CIFAR-sized images, 96-224 photos with --stem imagenet)",
+                    crate::data::MAX_IMAGE_SIZE
+                ));
+            }
+        }
+        let st = self.data.stored_scale;
+        if !(st.is_finite() && (1.0..=4.0).contains(&st)) {
+            return bad(format!(
+                "data.stored_scale is {st}: it must be between 1 and 4 (1.14 stores images with \
+                 their shorter side 1.14 × the crop size)"
+            ));
+        }
+        if self.stored_side() > crate::data::MAX_IMAGE_SIZE {
+            return bad(format!(
+                "data.stored_scale × crop size is {} pixels, more than {}: lower one of them",
+                self.stored_side(),
+                crate::data::MAX_IMAGE_SIZE
+            ));
+        }
         let s = self.data.crop_min_scale;
         if !(s > 0.0 && s <= 1.0) {
             return bad(format!(

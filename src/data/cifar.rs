@@ -194,14 +194,7 @@ fn load_batches(
         labels.extend(l);
         pixels.extend(p);
     }
-    Ok((
-        ImageStore {
-            height: SIDE,
-            width: SIDE,
-            pixels,
-        },
-        labels,
-    ))
+    Ok((ImageStore::uniform(SIDE, SIDE, pixels), labels))
 }
 
 /// Loads `dir` if it holds CIFAR-10 or CIFAR-100 binary batches; None if it holds neither.
@@ -270,12 +263,12 @@ mod tests {
         assert_eq!(s.train.labels, Some(vec![0, 9, 5]));
         assert_eq!(s.train.class_names.len(), 10);
         assert_eq!(s.train.class_names[9], "truck");
-        assert_eq!(&s.train.images.image(2)[..3], &[12, 0, 22]);
+        assert_eq!(&s.train.images.image(2).pixels[..3], &[12, 0, 22]);
         assert_eq!(s.train.names, vec!["train[0]", "train[1]", "train[2]"]);
         let test = s.test.unwrap();
         assert_eq!(test.labels, Some(vec![7]));
-        assert_eq!(&test.images.image(0)[3..6], &[13, 1, 23]);
-        assert_eq!((test.images.height, test.images.width), (32, 32));
+        assert_eq!(&test.images.image(0).pixels[3..6], &[13, 1, 23]);
+        assert_eq!(test.images.uniform_size().unwrap(), (32, 32));
 
         let limited = load(
             &dir,
@@ -300,7 +293,7 @@ mod tests {
         assert_eq!(s.train.class_names.len(), 100);
         assert_eq!(s.train.class_names[42], "42");
         assert_eq!(s.test.unwrap().labels, Some(vec![7]));
-        assert_eq!(&s.train.images.image(1)[..3], &[3, 0, 4]);
+        assert_eq!(&s.train.images.image(1).pixels[..3], &[3, 0, 4]);
     }
 
     #[test]

@@ -49,18 +49,14 @@ pub enum DataError {
     BadImage { path: PathBuf, reason: String },
 
     #[error(
-        "'{}' is {width}x{height} pixels but '{}' is {first_width}x{first_height}; images of \
-         different sizes need --image-size N to resize every image to NxN",
-        .path.display(),
-        .first.display()
+        "cannot {action} the image cache at '{}': {cause}; free space there, put the cache \
+         elsewhere with --cache DIR, or decode into memory with --no-cache",
+        .path.display()
     )]
-    SizeMismatch {
+    Cache {
         path: PathBuf,
-        width: usize,
-        height: usize,
-        first: PathBuf,
-        first_width: usize,
-        first_height: usize,
+        action: &'static str,
+        cause: std::io::Error,
     },
 
     #[error(
@@ -181,7 +177,8 @@ pub enum DataError {
 
     #[error(
         "the images of '{}' need {bytes} bytes of memory at {width}x{height} pixels, which \
-         cannot be allocated; use a smaller --image-size or a --limit",
+         cannot be allocated; leave out --no-cache (the cache keeps images on disk), or use a \
+         smaller --crop-size or --image-size, or a --limit",
         .path.display()
     )]
     TooLarge {

@@ -175,14 +175,7 @@ fn load_split(images_path: &Path, labels_path: &Path) -> Result<(ImageStore, Vec
     }
     let mut pixels = super::alloc_pixels(n, h, w, images_path)?;
     pixels.extend(gray.iter().flat_map(|&v| [v, v, v]));
-    Ok((
-        ImageStore {
-            height: h,
-            width: w,
-            pixels,
-        },
-        labels,
-    ))
+    Ok((ImageStore::uniform(h, w, pixels), labels))
 }
 
 /// One (images, labels) pair of files, or None when neither is there.
@@ -291,16 +284,16 @@ mod tests {
 
     fn check_mnist(s: &Splits) {
         let t = &s.train;
-        assert_eq!((t.len(), t.images.height, t.images.width), (2, 2, 3));
+        assert_eq!((t.len(), t.images.uniform_size().unwrap()), (2, (2, 3)));
         // Grayscale value v becomes (v, v, v).
-        assert_eq!(&t.images.image(0)[..6], &[0, 0, 0, 1, 1, 1]);
-        assert_eq!(&t.images.image(1)[15..], &[15, 15, 15]);
+        assert_eq!(&t.images.image(0).pixels[..6], &[0, 0, 0, 1, 1, 1]);
+        assert_eq!(&t.images.image(1).pixels[15..], &[15, 15, 15]);
         assert_eq!(t.labels, Some(vec![1, 0]));
         assert_eq!(t.class_names, vec!["0", "1", "2"]);
         assert_eq!(t.names, vec!["train[0]", "train[1]"]);
         let test = s.test.as_ref().unwrap();
         assert_eq!(test.labels, Some(vec![2]));
-        assert!(test.images.pixels.iter().all(|&p| p == 7));
+        assert!(test.images.concat_pixels().iter().all(|&p| p == 7));
         assert_eq!(test.names, vec!["test[0]"]);
     }
 
@@ -331,12 +324,18 @@ mod tests {
         };
         let s = super::super::load(&dir, &opts).unwrap();
         assert_eq!(
-            (s.train.len(), s.train.images.height, s.train.images.width),
-            (1, 5, 5)
+            (s.train.len(), s.train.images.uniform_size().unwrap()),
+            (1, (5, 5))
         );
         assert_eq!(s.train.class_names[0], "T-shirt/top");
         assert_eq!(s.train.class_names.len(), 10);
-        assert!(s.test.unwrap().images.pixels.iter().all(|&p| p == 7));
+        assert!(s
+            .test
+            .unwrap()
+            .images
+            .concat_pixels()
+            .iter()
+            .all(|&p| p == 7));
     }
 
     #[test]

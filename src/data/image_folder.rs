@@ -1,19 +1,19 @@
 //! Folders of image files: flat (unlabeled), one sub-folder per class (labeled), or `train/`
 //! and `test/` (or `val/`) splits of either.
 //!
-//! Files are sorted by their path for determinism, decoded in parallel, and converted from
-//! every mode (grayscale, RGBA, 16-bit, palette) to 8-bit RGB; alpha is dropped.
+//! Files are sorted by their path for determinism and decoded in parallel ([`super::decode`]),
+//! into memory or, once, into the on-disk cache ([`super::cache`]) that later loads map.
+//! Images keep their own sizes (resized by [`LoadOptions::resize`]).
 
 use std::collections::HashSet;
-use std::io::Cursor;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
-use image::imageops::FilterType;
 use rayon::prelude::*;
 
+use super::cache;
+pub use super::decode::{decode_bytes, decode_file, jpeg_has_end};
 use super::error::IMAGE_EXTENSIONS;
-use super::{alloc_pixels, check_dir, DataError, Dataset, ImageStore, LoadOptions, Splits};
+use super::{check_dir, DataError, Dataset, ImageStore, LoadOptions, Splits, StoreBuilder};
 
 /// Deeper folders than this inside a class folder are not searched (guards against link loops).
 const MAX_DEPTH: usize = 16;
@@ -26,10 +26,10 @@ pub fn is_image_name(name: &str) -> bool {
 
 /// One image file to read: its path relative to the split folder (with `/`), where it is, and
 /// its class index when labeled.
-struct Item {
-    rel: String,
-    path: PathBuf,
-    label: Option<u32>,
+pub(crate) struct Item {
+    pub rel: String,
+    pub path: PathBuf,
+    pub label: Option<u32>,
 }
 
 /// The image file names and the sub-folder names directly in `dir`, each sorted; hidden
@@ -192,73 +192,6 @@ fn dirs_exist(dir: &Path) -> bool {
     list_dir(dir).is_ok_and(|(_, d)| !d.is_empty())
 }
 
-/// Reads one image file as 8-bit RGB, resized to `size`x`size` when given: `(h, w, pixels)`.
-/// The error is the reason, for [`DataError::BadImage`] or the skipped list.
-pub fn decode_file(path: &Path, size: Option<usize>) -> Result<(usize, usize, Vec<u8>), String> {
-    // A pipe or device would block or never end: only regular files are read.
-    if let Ok(m) = std::fs::metadata(path) {
-        if !m.is_file() {
-            return Err(
-                "it is not a regular file (a pipe, socket or device): selfsup reads image files only"
-                    .into(),
-            );
-        }
-    }
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read the file ({e})"))?;
-    decode_bytes(&bytes, size)
-}
-
-/// Decodes an image held in memory; see [`decode_file`].
-pub fn decode_bytes(bytes: &[u8], size: Option<usize>) -> Result<(usize, usize, Vec<u8>), String> {
-    if bytes.is_empty() {
-        return Err("the file is empty (0 bytes)".into());
-    }
-    let reader = image::ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| format!("cannot read the file ({e})"))?;
-    if reader.format().is_none() {
-        return Err("its contents are not in an image format selfsup reads (JPEG, PNG, BMP, GIF, TIFF, WebP)".into());
-    }
-    if reader.format() == Some(image::ImageFormat::Jpeg) && !jpeg_has_end(bytes) {
-        return Err(
-            "the JPEG is truncated: its image data ends before the end-of-image marker \
-                    (the file was cut short, e.g. by an interrupted copy)"
-                .into(),
-        );
-    }
-    // Decoders are written for hostile input, but a crash in one must not take the whole run down.
-    let decoded = catch_unwind(AssertUnwindSafe(|| reader.decode()))
-        .map_err(|_| "the image decoder crashed on this file".to_string())?
-        .map_err(|e| format!("{e}"))?;
-    let rgb = decoded.into_rgb8();
-    if rgb.width() == 0 || rgb.height() == 0 {
-        return Err(format!(
-            "the image is {}x{} pixels",
-            rgb.width(),
-            rgb.height()
-        ));
-    }
-    let rgb = match size {
-        Some(s) if (rgb.width() as usize, rgb.height() as usize) != (s, s) => {
-            image::imageops::resize(&rgb, s as u32, s as u32, FilterType::Triangle)
-        }
-        _ => rgb,
-    };
-    Ok((rgb.height() as usize, rgb.width() as usize, rgb.into_raw()))
-}
-
-/// Whether a JPEG's last scan is followed by its end-of-image marker `FF D9`. The decoder
-/// fills a file cut inside its entropy-coded data with grey and reports nothing; such a file
-/// has a start-of-scan marker `FF DA` and no `FF D9` after it (inside scan data every `FF` is
-/// followed by `00` or a restart marker, so `FF D9` cannot occur there by chance).
-pub fn jpeg_has_end(bytes: &[u8]) -> bool {
-    let marker = |m: u8| move |w: &[u8]| w == [0xFF, m];
-    match bytes.windows(2).rposition(marker(0xDA)) {
-        Some(sos) => bytes[sos..].windows(2).any(marker(0xD9)),
-        None => false,
-    }
-}
-
 /// At most `limit` of `items` (sorted by class, then file), spread evenly over the classes:
 /// the first file of every class, then the second of every class, and so on, kept in their
 /// sorted order. Unlabelled items are one class, so a flat folder keeps its first `limit` files.
@@ -287,9 +220,63 @@ fn class_balanced_prefix(items: Vec<Item>, limit: usize) -> Vec<Item> {
         .collect()
 }
 
-/// Decodes `items` (at most `limit` of them, spread over the classes) in parallel into one dataset. A bad file is an
-/// error, or with `skip_bad` an entry of `skipped`; images of another size are an error unless
-/// `image_size` resizes them.
+/// Decoded images of a list of items, in the list's order, bad files left out.
+pub(crate) struct Decoded {
+    pub store: ImageStore,
+    /// For each image of `store`, the index of its item.
+    pub kept: Vec<usize>,
+    /// "rel: reason" for each bad file (with `skip_bad`).
+    pub skipped: Vec<String>,
+}
+
+/// Decodes every item into memory, in parallel: a bad file is an error naming it, or with
+/// `skip_bad` an entry of `skipped`.
+fn decode_in_memory(root: &Path, items: &[Item], opts: &LoadOptions) -> Result<Decoded, DataError> {
+    let resize = opts.resize();
+    let decoded: Vec<_> = items
+        .par_iter()
+        .map(|it| decode_file(&it.path, resize))
+        .collect();
+    let mut kept = Vec::new();
+    let mut skipped = Vec::new();
+    let mut bytes = 0usize;
+    for (i, (item, result)) in items.iter().zip(&decoded).enumerate() {
+        match result {
+            Err(reason) if opts.skip_bad => skipped.push(format!("{}: {reason}", item.rel)),
+            Err(reason) => {
+                return Err(DataError::BadImage {
+                    path: item.path.clone(),
+                    reason: reason.clone(),
+                })
+            }
+            Ok((_, _, px)) => {
+                bytes += px.len();
+                kept.push(i);
+            }
+        }
+    }
+    let mut builder = StoreBuilder::default();
+    if builder.try_reserve(bytes).is_err() {
+        let (h, w, _) = decoded[kept[0]].as_ref().expect("kept images decoded");
+        return Err(DataError::TooLarge {
+            path: root.to_path_buf(),
+            bytes: bytes as u128,
+            width: *w,
+            height: *h,
+        });
+    }
+    for (h, w, px) in decoded.into_iter().flatten() {
+        builder.push(h, w, &px);
+    }
+    Ok(Decoded {
+        store: builder.finish(),
+        kept,
+        skipped,
+    })
+}
+
+/// Decodes `items` (at most `limit` of them, spread over the classes) into one dataset:
+/// through the cache when `opts.cache` names one, else into memory.
 fn decode_items(
     root: &Path,
     mut items: Vec<Item>,
@@ -299,62 +286,32 @@ fn decode_items(
     if let Some(limit) = opts.limit {
         items = class_balanced_prefix(items, limit);
     }
-    let decoded: Vec<_> = items
-        .par_iter()
-        .map(|it| decode_file(&it.path, opts.image_size))
-        .collect();
-
-    let mut first: Option<(usize, usize, &Item)> = None;
-    let mut kept = Vec::new();
-    let mut skipped = Vec::new();
-    for (item, result) in items.iter().zip(decoded) {
-        match result {
-            Err(reason) if opts.skip_bad => skipped.push(format!("{}: {reason}", item.rel)),
-            Err(reason) => {
-                return Err(DataError::BadImage {
-                    path: item.path.clone(),
-                    reason,
-                })
-            }
-            Ok((h, w, pixels)) => {
-                let (fh, fw, f) = *first.get_or_insert((h, w, item));
-                if (h, w) != (fh, fw) {
-                    return Err(DataError::SizeMismatch {
-                        path: item.path.clone(),
-                        width: w,
-                        height: h,
-                        first: f.path.clone(),
-                        first_width: fw,
-                        first_height: fh,
-                    });
-                }
-                kept.push((item, pixels));
-            }
-        }
-    }
-    let Some((height, width, _)) = first else {
+    let d = match &opts.cache {
+        Some(dir) => cache::load(root, &items, dir, opts.resize(), opts.skip_bad)?.decoded,
+        None => decode_in_memory(root, &items, opts)?,
+    };
+    if d.kept.is_empty() {
         let detail = format!(
             " that could be decoded ({} files skipped as unreadable)",
-            skipped.len()
+            d.skipped.len()
         );
         return Err(DataError::NoImages {
             path: root.to_path_buf(),
             detail,
         });
-    };
-    let mut pixels = alloc_pixels(kept.len(), height, width, root)?;
-    kept.iter().for_each(|(_, p)| pixels.extend_from_slice(p));
+    }
     let labeled = !class_names.is_empty();
     Ok(Dataset {
-        images: ImageStore {
-            height,
-            width,
-            pixels,
-        },
-        labels: labeled.then(|| kept.iter().map(|(it, _)| it.label.unwrap_or(0)).collect()),
+        images: d.store,
+        labels: labeled.then(|| {
+            d.kept
+                .iter()
+                .map(|&i| items[i].label.unwrap_or(0))
+                .collect()
+        }),
         class_names,
-        names: kept.iter().map(|(it, _)| it.rel.clone()).collect(),
-        skipped,
+        names: d.kept.iter().map(|&i| items[i].rel.clone()).collect(),
+        skipped: d.skipped,
     })
 }
 
@@ -422,6 +379,7 @@ mod tests {
     use super::*;
     use crate::data::load;
     use image::{GrayImage, ImageBuffer, Luma, Rgb, RgbImage, Rgba, RgbaImage};
+    use std::io::Cursor;
 
     fn solid(w: u32, h: u32, c: [u8; 3]) -> RgbImage {
         RgbImage::from_pixel(w, h, Rgb(c))
@@ -485,17 +443,17 @@ mod tests {
         );
         assert_eq!(t.labels, None);
         assert!(t.class_names.is_empty());
-        assert_eq!((t.images.height, t.images.width), (2, 2));
+        assert_eq!(t.images.uniform_size().unwrap(), (2, 2));
         assert_eq!(
-            t.images.image(0),
+            t.images.image(0).pixels,
             &[0, 0, 100, 1, 0, 100, 0, 1, 100, 1, 1, 100]
         );
-        assert_eq!(t.images.image(1), &[77; 12]);
-        assert_eq!(&t.images.image(2)[..6], &[1, 2, 3, 1, 2, 3]);
-        assert_eq!(&t.images.image(3)[..3], &[10, 20, 255]);
-        assert_eq!(&t.images.image(4)[..3], &[200, 200, 200]);
-        assert_eq!(&t.images.image(5)[..3], &[9, 8, 7]);
-        let jpg = t.images.image(6);
+        assert_eq!(t.images.image(1).pixels, &[77; 12]);
+        assert_eq!(&t.images.image(2).pixels[..6], &[1, 2, 3, 1, 2, 3]);
+        assert_eq!(&t.images.image(3).pixels[..3], &[10, 20, 255]);
+        assert_eq!(&t.images.image(4).pixels[..3], &[200, 200, 200]);
+        assert_eq!(&t.images.image(5).pixels[..3], &[9, 8, 7]);
+        let jpg = t.images.image(6).pixels;
         for (got, want) in jpg.iter().zip([200u8, 50, 30].iter().cycle()) {
             assert!((*got as i32 - *want as i32).abs() <= 6, "jpeg {jpg:?}");
         }
@@ -515,7 +473,7 @@ mod tests {
         .save(dir.path().join("p.gif"))
         .unwrap();
         let t = load(dir.path(), &opts()).unwrap().train;
-        let px = t.images.image(0);
+        let px = t.images.image(0).pixels;
         assert!(px[0] > 240 && px[2] < 15, "{px:?}");
         assert!(px[3 * 3 + 2] > 240 && px[3 * 3] < 15, "{px:?}");
     }
@@ -539,9 +497,9 @@ mod tests {
         assert_eq!(t.class_names, vec!["cat", "dog"]);
         assert_eq!(t.names, vec!["cat/nested/x.png", "dog/1.png", "dog/2.png"]);
         assert_eq!(t.labels, Some(vec![0, 1, 1]));
-        assert_eq!((t.images.height, t.images.width), (2, 3));
-        assert_eq!(t.images.image(1)[0], 2);
-        assert_eq!(t.images.image(2)[0], 1);
+        assert_eq!(t.images.uniform_size().unwrap(), (2, 3));
+        assert_eq!(t.images.image(1).pixels[0], 2);
+        assert_eq!(t.images.image(2).pixels[0], 1);
     }
 
     #[test]
@@ -573,8 +531,8 @@ mod tests {
         assert_eq!(test.labels, Some(vec![1, 2]));
         assert_eq!(test.class_names, vec!["a", "b", "c"]);
         assert_eq!(test.names, vec!["b/k.png", "c/j.png"]);
-        assert_eq!((test.images.height, test.images.width), (3, 3));
-        assert!(test.images.image(0).iter().all(|&p| p == 7));
+        assert_eq!(test.images.uniform_size().unwrap(), (3, 3));
+        assert!(test.images.image(0).pixels.iter().all(|&p| p == 7));
     }
 
     #[test]
@@ -643,39 +601,34 @@ mod tests {
         )
         .unwrap()
         .train;
-        assert_eq!((t.len(), t.images.height, t.images.width), (2, 4, 4));
-        assert_eq!(&t.images.image(1)[..3], &[10, 20, 30]);
+        assert_eq!((t.len(), t.images.uniform_size().unwrap()), (2, (4, 4)));
+        assert_eq!(&t.images.image(1).pixels[..3], &[10, 20, 30]);
     }
 
     #[test]
-    fn different_sizes_without_image_size() {
+    fn different_sizes_keep_their_own_size() {
         let dir = tempfile::tempdir().unwrap();
         solid(4, 4, [1, 1, 1])
             .save(dir.path().join("a.png"))
             .unwrap();
-        solid(4, 4, [1, 1, 1])
+        solid(5, 3, [2, 2, 2])
             .save(dir.path().join("b.png"))
             .unwrap();
-        solid(5, 4, [1, 1, 1])
-            .save(dir.path().join("c.png"))
-            .unwrap();
-        let e = load(dir.path(), &opts()).unwrap_err();
-        assert!(
-            matches!(
-                e,
-                DataError::SizeMismatch {
-                    width: 5,
-                    height: 4,
-                    ..
-                }
-            ),
-            "{e}"
-        );
-        let msg = e.to_string();
-        assert!(
-            msg.contains("c.png") && msg.contains("a.png") && msg.contains("--image-size"),
-            "{msg}"
-        );
+        let t = load(dir.path(), &opts()).unwrap().train;
+        assert_eq!(t.images.uniform_size(), None);
+        assert_eq!((t.images.size(0), t.images.size(1)), ((4, 4), (3, 5)));
+        assert_eq!(t.images.image(1).pixels, &[2; 45]);
+        // shrunk to a shorter side of 2, the aspect ratio kept
+        let t = load(
+            dir.path(),
+            &LoadOptions {
+                shorter_side: Some(2),
+                ..opts()
+            },
+        )
+        .unwrap()
+        .train;
+        assert_eq!((t.images.size(0), t.images.size(1)), ((2, 2), (2, 3)));
     }
 
     /// Writes one good image and one bad file named `bad_name` with `bad_bytes`.
@@ -714,7 +667,7 @@ mod tests {
     fn a_jpeg_cut_inside_its_image_data_is_bad() {
         let whole = noisy_jpeg();
         assert!(jpeg_has_end(&whole));
-        assert!(decode_bytes(&whole, None).is_ok());
+        assert!(decode_bytes(&whole, crate::data::Resize::Keep).is_ok());
         for cut in [0.5, 0.9] {
             let part = &whole[..(whole.len() as f64 * cut) as usize];
             assert!(!jpeg_has_end(part), "cut at {cut}");

@@ -2,76 +2,30 @@
 //!
 //! [`load`] looks at a folder and reads whichever format it holds — image folders
 //! ([`image_folder`]), MNIST-style IDX files ([`idx`]) or CIFAR binary batches ([`cifar`]) —
-//! into [`Splits`] of [`Dataset`]s whose images are all RGB `u8` of one size.
+//! into [`Splits`] of [`Dataset`]s of RGB `u8` images, each of its own size ([`ImageStore`]).
+//! Image folders are decoded once into an on-disk cache ([`cache`]) that later runs map.
 //! [`synthetic::generate`] makes the built-in labeled dataset that needs no download.
 
+pub mod cache;
 pub mod cifar;
+mod decode;
 pub mod error;
 pub mod idx;
 pub mod image_folder;
+pub mod resize;
+pub mod store;
 pub mod synthetic;
 
 pub use error::DataError;
+pub use resize::Resize;
+pub use store::{ImageRef, ImageStore, Placement, StoreBuilder};
 
-use std::fmt;
 use std::path::Path;
 
-use image::imageops::FilterType;
 use rayon::prelude::*;
 
 /// The largest `image_size` accepted: bigger squares are almost surely a typo.
 pub const MAX_IMAGE_SIZE: usize = 4096;
-
-/// Decoded images held in memory as u8, all the same size, always 3 channels (RGB),
-/// layout [N, H, W, 3].
-#[derive(Clone, PartialEq, Eq)]
-pub struct ImageStore {
-    pub height: usize,
-    pub width: usize,
-    pub pixels: Vec<u8>,
-}
-
-impl ImageStore {
-    /// Number of images.
-    pub fn len(&self) -> usize {
-        match self.image_bytes() {
-            0 => 0,
-            b => self.pixels.len() / b,
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The side of the square network input made from these images: `min(H, W)`.
-    pub fn input_side(&self) -> usize {
-        self.height.min(self.width)
-    }
-
-    /// The H*W*3 bytes of image `i`, row-major, RGB interleaved. Panics if `i >= len()`.
-    pub fn image(&self, i: usize) -> &[u8] {
-        let b = self.image_bytes();
-        &self.pixels[i * b..(i + 1) * b]
-    }
-
-    /// Bytes per image: H*W*3.
-    pub fn image_bytes(&self) -> usize {
-        self.height * self.width * 3
-    }
-}
-
-impl fmt::Debug for ImageStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "ImageStore {{ len: {}, height: {}, width: {} }}",
-            self.len(),
-            self.height,
-            self.width
-        )
-    }
-}
 
 /// Images with their labels and names.
 #[derive(Clone, Debug)]
@@ -103,16 +57,8 @@ impl Dataset {
 
     /// The images at `idx`, in that order (repeats allowed). Panics on an index `>= len()`.
     pub fn subset(&self, idx: &[usize]) -> Dataset {
-        let mut pixels = Vec::with_capacity(idx.len() * self.images.image_bytes());
-        for &i in idx {
-            pixels.extend_from_slice(self.images.image(i));
-        }
         Dataset {
-            images: ImageStore {
-                height: self.images.height,
-                width: self.images.width,
-                pixels,
-            },
+            images: self.images.subset(idx),
             labels: self
                 .labels
                 .as_ref()
@@ -128,8 +74,14 @@ impl Dataset {
 #[derive(Clone, Debug, Default)]
 pub struct LoadOptions {
     /// Resize every image to this square size (triangle, i.e. bilinear, filter; the aspect ratio
-    /// is not kept). None: keep the size, but then all images must share one size.
+    /// is not kept). Wins over `shorter_side`.
     pub image_size: Option<usize>,
+    /// Shrink every image whose shorter side is longer than this so that it is this long,
+    /// keeping the aspect ratio (smaller images are kept as they are). None: keep every size.
+    pub shorter_side: Option<usize>,
+    /// Image folders only: the cache folder to decode into once and map from then on
+    /// ([`cache`]). None: decode into memory at every load.
+    pub cache: Option<std::path::PathBuf>,
     /// Skip unreadable image files and record them in [`Dataset::skipped`] instead of failing.
     pub skip_bad: bool,
     /// Keep at most this many images per split (for quick runs): in an image folder the first
@@ -139,11 +91,29 @@ pub struct LoadOptions {
 }
 
 impl LoadOptions {
+    /// How every image is resized at load.
+    pub fn resize(&self) -> Resize {
+        match (self.image_size, self.shorter_side) {
+            (Some(s), _) => Resize::Square(s),
+            (None, Some(s)) => Resize::ShorterSide(s),
+            (None, None) => Resize::Keep,
+        }
+    }
+
     fn validate(&self) -> Result<(), DataError> {
         if let Some(s) = self.image_size {
             if s == 0 || s > MAX_IMAGE_SIZE {
                 return Err(DataError::InvalidOption {
                     name: "--image-size",
+                    value: s.to_string(),
+                    reason: "must be between 1 and 4096 pixels",
+                });
+            }
+        }
+        if let Some(s) = self.shorter_side {
+            if s == 0 || s > MAX_IMAGE_SIZE {
+                return Err(DataError::InvalidOption {
+                    name: "the stored size (crop size × data.stored_scale)",
                     value: s.to_string(),
                     reason: "must be between 1 and 4096 pixels",
                 });
@@ -235,18 +205,8 @@ pub(crate) fn alloc_pixels(
     Ok(v)
 }
 
-/// Resizes one RGB image (`h`x`w`, [H, W, 3]) to `size`x`size` with the triangle filter.
-pub(crate) fn resize_rgb(pixels: Vec<u8>, h: usize, w: usize, size: usize) -> Vec<u8> {
-    if h == size && w == size {
-        return pixels;
-    }
-    let img = image::RgbImage::from_raw(w as u32, h as u32, pixels)
-        .expect("resize_rgb: buffer length is h*w*3 by construction");
-    image::imageops::resize(&img, size as u32, size as u32, FilterType::Triangle).into_raw()
-}
-
-/// Builds one split of an in-memory format (IDX, CIFAR): applies `limit`, then `image_size`,
-/// and names image i "`split`[i]".
+/// Builds one split of an in-memory format (IDX, CIFAR): applies `limit`, then the resize of
+/// `opts`, and names image i "`split`[i]".
 pub(crate) fn raw_dataset(
     split: &str,
     mut images: ImageStore,
@@ -255,29 +215,23 @@ pub(crate) fn raw_dataset(
     opts: &LoadOptions,
     origin: &Path,
 ) -> Result<Dataset, DataError> {
-    if let Some(limit) = opts.limit {
-        let n = limit.min(images.len());
-        images.pixels.truncate(n * images.image_bytes());
-        labels.truncate(n);
+    if let Some(limit) = opts.limit.filter(|&l| l < images.len()) {
+        images = images.subset(&(0..limit).collect::<Vec<_>>());
+        labels.truncate(limit);
     }
     let n = images.len();
-    if let Some(size) = opts
-        .image_size
-        .filter(|&s| s != images.height || s != images.width)
-    {
-        let (h, w) = (images.height, images.width);
-        let mut pixels = alloc_pixels(n, size, size, origin)?;
-        let resized: Vec<Vec<u8>> = images
-            .pixels
-            .par_chunks(images.image_bytes())
-            .map(|img| resize_rgb(img.to_vec(), h, w, size))
-            .collect();
-        resized.iter().for_each(|r| pixels.extend_from_slice(r));
-        images = ImageStore {
-            height: size,
-            width: size,
-            pixels,
-        };
+    let resize = opts.resize();
+    if let Some((h, w)) = images.uniform_size() {
+        let (th, tw) = resize.target(h, w);
+        if (th, tw) != (h, w) {
+            let mut pixels = alloc_pixels(n, th, tw, origin)?;
+            let resized: Vec<Vec<u8>> = (0..n)
+                .into_par_iter()
+                .map(|i| resize.apply(images.image(i).pixels.to_vec(), h, w).2)
+                .collect();
+            resized.iter().for_each(|r| pixels.extend_from_slice(r));
+            images = ImageStore::uniform(th, tw, pixels);
+        }
     }
     Ok(Dataset {
         images,
@@ -298,26 +252,7 @@ mod tests {
     use super::*;
 
     fn store(n: usize) -> ImageStore {
-        ImageStore {
-            height: 1,
-            width: 2,
-            pixels: (0..n as u8 * 6).collect(),
-        }
-    }
-
-    #[test]
-    fn store_indexing() {
-        let s = store(3);
-        assert_eq!(s.len(), 3);
-        assert_eq!(s.image_bytes(), 6);
-        assert_eq!(s.image(1), &[6, 7, 8, 9, 10, 11]);
-        assert!(!s.is_empty());
-        assert!(ImageStore {
-            height: 0,
-            width: 0,
-            pixels: vec![]
-        }
-        .is_empty());
+        ImageStore::uniform(1, 2, (0..n as u8 * 6).collect())
     }
 
     #[test]
@@ -331,8 +266,8 @@ mod tests {
         };
         let s = d.subset(&[2, 0]);
         assert_eq!(s.len(), 2);
-        assert_eq!(s.images.image(0), d.images.image(2));
-        assert_eq!(s.images.image(1), d.images.image(0));
+        assert_eq!(s.images.image(0).pixels, d.images.image(2).pixels);
+        assert_eq!(s.images.image(1).pixels, d.images.image(0).pixels);
         assert_eq!(s.labels, Some(vec![2, 0]));
         assert_eq!(s.names, vec!["z", "x"]);
         assert_eq!(s.num_classes(), 3);
@@ -398,11 +333,7 @@ mod tests {
         // Two 2x2 images, the first all 10s, the second all 200s.
         let mut pixels = vec![10u8; 12];
         pixels.extend(vec![200u8; 12]);
-        let images = ImageStore {
-            height: 2,
-            width: 2,
-            pixels,
-        };
+        let images = ImageStore::uniform(2, 2, pixels);
         let opts = LoadOptions {
             image_size: Some(4),
             limit: Some(1),
@@ -410,11 +341,11 @@ mod tests {
         };
         let d = raw_dataset("test", images, vec![3, 4], vec![], &opts, Path::new("x")).unwrap();
         assert_eq!(d.len(), 1);
-        assert_eq!((d.images.height, d.images.width), (4, 4));
+        assert_eq!(d.images.uniform_size(), Some((4, 4)));
         assert!(
-            d.images.pixels.iter().all(|&p| p == 10),
+            d.images.image(0).pixels.iter().all(|&p| p == 10),
             "{:?}",
-            d.images.pixels
+            d.images
         );
         assert_eq!(d.labels, Some(vec![3]));
         assert_eq!(d.names, vec!["test[0]"]);

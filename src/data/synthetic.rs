@@ -72,11 +72,7 @@ fn split(name: &str, stream: u64, n: usize, size: usize, seed: u64) -> Dataset {
         })
         .collect();
     Dataset {
-        images: ImageStore {
-            height: size,
-            width: size,
-            pixels: images.concat(),
-        },
+        images: ImageStore::uniform(size, size, images.concat()),
         labels: Some((0..n).map(|i| (i % k) as u32).collect()),
         class_names: CLASS_NAMES.iter().map(|s| s.to_string()).collect(),
         names: (0..n).map(|i| format!("{name}[{i}]")).collect(),
@@ -227,11 +223,12 @@ mod tests {
 
     /// Per-class mean of each pixel, on grayscale, [K][H*W].
     fn class_means(d: &Dataset) -> Vec<Vec<f32>> {
-        let hw = d.images.height * d.images.width;
+        let (h, w) = d.images.uniform_size().unwrap();
+        let hw = h * w;
         let mut sums = vec![vec![0f32; hw]; d.num_classes()];
         let mut counts = vec![0f32; d.num_classes()];
         for (i, &l) in d.labels.as_ref().unwrap().iter().enumerate() {
-            let img = d.images.image(i);
+            let img = d.images.image(i).pixels;
             for p in 0..hw {
                 sums[l as usize][p] +=
                     img[3 * p..3 * p + 3].iter().map(|&v| v as f32).sum::<f32>() / 3.0;
@@ -248,10 +245,10 @@ mod tests {
     fn shapes_labels_names_and_balance() {
         let s = generate(3, 2, 16, 1);
         assert_eq!(
-            (s.train.len(), s.train.images.height, s.train.images.width),
-            (30, 16, 16)
+            (s.train.len(), s.train.images.uniform_size().unwrap()),
+            (30, (16, 16))
         );
-        assert_eq!(s.train.images.pixels.len(), 30 * 16 * 16 * 3);
+        assert_eq!(s.train.images.concat_pixels().len(), 30 * 16 * 16 * 3);
         let labels = s.train.labels.as_ref().unwrap();
         for k in 0..10 {
             assert_eq!(labels.iter().filter(|&&l| l == k).count(), 3);
@@ -262,7 +259,10 @@ mod tests {
         assert_eq!(test.len(), 20);
         assert_eq!(test.names[0], "test[0]");
         assert!(generate(1, 0, 16, 1).test.is_none());
-        assert_eq!(generate(1, 1, 0, 1).train.images.height, MIN_SIZE);
+        assert_eq!(
+            generate(1, 1, 0, 1).train.images.uniform_size().unwrap().0,
+            MIN_SIZE
+        );
     }
 
     #[test]
@@ -278,7 +278,10 @@ mod tests {
     #[test]
     fn train_and_test_differ() {
         let s = generate(2, 2, 16, 3);
-        assert_ne!(s.train.images.pixels, s.test.unwrap().images.pixels);
+        assert_ne!(
+            s.train.images.concat_pixels(),
+            s.test.unwrap().images.concat_pixels()
+        );
     }
 
     #[test]
@@ -286,7 +289,7 @@ mod tests {
         let s = generate(4, 0, 16, 5);
         let d = &s.train;
         for k in 0..10 {
-            let (a, b) = (d.images.image(k), d.images.image(k + 10));
+            let (a, b) = (d.images.image(k).pixels, d.images.image(k + 10).pixels);
             let diff = a.iter().zip(b).filter(|(x, y)| x != y).count();
             assert!(diff > a.len() / 4, "class {k}: only {diff} bytes differ");
         }
@@ -300,6 +303,7 @@ mod tests {
             let gray: Vec<f32> = d
                 .images
                 .image(i)
+                .pixels
                 .chunks(3)
                 .map(|c| (c[0] as f32 + c[1] as f32 + c[2] as f32) / 3.0)
                 .collect();
@@ -343,11 +347,11 @@ mod tests {
         let labels = d.labels.as_ref().unwrap();
         let mut correct = 0;
         for i in 0..d.len() {
-            let a = d.images.image(i);
+            let a = d.images.image(i).pixels;
             let nearest = (0..d.len())
                 .filter(|&j| j != i)
                 .min_by_key(|&j| {
-                    let b = d.images.image(j);
+                    let b = d.images.image(j).pixels;
                     a.iter()
                         .zip(b)
                         .map(|(&x, &y)| (x as i32 - y as i32).pow(2) as u64)

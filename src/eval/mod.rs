@@ -80,6 +80,9 @@ pub struct EvalReport {
 pub struct FrozenEncoder<'a> {
     pub net: &'a ResNet,
     pub channels_last: bool,
+    /// The side of the square evaluation views: the training resolution
+    /// ([`TrainConfig::crop_size`](crate::config::TrainConfig::crop_size)).
+    pub input_side: usize,
 }
 
 /// Which scores [`evaluate`] computes.
@@ -119,16 +122,9 @@ pub fn evaluate(
     if test.images.is_empty() {
         anyhow::bail!("the test split has no images");
     }
-    let size = train.images.input_side();
-    if (test.images.height, test.images.width) != (train.images.height, train.images.width) {
-        anyhow::bail!(
-            "train images are {}x{} but test images are {}x{}: pass --image-size to resize both",
-            train.images.width,
-            train.images.height,
-            test.images.width,
-            test.images.height
-        );
-    }
+    // Evaluation view of every image, whatever its size: the centred square of the stored
+    // image (its whole shorter side) resized to the training resolution.
+    let size = encoder.input_side;
     let recipe = crate::augment::ViewRecipe::eval(size);
     let ftr = extract_features(net, &train.images, &recipe, cfg.batch_size, channels_last); // [N, D]
     let fte = extract_features(net, &test.images, &recipe, cfg.batch_size, channels_last); // [M, D]

@@ -97,6 +97,8 @@ pub struct DeepCluster {
     batch_size: usize,
     channels_last: bool,
     images: Arc<ImageStore>,
+    /// Side of the views the bank is embedded from.
+    input_side: usize,
     /// B [N, D] (`deepcluster.bank`).
     bank: Tensor,
     /// C [P, D] (`deepcluster.centroids`).
@@ -145,6 +147,7 @@ impl DeepCluster {
             assignments: state.zeros_no_train("assignments", &[n as i64]),
             clustered_at,
             images,
+            input_side: ctx.input_side,
             pending: None,
         })
     }
@@ -164,7 +167,7 @@ impl DeepCluster {
     /// evaluation uses.)
     fn embed_all(&self) -> Tensor {
         let images = &self.images;
-        let recipe = ViewRecipe::eval(images.height.min(images.width));
+        let recipe = ViewRecipe::eval(self.input_side);
         let b = self.batch_size.clamp(2, images.len().max(2));
         let parts = tch::no_grad(|| {
             map_eval_batches(images, &recipe, b, self.channels_last, true, |x| {
@@ -290,11 +293,11 @@ mod tests {
     /// `n` random 16×16 images.
     fn store(n: usize, seed: u64) -> Arc<ImageStore> {
         let mut rng = crate::rng::Rng::new(seed);
-        Arc::new(ImageStore {
-            height: 16,
-            width: 16,
-            pixels: (0..n * 16 * 16 * 3).map(|_| rng.below(256) as u8).collect(),
-        })
+        Arc::new(ImageStore::uniform(
+            16,
+            16,
+            (0..n * 16 * 16 * 3).map(|_| rng.below(256) as u8).collect(),
+        ))
     }
 
     fn method(clusters: usize, images: Arc<ImageStore>) -> (nn::VarStore, DeepCluster) {

@@ -118,6 +118,8 @@ pub struct BuildContext {
     /// The training images: a method with a per-image memory sizes and fills it from them.
     /// None when no training happens (evaluation builds only the encoder).
     pub images: Option<Arc<ImageStore>>,
+    /// The training resolution: side of the square views.
+    pub input_side: usize,
 }
 
 impl BuildContext {
@@ -263,6 +265,7 @@ pub(crate) mod testing {
             seed: 0,
             batch_size: 8,
             images: None,
+            input_side: 16,
         }
     }
 

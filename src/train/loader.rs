@@ -98,13 +98,11 @@ impl BatchMaker {
                 let size = recipe.out_size;
                 let mut out = vec![0f32; b * size * size * 3];
                 let im = &self.data.images;
-                augment_batch(
-                    &im.pixels, im.height, im.width, idx, recipe, self.seed, epoch, v as u64,
-                    &mut out,
-                );
+                augment_batch(im, idx, recipe, self.seed, epoch, v as u64, &mut out);
                 out
             })
             .collect();
+        self.data.images.release(idx);
         let targets = self
             .data
             .targets

@@ -86,6 +86,9 @@ pub fn load_data(cfg: &TrainConfig) -> anyhow::Result<Splits> {
         Some(path) => {
             let opts = data::LoadOptions {
                 image_size: d.image_size,
+                shorter_side: Some(cfg.stored_side()),
+                cache: (!d.no_cache)
+                    .then(|| d.cache.clone().unwrap_or_else(data::cache::default_dir)),
                 skip_bad: d.skip_bad,
                 limit: d.limit,
             };
@@ -115,6 +118,9 @@ pub fn build_context(cfg: &TrainConfig, images: Option<Arc<ImageStore>>) -> Buil
         channels_last: cfg.model.uses_channels_last(),
         seed: cfg.train.seed,
         batch_size: cfg.train.batch_size,
+        input_side: images
+            .as_ref()
+            .map_or_else(|| cfg.planned_crop_size(), |i| cfg.crop_size(i)),
         images,
     }
 }

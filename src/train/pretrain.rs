@@ -59,6 +59,10 @@ impl Pretraining {
     /// Preflight, then resume: with `resume`, continues from the folder's checkpoint; without,
     /// refuses a folder that has one.
     pub fn prepare(cfg: &TrainConfig, splits: &Splits, resume: bool) -> anyhow::Result<Self> {
+        // The training resolution is fixed now and saved with the run, for eval and embed.
+        let mut cfg = cfg.clone();
+        cfg.model.crop_size = Some(cfg.crop_size(&splits.train.images));
+        let cfg = &cfg;
         let spec = cfg.method.spec().map_err(anyhow::Error::msg)?;
         let (data, recipes) = preflight(cfg, splits, spec.as_ref())?;
         let model = build_model(cfg, Some(data.images.clone()))?;
@@ -111,7 +115,10 @@ impl Pretraining {
             (true, true) => {}
         }
         let loaded = load_checkpoint(&ckpt)?;
-        check_resumable(&loaded.state.config, &self.cfg)
+        let mut saved = loaded.state.config.clone();
+        // runs from before model.crop_size trained at the size the same rule gives now
+        saved.model.crop_size = saved.model.crop_size.or(self.cfg.model.crop_size);
+        check_resumable(&saved, &self.cfg)
             .with_context(|| format!("cannot resume from {}", ckpt.display()))?;
         restore_variables(&self.model.vs, &loaded.model, &ckpt)?;
         let s = &mut self.state;
@@ -247,7 +254,7 @@ fn preflight(
             t.batch_size
         );
     }
-    let size = splits.train.images.input_side();
+    let size = cfg.crop_size(&splits.train.images);
     if let Some(mut available) = memory::available_bytes() {
         if let Some((bytes, what, setting)) = spec.state_bytes(cfg.model.projection_dim) {
             available = memory::check_state_fits(bytes, &what, setting, available)
@@ -267,7 +274,7 @@ fn preflight(
         r.validate()?;
         if r.out_size > size {
             bail!(
-                "data.small_crop_size is {} but the images are {size} px: small crops must be at most {size}",
+                "data.small_crop_size is {} but the crop size is {size} px: small crops must be at most {size}",
                 r.out_size
             );
         }

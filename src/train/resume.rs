@@ -43,6 +43,8 @@ pub const RESUMABLE_CHANGES: &[&str] = &[
     "train.out_dir",
     "data.skip_bad",
     "data.path",
+    "data.cache",
+    "data.no_cache",
     "eval.",
 ];
 

@@ -254,11 +254,14 @@ pub struct TrainedEncoder {
 }
 
 impl TrainedEncoder {
-    /// The encoder with its memory order, for [`crate::eval`].
-    pub fn frozen(&self) -> FrozenEncoder<'_> {
+    /// The encoder with its memory order and training resolution (the run's, or for a run
+    /// from before `model.crop_size` was saved, the one the config gives for `images`), for
+    /// [`crate::eval`].
+    pub fn frozen(&self, images: &crate::data::ImageStore) -> FrozenEncoder<'_> {
         FrozenEncoder {
             net: &self.net,
             channels_last: self.config.model.uses_channels_last(),
+            input_side: self.config.crop_size(images),
         }
     }
 }

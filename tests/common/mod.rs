@@ -4,8 +4,12 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+/// The binary, with its image cache in a folder of the test build (not the user's
+/// `~/.cache`): `target/tmp`.
 pub fn selfsup() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_selfsup"))
+    let mut c = Command::new(env!("CARGO_BIN_EXE_selfsup"));
+    c.env("SELFSUP_CACHE", env!("CARGO_TARGET_TMPDIR"));
+    c
 }
 
 /// Settings for a run of a few seconds on tiny synthetic images.
