@@ -46,7 +46,7 @@ pub fn map_eval_batches(
         let idx: Vec<usize> = (start..start + len).map(|i| i % n).collect();
         let view = &mut buf[..len * s * s * 3];
         eval_batch(images, &idx, recipe, view);
-        images.release(&idx);
+        images.release();
         let x = nhwc_to_tensor(view, len, s, channels_last);
         out.push(f(&x).narrow(0, 0, rows as i64));
     }

@@ -102,7 +102,7 @@ impl BatchMaker {
                 out
             })
             .collect();
-        self.data.images.release(idx);
+        self.data.images.release();
         let targets = self
             .data
             .targets
