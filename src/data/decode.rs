@@ -11,7 +11,7 @@ use std::path::Path;
 use super::Resize;
 
 /// Reads one image file as 8-bit RGB, resized by `resize`: `(h, w, pixels)`.
-/// The error is the reason, for [`DataError::BadImage`] or the skipped list.
+/// The error is the reason, for [`super::DataError::BadImage`] or the skipped list.
 pub fn decode_file(path: &Path, resize: Resize) -> Result<(usize, usize, Vec<u8>), String> {
     // A pipe or device would block or never end: only regular files are read.
     if let Ok(m) = std::fs::metadata(path) {

@@ -1,7 +1,7 @@
 //! Folders of image files: flat (unlabeled), one sub-folder per class (labeled), or `train/`
 //! and `test/` (or `val/`) splits of either.
 //!
-//! Files are sorted by their path for determinism and decoded in parallel ([`super::decode`]),
+//! Files are sorted by their path for determinism and decoded in parallel (`decode.rs`),
 //! into memory or, once, into the on-disk cache ([`super::cache`]) that later loads map.
 //! Images keep their own sizes (resized by [`LoadOptions::resize`]).
 

@@ -59,7 +59,6 @@ pub struct ImageStore {
 /// ([`ImageStore::release`]): the page cache keeps them, the process's RSS does not.
 pub const RELEASE_ABOVE_BYTES: usize = 512 << 20;
 
-
 impl ImageStore {
     /// `pixels.len() / (h·w·3)` images of `h × w`, [N, H, W, 3]. Panics if `pixels` is not a
     /// whole number of such images or `h·w` is 0 while pixels are given.
