@@ -30,7 +30,7 @@ fn describe(splits: &Splits, cfg: &TrainConfig) {
         None => String::new(),
     };
     eprintln!(
-        "data: {source}: {} training images {sizes}, training at {}x{}{}, {}",
+        "data: {source}: {} training images {sizes}, views of {}x{}{}, {}",
         tr.len(),
         cfg.crop_size(&tr.images),
         cfg.crop_size(&tr.images),

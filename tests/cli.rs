@@ -122,7 +122,7 @@ fn photos_of_mixed_sizes_train_without_a_size_flag_and_the_next_run_maps_the_cac
         "{t}"
     );
     assert!(
-        t.contains("of sizes") && t.contains("training at 32x32"),
+        t.contains("of sizes") && t.contains("views of 32x32"),
         "{t}"
     );
     let config = std::fs::read_to_string(dir.path().join("first/config.toml")).unwrap();

@@ -32,6 +32,14 @@ fn cached(root: &Path, items: &[Item], cache: &Path, skip_bad: bool) -> CacheLoa
     super::load(root, items, cache, Resize::ShorterSide(10), skip_bad).unwrap()
 }
 
+/// The error of a cached load without `skip_bad`.
+fn load_error(root: &Path, items: &[Item], cache: &Path) -> DataError {
+    match super::load(root, items, cache, Resize::ShorterSide(10), false) {
+        Ok(_) => panic!("the load should fail"),
+        Err(e) => e,
+    }
+}
+
 /// What decoding every item straight into memory gives.
 fn direct(items: &[Item]) -> ImageStore {
     let mut b = crate::data::StoreBuilder::default();
@@ -155,15 +163,7 @@ fn a_corrupt_image_is_named_and_the_rest_of_the_cache_is_kept() {
             label: None,
         },
     );
-    let e = super::load(
-        data.path(),
-        &items,
-        cache.path(),
-        Resize::ShorterSide(10),
-        false,
-    )
-    .err()
-    .unwrap();
+    let e = load_error(data.path(), &items, cache.path());
     assert!(matches!(e, DataError::BadImage { .. }), "{e}");
     assert!(e.to_string().contains("bad.jpg"), "{e}");
     // The good images were committed: skipping the bad one decodes only it again.
@@ -175,15 +175,7 @@ fn a_corrupt_image_is_named_and_the_rest_of_the_cache_is_kept() {
     // Remembered as bad while unchanged: not decoded again, still reported.
     let again = cached(data.path(), &items, cache.path(), true);
     assert_eq!((again.fresh, again.reused), (0, 5));
-    let e = super::load(
-        data.path(),
-        &items,
-        cache.path(),
-        Resize::ShorterSide(10),
-        false,
-    )
-    .err()
-    .unwrap();
+    let e = load_error(data.path(), &items, cache.path());
     assert!(e.to_string().contains("bad.jpg"), "{e}");
 }
 
