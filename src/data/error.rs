@@ -49,8 +49,9 @@ pub enum DataError {
     BadImage { path: PathBuf, reason: String },
 
     #[error(
-        "cannot {action} the image cache at '{}': {cause}; free space there, put the cache \
-         elsewhere with --cache DIR, or decode into memory with --no-cache",
+        "cannot {action} the image cache at '{}': {cause}; make that folder writable or free \
+         space there, put the cache elsewhere with --cache DIR, or decode into memory with \
+         --no-cache",
         .path.display()
     )]
     Cache {

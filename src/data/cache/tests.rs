@@ -1,7 +1,10 @@
+use super::index::Index;
 use super::*;
 use crate::data::image_folder::Item;
+use crate::data::ImageStore;
 use crate::data::{load, LoadOptions};
 use image::RgbImage;
+use std::io::Write;
 use std::time::SystemTime;
 
 /// `n` noisy PNGs of different sizes in `dir` (`i.png` is (8 + i) × (12 + 2i) pixels).
