@@ -138,6 +138,39 @@ fn photos_of_mixed_sizes_train_without_a_size_flag_and_the_next_run_maps_the_cac
 }
 
 #[test]
+fn two_processes_sharing_one_cache_both_train_and_leave_it_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, cache) = (dir.path().join("photos"), dir.path().join("cache"));
+    mixed_size_photos(&data, 12);
+    let start = |out: &str| {
+        selfsup()
+            .args(["pretrain", "--data", data.to_str().unwrap()])
+            .args(["--cache", cache.to_str().unwrap()])
+            .args(["--out", dir.path().join(out).to_str().unwrap()])
+            .args(["--width", "0.0625", "--batch-size", "8", "--epochs", "1"])
+            .args(["--threads", "1", "--no-eval"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (start("a"), start("b"));
+    for child in [a, b] {
+        let o = child.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    // the cache is whole: a third run takes every image from it
+    let o = run(selfsup()
+        .args(["bench", "--data", data.to_str().unwrap()])
+        .args(["--cache", cache.to_str().unwrap()])
+        .args(["--width", "0.0625", "--batch-size", "8", "--threads", "1"])
+        .args(["--steps", "1", "--warm", "0", "--e2e-steps", "0"]));
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("all 24 images taken from the cache"), "{t}");
+}
+
+#[test]
 fn bad_flags_and_values_get_one_clear_message() {
     let o = run(selfsup().args(["pretrain", "--no-such-flag"]));
     assert!(!o.status.success());
