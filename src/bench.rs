@@ -13,7 +13,7 @@ use crate::data::{Dataset, ImageStore};
 use crate::method::Targets;
 use crate::train::trainer::{median, LoaderBatches, SameBatch, Timing};
 use crate::train::{
-    build_model, loader_data, view_recipe, view_recipes, Batch, Loader, LoaderSpec, Schedule,
+    build_model, loader_data, method_views, view_recipe, Batch, Loader, LoaderSpec, Schedule,
     Trainer,
 };
 use std::sync::Arc;
@@ -62,22 +62,32 @@ pub fn time_train_step(
     );
     let mut model = build_model(cfg, Some(images.clone()))?;
     let channels_last = cfg.model.uses_channels_last();
-    let views: Vec<Tensor> = view_recipes(&cfg.data, model.spec.views(), size)
+    let shapes: Vec<_> = method_views(&cfg.data, model.spec.as_ref(), size)?
         .iter()
-        .map(|r| random_views(batch, r.out_size, channels_last))
+        .map(|v| v.shape())
+        .collect();
+    let views: Vec<Tensor> = shapes
+        .iter()
+        .map(|v| random_views(batch * v.crops, v.side, channels_last))
         .collect();
     let indices = Tensor::arange(batch as i64, (Kind::Int64, Device::Cpu));
+    let labels: i64 = shapes.iter().map(|v| v.labels as i64).sum();
     let targets = match model.spec.targets() {
         Targets::Nothing => None,
         Targets::ClassLabels => Some(indices.remainder(10)),
         Targets::ImageIndices => Some(indices),
+        Targets::ViewLabels => Some(Tensor::zeros(
+            [batch as i64, labels],
+            (Kind::Int64, Device::Cpu),
+        )),
     };
+    let forward_views = views[0].size()[0] + views.get(1).map_or(0, |v| v.size()[0]);
     let total = (warm + steps) as u64;
     let schedule = Schedule::new(cfg, images.len())
         .constant(cfg.lr())
         .fitted(total);
     let mut timing = Timing::start();
-    let x = Tensor::cat(&views[..2], 0);
+    let x = Tensor::cat(&views[..views.len().min(2)], 0);
     let mut same = SameBatch(Batch {
         views,
         targets,
@@ -94,8 +104,8 @@ pub fn time_train_step(
     });
     let step_s = median(&timing.step_s[warm..]);
     Ok(StepFigures {
-        train_views_per_s: 2.0 * batch as f64 / step_s,
-        forward_views_per_s: 2.0 * batch as f64 / median(&fwd),
+        train_views_per_s: forward_views as f64 / step_s,
+        forward_views_per_s: forward_views as f64 / median(&fwd),
         step_s,
         loss_first: timing.losses[0],
         loss_last: *timing.losses.last().unwrap(),
@@ -161,7 +171,7 @@ pub fn time_end_to_end(
         .fitted(total);
     let loader = Loader::spawn(LoaderSpec {
         data,
-        recipes: view_recipes(&cfg.data, spec.views(), size),
+        views: method_views(&cfg.data, spec.as_ref(), size)?,
         batch_size: b,
         steps_per_epoch: schedule.steps_per_epoch,
         seed: cfg.train.seed,

@@ -15,6 +15,7 @@ fn frozen<'a>(model: &'a train::Model, cfg: &TrainConfig, splits: &Splits) -> Fr
         net: model.method.encoder(),
         channels_last: cfg.model.uses_channels_last(),
         input_side: cfg.crop_size(&splits.train.images),
+        layer: Default::default(),
     }
 }
 
@@ -170,21 +171,21 @@ pub fn eval(a: &EvalArgs) -> anyhow::Result<()> {
     describe(&splits, &cfg);
     let test = test_split(&splits)
         .context("evaluation needs a labeled test split: a folder with train/ and test/ class folders, IDX or CIFAR files")?;
-    let r = eval::evaluate(
-        enc.frozen(&splits.train.images),
-        &splits.train,
-        test,
-        &cfg.eval,
-        a.kind,
-    )?;
-    print_eval(
-        if a.random_init {
-            "random-init encoder"
-        } else {
-            "encoder"
-        },
-        &r,
-    );
+    for &layer in &a.layer {
+        let encoder = FrozenEncoder {
+            layer,
+            ..enc.frozen(&splits.train.images)
+        };
+        let r = eval::evaluate(encoder, &splits.train, test, &cfg.eval, a.kind)?;
+        let who = match a.random_init {
+            true => "random-init encoder",
+            false => "encoder",
+        };
+        match a.layer.as_slice() {
+            [selfsup::backbone::Layer::Layer4] => print_eval(who, &r),
+            _ => print_eval(&format!("{who}, {}", layer.name()), &r),
+        }
+    }
     Ok(())
 }
 

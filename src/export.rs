@@ -1,7 +1,6 @@
 //! Embeddings of every image of a data set by a trained encoder, written as a `.npy` array
 //! ([N, D] float32, C order) and a `.csv` with one row per image: `index,split,name,label,f0…`.
 
-use crate::augment::ViewRecipe;
 use crate::checkpoint::write_atomic;
 use crate::data::{Dataset, Splits};
 use crate::eval::{extract_features, FrozenEncoder};
@@ -30,18 +29,9 @@ pub fn embed(
         Some(t) => vec![("train", &splits.train), ("test", t)],
         None => vec![("", &splits.train)],
     };
-    let recipe = ViewRecipe::eval(encoder.input_side);
     let feats: Vec<tch::Tensor> = parts
         .iter()
-        .map(|(_, d)| {
-            extract_features(
-                encoder.net,
-                &d.images,
-                &recipe,
-                batch_size,
-                encoder.channels_last,
-            )
-        })
+        .map(|(_, d)| extract_features(encoder, &d.images, batch_size))
         .collect();
     let f = tch::Tensor::cat(&feats, 0); // [N, D]
     let (n, dim) = (f.size()[0] as usize, f.size()[1] as usize);

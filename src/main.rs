@@ -227,6 +227,10 @@ pub struct EvalArgs {
     /// Evaluate a randomly initialised encoder of the same architecture (the baseline).
     #[arg(long)]
     random_init: bool,
+    /// The stage whose output (global-average-pooled) is evaluated; several, comma-separated,
+    /// are evaluated one after another on one load of the data (`--layer layer1,layer2,layer3,layer4`).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "layer4")]
+    layer: Vec<selfsup::backbone::Layer>,
     /// Use at most this many images per split.
     #[arg(long)]
     limit: Option<usize>,

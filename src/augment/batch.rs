@@ -10,6 +10,7 @@
 use rayon::prelude::*;
 
 use super::recipe::ViewRecipe;
+use super::views::Views;
 use crate::data::ImageStore;
 use crate::rng::Rng;
 
@@ -27,20 +28,56 @@ pub fn augment_batch(
     view: u64,
     out: &mut [f32],
 ) {
-    let view_len = check_shapes(images, indices, recipe.out_size, out);
-    out.par_chunks_mut(view_len)
+    render_batch(images, indices, recipe, (seed, epoch, view), out, &mut []);
+}
+
+/// Writes view number `view` of `views` for each image `indices[k]`: `out` [B, crops, S, S, 3]
+/// f32 and `labels` [B, labels] (see [`ViewShape`](super::ViewShape)); `at` is `(seed, epoch, view)`. The views
+/// are assumed valid ([`Views::validate`]).
+///
+/// Panics if an index is out of range or a buffer has the wrong length.
+pub fn render_batch(
+    images: &ImageStore,
+    indices: &[usize],
+    views: &dyn Views,
+    (seed, epoch, view): (u64, u64, u64),
+    out: &mut [f32],
+    labels: &mut [i64],
+) {
+    let shape = views.shape();
+    check_shapes(images, indices, shape.side, shape.crops, out);
+    assert_eq!(
+        labels.len(),
+        indices.len() * shape.labels,
+        "label buffer length"
+    );
+    let label_len = shape.labels.max(1);
+    let mut no_labels = vec![0i64; if shape.labels == 0 { indices.len() } else { 0 }];
+    let labels = match shape.labels {
+        0 => &mut no_labels[..],
+        _ => labels,
+    };
+    out.par_chunks_mut(shape.floats())
+        .zip(labels.par_chunks_mut(label_len))
         .zip(indices.par_iter())
-        .for_each(|(dst, &i)| {
+        .for_each(|((dst, lab), &i)| {
             let mut rng = Rng::for_sample(seed, epoch, i as u64, view);
             let im = images.image(i);
-            recipe.apply(im.pixels, im.height, im.width, &mut rng, dst);
+            views.render(
+                im.pixels,
+                im.height,
+                im.width,
+                &mut rng,
+                dst,
+                &mut lab[..shape.labels],
+            );
         });
 }
 
 /// Writes the deterministic evaluation view ([`ViewRecipe::apply_eval`]) of each image
 /// `indices[k]` to `out`, [B, S, S, 3] f32 as [`augment_batch`].
 pub fn eval_batch(images: &ImageStore, indices: &[usize], recipe: &ViewRecipe, out: &mut [f32]) {
-    let view_len = check_shapes(images, indices, recipe.out_size, out);
+    let view_len = check_shapes(images, indices, recipe.out_size, 1, out);
     out.par_chunks_mut(view_len)
         .zip(indices.par_iter())
         .for_each(|(dst, &i)| {
@@ -49,19 +86,25 @@ pub fn eval_batch(images: &ImageStore, indices: &[usize], recipe: &ViewRecipe, o
         });
 }
 
-/// Checks the indices and the output buffer; returns the floats per view.
-fn check_shapes(images: &ImageStore, indices: &[usize], out_size: usize, out: &[f32]) -> usize {
+/// Checks the indices and the output buffer; returns the floats per image.
+fn check_shapes(
+    images: &ImageStore,
+    indices: &[usize],
+    out_size: usize,
+    crops: usize,
+    out: &[f32],
+) -> usize {
     assert!(out_size > 0, "the view side must be at least 1");
     let n = images.len();
     if let Some(&bad) = indices.iter().find(|&&i| i >= n) {
         panic!("image index {bad} is out of range for {n} images");
     }
-    let view_len = out_size * out_size * 3;
+    let view_len = crops * out_size * out_size * 3;
     let want = indices.len() * view_len;
     assert_eq!(
         out.len(),
         want,
-        "output holds {} floats, but {} views of {out_size}×{out_size}×3 need {want}",
+        "output holds {} floats, but {} × {crops} views of {out_size}×{out_size}×3 need {want}",
         out.len(),
         indices.len()
     );

@@ -13,6 +13,10 @@
 //!              ── solarize      p = 0 for SimCLR: x ≥ 0.5 → 1 − x
 //!              ── normalize     (x − mean) / std per channel → f32 [S, S, 3]
 //! ```
+//! Pretext tasks cut that view up further ([`views`]: the [`Views`] a method trains on):
+//! [`rotation`] (the view turned by k·90°), [`relative_patch`] (two patches of a 3×3
+//! [`grid`]) and [`jigsaw`] (its 9 tiles shuffled).
+//!
 //! [`augment_batch`] makes one view of each image of a batch in parallel; every draw comes from
 //! `Rng::for_sample(seed, epoch, index, view)`, so the output does not depend on thread count.
 
@@ -21,17 +25,23 @@ pub mod blur;
 pub mod color_jitter;
 pub mod crop;
 pub mod grayscale;
+pub mod grid;
+pub mod jigsaw;
 pub mod normalize;
 pub mod recipe;
+pub mod relative_patch;
+pub mod rotation;
 pub mod solarize;
 pub mod tensor;
+pub mod views;
 
-pub use batch::{augment_batch, eval_batch};
+pub use batch::{augment_batch, eval_batch, render_batch};
 pub use color_jitter::{Jitter, JitterOp};
 pub use crop::CropBox;
 pub use normalize::{CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD};
 pub use recipe::{ViewParams, ViewRecipe};
 pub use tensor::{map_eval_batches, nhwc_to_tensor};
+pub use views::{ViewShape, Views};
 
 /// A view recipe that cannot be used as written.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -2,7 +2,7 @@
 
 pub mod resnet;
 
-pub use resnet::{ResNet, ResNetConfig, Stem};
+pub use resnet::{Layer, ResNet, ResNetConfig, Stem};
 
 use tch::Tensor;
 

@@ -32,6 +32,46 @@ impl Stem {
     }
 }
 
+/// A stage of the ResNet whose output, global-average-pooled, is a representation: `layer4`
+/// is the encoder's h; the earlier stages give mid-level features (RotNet's best CIFAR-10
+/// features come from its second block; VISSL evaluates every stage).
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Layer {
+    Layer1,
+    Layer2,
+    Layer3,
+    #[default]
+    Layer4,
+}
+
+impl Layer {
+    /// Every stage, first to last.
+    pub const ALL: [Layer; 4] = [Layer::Layer1, Layer::Layer2, Layer::Layer3, Layer::Layer4];
+
+    /// 0 for `layer1` … 3 for `layer4`.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// `"layer1"` … `"layer4"`, as torchvision names the stages.
+    pub fn name(self) -> &'static str {
+        ["layer1", "layer2", "layer3", "layer4"][self.index()]
+    }
+}
+
 /// Input channels a strided 1×1 convolution needs before channels-last order is used (see
 /// [`ResNetConfig::channels_last_is_safe`]): 8 floats fill one AVX2 register.
 pub const CHANNELS_LAST_MIN_INPUTS: i64 = 8;
@@ -64,8 +104,13 @@ impl ResNetConfig {
 
     /// D, the dimension of the representation h.
     pub fn out_dim(&self) -> i64 {
+        self.layer_dim(Layer::Layer4)
+    }
+
+    /// Channels of a stage's output (its pooled features' dimension).
+    pub fn layer_dim(&self, layer: Layer) -> i64 {
         let bottleneck = self.layout().map(|l| l.1).unwrap_or(false);
-        self.stage_channels()[3] * if bottleneck { 4 } else { 1 }
+        self.stage_channels()[layer.index()] * if bottleneck { 4 } else { 1 }
     }
 
     /// Input channels of every strided 1×1 convolution (the downsampling shortcuts of stages
@@ -189,6 +234,8 @@ pub struct ResNet {
     conv1: nn::Conv2D,
     bn1: nn::BatchNorm,
     layers: Vec<Block>,
+    /// `layers[..stage_ends[i]]` are the blocks up to the end of stage i.
+    stage_ends: [usize; 4],
 }
 
 impl ResNet {
@@ -205,6 +252,7 @@ impl ResNet {
         let bn1 = bn(p / "bn1", ch[0]);
         let mut c_in = ch[0];
         let mut layers = Vec::new();
+        let mut stage_ends = [0; 4];
         for (stage, (&n, &c)) in blocks.iter().zip(ch.iter()).enumerate() {
             let lp = p / format!("layer{}", stage + 1);
             for i in 0..n {
@@ -213,31 +261,39 @@ impl ResNet {
                 layers.push(b);
                 c_in = c_out;
             }
+            stage_ends[stage] = layers.len();
         }
         Ok(ResNet {
             config: config.clone(),
             conv1,
             bn1,
             layers,
+            stage_ends,
         })
     }
 
     pub fn out_dim(&self) -> i64 {
         self.config.out_dim()
     }
+
+    /// The output of stage `layer`, global-average-pooled: [N, 3, H, W] → [N, layer_dim].
+    /// `Layer::Layer4` is [`forward_t`](ModuleT::forward_t).
+    pub fn features_at(&self, x: &Tensor, train: bool, layer: Layer) -> Tensor {
+        let mut y = x.apply(&self.conv1).apply_t(&self.bn1, train).relu_(); // [N, C0, H', W']
+        if self.config.stem == Stem::Imagenet {
+            y = y.max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
+        }
+        for b in &self.layers[..self.stage_ends[layer.index()]] {
+            y = b.forward_t(&y, train);
+        }
+        y.adaptive_avg_pool2d([1, 1]).flatten(1, -1) // [N, C_layer]
+    }
 }
 
 impl ModuleT for ResNet {
     /// [N, 3, H, W] → [N, D]
     fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
-        let mut y = x.apply(&self.conv1).apply_t(&self.bn1, train).relu_(); // [N, C0, H', W']
-        if self.config.stem == Stem::Imagenet {
-            y = y.max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
-        }
-        for b in &self.layers {
-            y = b.forward_t(&y, train);
-        }
-        y.adaptive_avg_pool2d([1, 1]).flatten(1, -1) // [N, D]
+        self.features_at(x, train, Layer::Layer4) // [N, D]
     }
 }
 
@@ -297,6 +353,30 @@ mod tests {
                                                        // end at global pooling, so only the intermediate sizes differ; check via a 1×1 input.
         let (_, inet) = build(18, Stem::Imagenet, 0.25);
         assert_eq!(inet.forward_t(&x, true).size(), vec![2, 128]);
+    }
+
+    #[test]
+    fn intermediate_layers_have_their_stage_widths_and_layer4_is_the_encoder() {
+        for (depth, widths) in [(18, [16, 32, 64, 128]), (50, [64, 128, 256, 512])] {
+            let (_, net) = build(depth, Stem::Cifar, 0.25);
+            let x = Tensor::randn([2, 3, 16, 16], (Kind::Float, Device::Cpu));
+            for (layer, w) in Layer::ALL.into_iter().zip(widths) {
+                assert_eq!(
+                    net.features_at(&x, false, layer).size(),
+                    vec![2, w],
+                    "{layer:?}"
+                );
+                assert_eq!(net.config.layer_dim(layer), w);
+            }
+            let h = net.forward_t(&x, false);
+            assert!(h.equal(&net.features_at(&x, false, Layer::Layer4)));
+            let l2 = net.features_at(&x, false, Layer::Layer2);
+            assert!(
+                !l2.narrow(1, 0, 16).equal(&h.narrow(1, 0, 16)),
+                "a different stage"
+            );
+        }
+        assert_eq!(Layer::Layer2.name(), "layer2");
     }
 
     #[test]

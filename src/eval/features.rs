@@ -1,27 +1,29 @@
 //! Frozen features: the encoder in eval mode (BatchNorm running statistics, no gradients)
-//! over every image of a store, with the deterministic eval transform (normalise only).
+//! over every image of a store, with the deterministic eval transform (the centred square of
+//! the image resized to the training resolution, normalised), pooled at the chosen stage.
 
+use super::FrozenEncoder;
 use crate::augment::{map_eval_batches, ViewRecipe};
-use crate::backbone::ResNet;
 use crate::data::ImageStore;
-use tch::nn::ModuleT;
 use tch::{Kind, Tensor};
 
-/// Encodes every image: [N, D] float32.
-pub fn extract_features(
-    encoder: &ResNet,
-    images: &ImageStore,
-    recipe: &ViewRecipe,
-    batch_size: usize,
-    channels_last: bool,
-) -> Tensor {
+/// Encodes every image: [N, D] float32, D the dimension of `encoder.layer`'s output.
+pub fn extract_features(encoder: FrozenEncoder, images: &ImageStore, batch_size: usize) -> Tensor {
+    let recipe = ViewRecipe::eval(encoder.input_side);
+    let (net, layer) = (encoder.net, encoder.layer);
     let parts = tch::no_grad(|| {
-        map_eval_batches(images, recipe, batch_size, channels_last, false, |x| {
-            encoder.forward_t(x, false).to_kind(Kind::Float)
-        })
+        map_eval_batches(
+            images,
+            &recipe,
+            batch_size,
+            encoder.channels_last,
+            false,
+            |x| net.features_at(x, false, layer).to_kind(Kind::Float),
+        )
     });
     if parts.is_empty() {
-        return Tensor::zeros([0, encoder.out_dim()], (Kind::Float, tch::Device::Cpu));
+        let d = net.config.layer_dim(layer);
+        return Tensor::zeros([0, d], (Kind::Float, tch::Device::Cpu));
     }
     Tensor::cat(&parts, 0)
 }

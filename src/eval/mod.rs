@@ -29,7 +29,7 @@ pub fn labels_tensor(labels: &[u32]) -> tch::Tensor {
     tch::Tensor::from_slice(&v)
 }
 
-use crate::backbone::ResNet;
+use crate::backbone::{Layer, ResNet};
 use crate::data::Dataset;
 
 /// `[eval]`: how encoders are judged.
@@ -83,6 +83,8 @@ pub struct FrozenEncoder<'a> {
     /// The side of the square evaluation views: the training resolution
     /// ([`TrainConfig::crop_size`](crate::config::TrainConfig::crop_size)).
     pub input_side: usize,
+    /// The stage whose pooled output is the feature (`layer4`: the encoder's h).
+    pub layer: Layer,
 }
 
 /// Which scores [`evaluate`] computes.
@@ -114,7 +116,6 @@ pub fn evaluate(
     cfg: &EvalConfig,
     kind: EvalKind,
 ) -> anyhow::Result<EvalReport> {
-    let (channels_last, net) = (encoder.channels_last, encoder.net);
     let start = std::time::Instant::now();
     let (Some(ytr), Some(yte)) = (&train.labels, &test.labels) else {
         anyhow::bail!("evaluation needs labels on both splits: use a folder of class sub-folders (or IDX / CIFAR files)");
@@ -124,10 +125,8 @@ pub fn evaluate(
     }
     // Evaluation view of every image, whatever its size: the centred square of the stored
     // image (its whole shorter side) resized to the training resolution.
-    let size = encoder.input_side;
-    let recipe = crate::augment::ViewRecipe::eval(size);
-    let ftr = extract_features(net, &train.images, &recipe, cfg.batch_size, channels_last); // [N, D]
-    let fte = extract_features(net, &test.images, &recipe, cfg.batch_size, channels_last); // [M, D]
+    let ftr = extract_features(encoder, &train.images, cfg.batch_size); // [N, D]
+    let fte = extract_features(encoder, &test.images, cfg.batch_size); // [M, D]
     let (ytr, yte) = (labels_tensor(ytr), labels_tensor(yte));
     let classes = train.num_classes().max(test.num_classes()) as i64;
     let knn_top1 = match kind.knn() {

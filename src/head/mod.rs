@@ -1,7 +1,10 @@
-//! Heads g(·) on top of the encoder: small MLPs described as data, and DINO's head.
+//! Heads g(·) on top of the encoder: small MLPs described as data, DINO's head, and the
+//! classifier of the pretext tasks.
 
 pub mod dino_head;
 pub mod mlp;
+pub mod pretext;
 
 pub use dino_head::DinoHead;
 pub use mlp::{Block, Mlp};
+pub use pretext::PretextHead;

@@ -2,6 +2,7 @@
 //! inside), each with its formula and paper in its doc comment.
 
 pub mod barlow_twins;
+pub mod cross_entropy;
 pub mod cross_view;
 pub mod dcl;
 pub mod info_nce;
@@ -17,6 +18,7 @@ pub mod two_view;
 pub mod vicreg;
 
 pub use barlow_twins::barlow_twins;
+pub use cross_entropy::cross_entropy;
 pub use cross_view::cross_view_loss;
 pub use dcl::dcl;
 pub use info_nce::{info_nce, info_nce_in_batch};

@@ -117,6 +117,7 @@ impl Method for Byol {
             loss,
             embeddings: z.narrow(0, 0, k).detach(),
             embeddings_b: z.narrow(0, k, k).detach(),
+            metrics: Vec::new(),
         })
     }
 

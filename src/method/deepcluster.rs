@@ -266,6 +266,7 @@ impl Method for DeepCluster {
             loss,
             embeddings: za,
             embeddings_b: z[0].narrow(0, k, k).detach(),
+            metrics: Vec::new(),
         })
     }
 

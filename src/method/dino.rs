@@ -195,6 +195,7 @@ impl Method for Dino {
             loss,
             embeddings: hd.narrow(0, 0, k),
             embeddings_b: hd.narrow(0, k, k),
+            metrics: Vec::new(),
         })
     }
 

@@ -176,6 +176,7 @@ impl Method for MoCo {
             loss,
             embeddings: q_a.detach(),
             embeddings_b: q_b.detach(),
+            metrics: Vec::new(),
         })
     }
 

@@ -16,11 +16,15 @@ pub mod byol;
 pub mod deepcluster;
 pub mod dino;
 pub mod ema;
+pub mod jigsaw;
 pub mod kmeans;
 pub mod moco;
 pub mod nnclr;
+pub mod pretext;
 pub mod queue;
 pub mod registry;
+pub mod relative_patch;
+pub mod rotation;
 pub mod simclr;
 pub mod simsiam;
 pub mod sinkhorn;
@@ -32,6 +36,7 @@ pub use ema::Ema;
 pub use queue::Queue;
 pub use registry::{MethodEntry, REGISTRY};
 
+use crate::augment::{ViewRecipe, Views};
 use crate::backbone::{ResNet, ResNetConfig};
 use crate::data::ImageStore;
 use crate::head::Mlp;
@@ -49,6 +54,8 @@ pub struct StepOutput {
     pub embeddings: Tensor,
     /// Embeddings of the second view [K, D'] (detached), for alignment.
     pub embeddings_b: Tensor,
+    /// Figures of the step logged beside the loss (a pretext task's accuracy), by name.
+    pub metrics: Vec<(&'static str, f64)>,
 }
 
 /// The per-image targets a method's `step` is given with each batch.
@@ -60,6 +67,9 @@ pub enum Targets {
     ClassLabels,
     /// The images' indices in the training split (a per-image memory bank).
     ImageIndices,
+    /// The labels the views drew [K, L] (a pretext task's answers: which rotation, which
+    /// neighbour, which permutation), image-major as [`Views`] render them.
+    ViewLabels,
 }
 
 /// The views a method trains on, besides the configured recipe.
@@ -183,6 +193,15 @@ pub trait MethodSpec: std::fmt::Debug {
     fn views(&self) -> ViewPlan {
         ViewPlan::default()
     }
+    /// What the loader renders for each image, from the recipes of [`views`](Self::views)
+    /// (large views at the crop size first): the recipes themselves, unless the method cuts
+    /// them up (pretext tasks). The message of an error names the setting.
+    fn render_views(&self, recipes: Vec<ViewRecipe>) -> Result<Vec<Arc<dyn Views>>, String> {
+        Ok(recipes
+            .into_iter()
+            .map(|r| Arc::new(r) as Arc<dyn Views>)
+            .collect())
+    }
     /// The step holds a 2K×2K similarity matrix (memory estimate); false for blockwise losses.
     fn similarity_matrix(&self) -> bool {
         true
@@ -267,6 +286,36 @@ pub(crate) mod testing {
             images: None,
             input_side: 16,
         }
+    }
+
+    /// The pretext batch of `n` random 16-px images as the loader makes it from a 16-px
+    /// SimCLR recipe: the views [n·C, 3, S, S] and their labels [n, L].
+    pub fn pretext_batch(
+        spec: &dyn super::MethodSpec,
+        n: usize,
+        seed: u64,
+    ) -> (Vec<Tensor>, Tensor) {
+        let mut r = crate::rng::Rng::new(seed);
+        let px: Vec<u8> = (0..n * 16 * 16 * 3).map(|_| r.below(256) as u8).collect();
+        let images = crate::data::ImageStore::uniform(16, 16, px);
+        let views = spec
+            .render_views(vec![crate::augment::ViewRecipe::simclr(16)])
+            .unwrap();
+        let shape = views[0].shape();
+        let mut out = vec![0f32; n * shape.floats()];
+        let mut labels = vec![0i64; n * shape.labels];
+        let idx: Vec<usize> = (0..n).collect();
+        crate::augment::render_batch(
+            &images,
+            &idx,
+            views[0].as_ref(),
+            (seed, 0, 0),
+            &mut out,
+            &mut labels,
+        );
+        let x = crate::augment::nhwc_to_tensor(&out, n * shape.crops, shape.side, false);
+        let y = Tensor::from_slice(&labels).view([n as i64, shape.labels as i64]);
+        (vec![x], y)
     }
 
     /// Step `step` of a run of `total` steps, 4 steps per epoch.

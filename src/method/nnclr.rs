@@ -130,6 +130,7 @@ impl Method for Nnclr {
             loss,
             embeddings: g.narrow(0, 0, k).detach(),
             embeddings_b: g.narrow(0, k, k).detach(),
+            metrics: Vec::new(),
         })
     }
 

@@ -44,6 +44,9 @@ pub static REGISTRY: &[MethodEntry] = &[
     row::<deepcluster::DeepClusterConfig>(),
     row::<supcon::SupConConfig>(),
     row::<super::nnclr::NnclrConfig>(),
+    row::<super::rotation::RotationConfig>(),
+    row::<super::relative_patch::RelativePatchConfig>(),
+    row::<super::jigsaw::JigsawConfig>(),
 ];
 
 /// The method of `method.name` when none is given.

@@ -127,6 +127,7 @@ impl Method for TwoViewNet {
             loss,
             embeddings: za.detach(),
             embeddings_b: zb.detach(),
+            metrics: Vec::new(),
         })
     }
 

@@ -133,6 +133,7 @@ impl Method for SimSiam {
             loss,
             embeddings: z_a.detach(),
             embeddings_b: z_b.detach(),
+            metrics: Vec::new(),
         })
     }
 

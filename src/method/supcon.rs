@@ -84,6 +84,7 @@ impl Method for SupCon {
             loss,
             embeddings: z.narrow(0, 0, k).detach(),
             embeddings_b: z.narrow(0, k, k).detach(),
+            metrics: Vec::new(),
         })
     }
 

@@ -165,6 +165,7 @@ impl Method for SwAV {
             loss,
             embeddings: z[0].narrow(0, 0, k).detach(),
             embeddings_b: z[0].narrow(0, k, k).detach(),
+            metrics: Vec::new(),
         })
     }
 

@@ -16,8 +16,9 @@
 
 use super::trainer::{median, LoaderBatches, Schedule, Timing, Trainer};
 use super::{build_model, Loader, LoaderData, LoaderSpec};
-use crate::augment::ViewRecipe;
+use crate::augment::Views;
 use crate::config::TrainConfig;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Steps not timed (the allocator's heap and libtorch's caches grow over the first few).
@@ -49,7 +50,7 @@ pub struct Calibration {
 pub fn calibrate(
     cfg: &TrainConfig,
     data: &LoaderData,
-    recipes: &[ViewRecipe],
+    views: &[Arc<dyn Views>],
 ) -> anyhow::Result<Calibration> {
     let start = Instant::now();
     let mut model = build_model(cfg, Some(data.images.clone()))?;
@@ -60,7 +61,7 @@ pub fn calibrate(
     let t = &cfg.train;
     let loader = Loader::spawn(LoaderSpec {
         data: data.clone(),
-        recipes: recipes.to_vec(),
+        views: views.to_vec(),
         batch_size: t.batch_size,
         steps_per_epoch: schedule.steps_per_epoch,
         seed: t.seed,
@@ -109,8 +110,9 @@ mod tests {
             images: std::sync::Arc::new(splits.train.images.clone()),
             targets: None,
         };
-        let recipes = crate::train::view_recipes(&cfg.data, Default::default(), 16);
-        let c = calibrate(&cfg, &data, &recipes).unwrap();
+        let spec = cfg.method.spec().unwrap();
+        let views = crate::train::method_views(&cfg.data, spec.as_ref(), 16).unwrap();
+        let c = calibrate(&cfg, &data, &views).unwrap();
         assert!(c.seconds_per_step > 0.0 && c.seconds >= c.seconds_per_step * MEASURE as f64);
     }
 }

@@ -1,5 +1,5 @@
-//! Batches of augmented views (two, or 2 + n small multi-crop views), prepared on a background
-//! thread while the model trains.
+//! Batches of augmented views (two, 2 + n small multi-crop views, or a pretext task's crops
+//! and labels), prepared on a background thread while the model trains.
 //!
 //! Step s of a run reads images `perm_e[b·B .. (b+1)·B]` where `e = s / steps_per_epoch`,
 //! `b = s % steps_per_epoch` and `perm_e` is a permutation drawn from `(seed, e)`; every
@@ -7,7 +7,7 @@
 //! function of `(seed, s)`: a resumed run sees exactly the batches the uninterrupted run saw.
 
 use crate::augment::nhwc_to_tensor;
-use crate::augment::{augment_batch, ViewRecipe};
+use crate::augment::{render_batch, Views};
 use crate::data::ImageStore;
 use crate::rng::Rng;
 use std::sync::mpsc::{sync_channel, Receiver};
@@ -21,28 +21,36 @@ const PERMUTATION_STREAM: u64 = 1 << 32;
 /// One prepared training batch.
 pub struct ViewBatch {
     pub step: u64,
-    /// `views[v]` is [B, S_v, S_v, 3] f32 (NHWC), normalised; `S_v = sizes[v]`.
+    /// `views[v]` is [B, C_v, S_v, S_v, 3] f32 (NHWC), normalised; `S_v = sizes[v]`, `C_v =
+    /// crops[v]` crops per image (1 but for pretext tasks).
     pub views: Vec<Vec<f32>>,
     pub sizes: Vec<usize>,
+    pub crops: Vec<usize>,
     /// The per-image targets of the batch's images \[B\] (class labels or image indices), when
-    /// the loader was given targets.
+    /// the loader was given targets; else the labels the views drew [B, L], when they draw any.
     pub targets: Option<Vec<i64>>,
+    /// The shape of `targets`: `[B]` or `[B, L]`.
+    pub target_shape: Vec<i64>,
     pub batch_size: usize,
     /// Seconds the background thread spent augmenting this batch.
     pub augment_s: f64,
 }
 
 impl ViewBatch {
-    /// The views as `[B, 3, S_v, S_v]` tensors (channels-last strides when asked, no copy) and
-    /// the targets as a `[B]` i64 tensor.
+    /// The views as `[B·C_v, 3, S_v, S_v]` tensors (image-major: the crops of image k are rows
+    /// `k·C_v ..`; channels-last strides when asked, no copy) and the targets as a `[B]` (or
+    /// `[B, L]` view labels) i64 tensor.
     pub fn to_tensors(&self, channels_last: bool) -> (Vec<tch::Tensor>, Option<tch::Tensor>) {
         let views = self
             .views
             .iter()
-            .zip(&self.sizes)
-            .map(|(v, &s)| nhwc_to_tensor(v, self.batch_size, s, channels_last))
+            .zip(self.sizes.iter().zip(&self.crops))
+            .map(|(v, (&s, &c))| nhwc_to_tensor(v, self.batch_size * c, s, channels_last))
             .collect();
-        let targets = self.targets.as_deref().map(tch::Tensor::from_slice);
+        let targets = self
+            .targets
+            .as_deref()
+            .map(|t| tch::Tensor::from_slice(t).view(self.target_shape.as_slice()));
         (views, targets)
     }
 }
@@ -60,10 +68,26 @@ pub fn epoch_permutation(seed: u64, epoch: u64, n: usize) -> Vec<usize> {
     Rng::for_sample(seed, epoch, 0, PERMUTATION_STREAM).permutation(n)
 }
 
+/// The labels the views of a batch of `b` images drew, image-major `[b, L]` (each image's
+/// labels of view 0, then of view 1, …); None when they drew none.
+fn view_labels(per_view: Vec<(Vec<i64>, usize)>, b: usize) -> (Option<Vec<i64>>, Vec<i64>) {
+    let l: usize = per_view.iter().map(|(_, n)| n).sum();
+    if l == 0 {
+        return (None, vec![b as i64]);
+    }
+    let mut out = Vec::with_capacity(b * l);
+    for k in 0..b {
+        for (drawn, n) in &per_view {
+            out.extend_from_slice(&drawn[k * n..(k + 1) * n]);
+        }
+    }
+    (Some(out), vec![b as i64, l as i64])
+}
+
 /// Makes the batches of steps `start..end` in order: a pure function of `(seed, step)`.
 struct BatchMaker {
     data: LoaderData,
-    recipes: Vec<ViewRecipe>,
+    views: Vec<Arc<dyn Views>>,
     batch_size: usize,
     /// From the run's [`Schedule`](super::Schedule): at most `N / B`.
     steps_per_epoch: u64,
@@ -90,29 +114,33 @@ impl BatchMaker {
         }
         let k = (step % steps_per_epoch) as usize;
         let idx = &self.perm.1[k * b..(k + 1) * b];
+        let mut labels = Vec::new();
         let views = self
-            .recipes
+            .views
             .iter()
             .enumerate()
-            .map(|(v, recipe)| {
-                let size = recipe.out_size;
-                let mut out = vec![0f32; b * size * size * 3];
-                let im = &self.data.images;
-                augment_batch(im, idx, recipe, self.seed, epoch, v as u64, &mut out);
+            .map(|(v, views)| {
+                let shape = views.shape();
+                let mut out = vec![0f32; b * shape.floats()];
+                let mut drawn = vec![0i64; b * shape.labels];
+                let (im, at) = (&self.data.images, (self.seed, epoch, v as u64));
+                render_batch(im, idx, views.as_ref(), at, &mut out, &mut drawn);
+                labels.push((drawn, shape.labels));
                 out
             })
             .collect();
         self.data.images.release();
-        let targets = self
-            .data
-            .targets
-            .as_ref()
-            .map(|t| idx.iter().map(|&i| t[i]).collect());
+        let (targets, target_shape) = match &self.data.targets {
+            Some(t) => (Some(idx.iter().map(|&i| t[i]).collect()), vec![b as i64]),
+            None => view_labels(labels, b),
+        };
         Some(ViewBatch {
             step,
             views,
-            sizes: self.recipes.iter().map(|r| r.out_size).collect(),
+            sizes: self.views.iter().map(|v| v.shape().side).collect(),
+            crops: self.views.iter().map(|v| v.shape().crops).collect(),
             targets,
+            target_shape,
             batch_size: b,
             augment_s: t.elapsed().as_secs_f64(),
         })
@@ -138,7 +166,8 @@ enum Source {
 /// What a [`Loader`] makes: the batches of `steps` from `data`, one view per recipe.
 pub struct LoaderSpec {
     pub data: LoaderData,
-    pub recipes: Vec<ViewRecipe>,
+    /// What each image becomes, view by view.
+    pub views: Vec<Arc<dyn Views>>,
     pub batch_size: usize,
     /// The schedule's `⌊N / B⌋` (each epoch's permutation is cut into this many batches).
     pub steps_per_epoch: u64,
@@ -155,7 +184,7 @@ impl Loader {
         let steps_per_epoch = spec.steps_per_epoch.clamp(1, whole_batches);
         let mut maker = BatchMaker {
             data: spec.data,
-            recipes: spec.recipes,
+            views: spec.views,
             batch_size: spec.batch_size,
             steps_per_epoch,
             seed: spec.seed,

@@ -31,16 +31,50 @@ pub fn activation_floats_per_view(cfg: &ResNetConfig, size: usize) -> f64 {
     3.0 * floats
 }
 
-/// What one training step holds: `batch` images, each two views of `size`² pixels and
-/// `small_crops` multi-crop views of `small_size`² pixels.
-#[derive(Clone, Copy, Debug)]
+/// What one training step holds: `batch` images, each `views[v].0` crops of `views[v].1`²
+/// pixels for every view v (two large views, multi-crop views, a pretext task's crops).
+#[derive(Clone, Debug)]
 pub struct StepShape {
-    pub size: usize,
     pub batch: usize,
-    pub small_crops: usize,
-    pub small_size: usize,
+    /// `(crops, side)` per view of an image.
+    pub views: Vec<(usize, usize)>,
     /// The contrastive loss works in blocks (no 2B×2B matrix).
     pub tiled: bool,
+}
+
+impl StepShape {
+    /// Two views of `size`² and `small_crops` of `small_size`².
+    pub fn two_views(
+        batch: usize,
+        size: usize,
+        small_crops: usize,
+        small_size: usize,
+        tiled: bool,
+    ) -> Self {
+        let mut views = vec![(1, size), (1, size)];
+        views.extend(std::iter::repeat_n((1, small_size), small_crops));
+        StepShape {
+            batch,
+            views,
+            tiled,
+        }
+    }
+
+    /// "on 32x32 images with 6 small crops", "on 9 crops of 18x18 per image".
+    fn describe(&self) -> String {
+        let (Some(&(c0, s0)), rest) = (self.views.first(), self.views.get(1..).unwrap_or(&[]))
+        else {
+            return "with no views".into();
+        };
+        if c0 > 1 || self.views.len() == 1 {
+            return format!("on {c0} crops of {s0}x{s0} per image");
+        }
+        let small = rest.iter().filter(|&&(_, s)| s != s0).count();
+        match small {
+            0 => format!("on {s0}x{s0} images"),
+            n => format!("on {s0}x{s0} images with {n} small crops"),
+        }
+    }
 }
 
 /// Peak heap over the tensors a step holds, measured: with `malloc.rs`'s settings glibc keeps
@@ -56,8 +90,11 @@ pub const HEAP_OVERHEAD: f64 = 1.3;
 /// libtorch, the decoded images and the model.
 pub fn step_bytes(cfg: &ResNetConfig, s: &StepShape) -> f64 {
     let b = s.batch as f64;
-    let view_floats = 2.0 * activation_floats_per_view(cfg, s.size)
-        + s.small_crops as f64 * activation_floats_per_view(cfg, s.small_size);
+    let view_floats: f64 = s
+        .views
+        .iter()
+        .map(|&(crops, side)| crops as f64 * activation_floats_per_view(cfg, side))
+        .sum();
     let activations = 4.0 * b * view_floats;
     let similarity = if s.tiled {
         0.0
@@ -104,18 +141,18 @@ pub fn check_fits(cfg: &ResNetConfig, shape: &StepShape, available: f64) -> Resu
     if need <= available {
         return Ok(());
     }
-    let at = |batch| StepShape { batch, ..*shape };
+    let at = |batch| StepShape {
+        batch,
+        ..shape.clone()
+    };
     let largest = (1..=shape.batch)
         .rev()
         .find(|&b| step_bytes(cfg, &at(b)) <= available);
     Err(format!(
-        "a training step at batch size {} on {size}x{size} images{} (ResNet-{} width {}) needs about \
+        "a training step at batch size {} {} (ResNet-{} width {}) needs about \
          {:.1} GiB but {:.1} GiB of memory is available: {}",
         shape.batch,
-        match shape.small_crops {
-            0 => String::new(),
-            n => format!(" with {n} small crops"),
-        },
+        shape.describe(),
         cfg.depth,
         cfg.width,
         gib(need),
@@ -124,7 +161,6 @@ pub fn check_fits(cfg: &ResNetConfig, shape: &StepShape, available: f64) -> Resu
             Some(b) => format!("lower --batch-size to at most {b} (or --image-size / --width)"),
             None => "lower --image-size or --width".into(),
         },
-        size = shape.size,
     ))
 }
 
@@ -141,13 +177,7 @@ mod tests {
     }
 
     fn shape(batch: usize, size: usize, tiled: bool) -> StepShape {
-        StepShape {
-            size,
-            batch,
-            small_crops: 0,
-            small_size: 0,
-            tiled,
-        }
+        StepShape::two_views(batch, size, 0, 0, tiled)
     }
 
     #[test]
@@ -172,11 +202,7 @@ mod tests {
             "the 65536² matrix alone is ~17 GB, ×4"
         );
         // six 16-px crops hold six quarter-size views: 1.5 large views more than two
-        let crops = StepShape {
-            small_crops: 6,
-            small_size: 16,
-            ..shape(256, 32, true)
-        };
+        let crops = StepShape::two_views(256, 32, 6, 16, true);
         let two = step_bytes(&c, &shape(256, 32, true));
         let ratio = step_bytes(&c, &crops) / two;
         assert!((ratio - 1.75).abs() < 0.01, "{ratio}");
@@ -207,13 +233,16 @@ mod tests {
         );
         let e = check_fits(&c, &shape(1, 4096, false), 1e6).unwrap_err();
         assert!(e.contains("--image-size"), "{e}");
-        let crops = StepShape {
-            small_crops: 8,
-            small_size: 14,
-            ..shape(256, 32, false)
-        };
+        let crops = StepShape::two_views(256, 32, 8, 14, false);
         let e = check_fits(&c, &crops, 0.2e9).unwrap_err();
-        assert!(e.contains("with 8 small crops"), "{e}");
+        assert!(e.contains("on 32x32 images with 8 small crops"), "{e}");
+        let jigsaw = StepShape {
+            batch: 256,
+            views: vec![(9, 18)],
+            tiled: true,
+        };
+        let e = check_fits(&c, &jigsaw, 0.2e9).unwrap_err();
+        assert!(e.contains("on 9 crops of 18x18 per image"), "{e}");
     }
 
     #[test]

@@ -26,7 +26,7 @@ pub use run_dir::{
 };
 pub use step::{sgd_step, FaultAt, StepDone, StepFault};
 pub use trainer::{Batch, Batches, Flow, Schedule, StepObserver, StepRecord, Trainer};
-pub use views::{loader_data, small_crop_size, view_recipe, view_recipes};
+pub use views::{loader_data, method_views, small_crop_size, view_recipe, view_recipes};
 
 use crate::backbone::to_channels_last;
 use crate::config::TrainConfig;

@@ -6,15 +6,16 @@ use super::resume::{check_resumable, non_finite_advice};
 use super::trainer::{Flow, LoaderBatches, Schedule, StepObserver, StepRecord, Trainer};
 use super::{budget, build_model, interrupt, load_checkpoint, memory, restore_variables};
 use super::{
-    loader_data, view_recipes, FaultAt, Loader, LoaderData, LoaderSpec, Model, RunDir, RunState,
+    loader_data, method_views, FaultAt, Loader, LoaderData, LoaderSpec, Model, RunDir, RunState,
 };
-use crate::augment::ViewRecipe;
+use crate::augment::Views;
 use crate::config::TrainConfig;
 use crate::data::Splits;
 use crate::eval::{alignment, embedding_std, uniformity};
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// What a finished (or resumed-and-finished) pre-training reports.
@@ -39,7 +40,7 @@ pub struct Pretraining {
     run: RunDir,
     model: Model,
     data: LoaderData,
-    recipes: Vec<ViewRecipe>,
+    views: Vec<Arc<dyn Views>>,
     state: RunState,
     schedule: Schedule,
     /// The optimiser's momentum buffers from the checkpoint, on resume.
@@ -64,7 +65,7 @@ impl Pretraining {
         cfg.model.crop_size = Some(cfg.crop_size(&splits.train.images));
         let cfg = &cfg;
         let spec = cfg.method.spec().map_err(anyhow::Error::msg)?;
-        let (data, recipes) = preflight(cfg, splits, spec.as_ref())?;
+        let (data, views) = preflight(cfg, splits, spec.as_ref())?;
         let model = build_model(cfg, Some(data.images.clone()))?;
         let run = RunDir::create(&cfg.train.out_dir)?;
         let schedule = Schedule::new(cfg, splits.train.len());
@@ -73,7 +74,7 @@ impl Pretraining {
             run,
             model,
             data,
-            recipes,
+            views,
             state: RunState {
                 step: 0,
                 total_steps: schedule.total,
@@ -153,7 +154,7 @@ impl Pretraining {
         let cfg = &self.cfg;
         let t = &cfg.train;
         if let (Some(minutes), false) = (t.minutes, self.state.fitted) {
-            let c = budget::calibrate(cfg, &self.data, &self.recipes)?;
+            let c = budget::calibrate(cfg, &self.data, &self.views)?;
             // the run's own first step repeats the calibration's one-time work
             let spent = c.seconds
                 + if self.state.step == 0 {
@@ -180,7 +181,7 @@ impl Pretraining {
         let (start, total) = (self.state.step, self.state.total_steps);
         let loader = Loader::spawn(LoaderSpec {
             data: self.data.clone(),
-            recipes: self.recipes.clone(),
+            views: self.views.clone(),
             batch_size: t.batch_size,
             steps_per_epoch: self.schedule.steps_per_epoch,
             seed: t.seed,
@@ -234,12 +235,12 @@ impl Pretraining {
 
 /// Everything refused before the run folder is written: too few images, a batch or a
 /// method's state that cannot fit in memory, view sizes the images cannot give, labels the
-/// method needs and the data lacks. Returns the loader's data and the view recipes.
+/// method needs and the data lacks. Returns the loader's data and its views.
 fn preflight(
     cfg: &TrainConfig,
     splits: &Splits,
     spec: &dyn crate::method::MethodSpec,
-) -> anyhow::Result<(LoaderData, Vec<ViewRecipe>)> {
+) -> anyhow::Result<(LoaderData, Vec<Arc<dyn Views>>)> {
     let t = &cfg.train;
     let n = splits.train.len();
     if n < 2 {
@@ -255,31 +256,29 @@ fn preflight(
         );
     }
     let size = cfg.crop_size(&splits.train.images);
+    let views = method_views(&cfg.data, spec, size)?;
+    if let Some(small) = views.iter().skip(2).find(|v| v.shape().side > size) {
+        bail!(
+            "data.small_crop_size is {} but the crop size is {size} px: small crops must be at most {size}",
+            small.shape().side
+        );
+    }
     if let Some(mut available) = memory::available_bytes() {
         if let Some((bytes, what, setting)) = spec.state_bytes(cfg.model.projection_dim) {
             available = memory::check_state_fits(bytes, &what, setting, available)
                 .map_err(anyhow::Error::msg)?;
         }
         let shape = memory::StepShape {
-            size,
             batch: t.batch_size,
-            small_crops: cfg.data.small_crops,
-            small_size: super::small_crop_size(&cfg.data, size),
+            views: views
+                .iter()
+                .map(|v| (v.shape().crops, v.shape().side))
+                .collect(),
             tiled: !spec.similarity_matrix(),
         };
         memory::check_fits(&cfg.model.resnet(), &shape, available).map_err(anyhow::Error::msg)?;
     }
-    let recipes = view_recipes(&cfg.data, spec.views(), size);
-    for r in &recipes {
-        r.validate()?;
-        if r.out_size > size {
-            bail!(
-                "data.small_crop_size is {} but the crop size is {size} px: small crops must be at most {size}",
-                r.out_size
-            );
-        }
-    }
-    Ok((loader_data(&splits.train, spec)?, recipes))
+    Ok((loader_data(&splits.train, spec)?, views))
 }
 
 /// The pretraining loop's observer: metrics lines, checkpoints (every `checkpoint_every`
@@ -346,13 +345,17 @@ impl StepObserver for RunObserver<'_> {
             self.window = (Instant::now(), done - self.start);
             self.bar
                 .set_message(format!("loss {loss:.4} | {ips:.0} img/s"));
-            self.run.log(&serde_json::json!({
+            let mut line = serde_json::json!({
                 "step": done, "epoch": (done - 1) / per_epoch, "loss": loss, "lr": r.ctx.lr,
                 "grad_norm": r.done.grad_norm, "images_per_s": ips,
                 "embedding_std": embedding_std(&out.embeddings),
                 "alignment": alignment(&out.embeddings, &out.embeddings_b),
                 "uniformity": uniformity(&out.embeddings),
-            }))?;
+            });
+            for (name, value) in &out.metrics {
+                line[*name] = serde_json::json!(value);
+            }
+            self.run.log(&line)?;
         }
         let epoch_end = done % per_epoch == 0;
         if done % t.checkpoint_every as u64 == 0 || epoch_end || last {

@@ -262,6 +262,7 @@ impl TrainedEncoder {
             net: &self.net,
             channels_last: self.config.model.uses_channels_last(),
             input_side: self.config.crop_size(images),
+            layer: Default::default(),
         }
     }
 }

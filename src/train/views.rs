@@ -3,7 +3,7 @@
 //! targets.
 
 use super::LoaderData;
-use crate::augment::ViewRecipe;
+use crate::augment::{ViewRecipe, Views};
 use crate::config::DataConfig;
 use crate::data::Dataset;
 use crate::method::{MethodSpec, Targets, ViewPlan};
@@ -39,6 +39,22 @@ pub fn view_recipes(data: &DataConfig, plan: ViewPlan, size: usize) -> Vec<ViewR
     recipes
 }
 
+/// What the loader renders for each image under `spec`: its plan's recipes at crop size
+/// `size`, cut up as the method asks ([`MethodSpec::render_views`]), each checked.
+pub fn method_views(
+    data: &DataConfig,
+    spec: &dyn MethodSpec,
+    size: usize,
+) -> anyhow::Result<Vec<Arc<dyn Views>>> {
+    let views = spec
+        .render_views(view_recipes(data, spec.views(), size))
+        .map_err(anyhow::Error::msg)?;
+    for v in &views {
+        v.validate().map_err(anyhow::Error::msg)?;
+    }
+    Ok(views)
+}
+
 /// Side of the small multi-crop views for large views of side `size`.
 pub fn small_crop_size(data: &DataConfig, size: usize) -> usize {
     match data.small_crop_size {
@@ -50,7 +66,7 @@ pub fn small_crop_size(data: &DataConfig, size: usize) -> usize {
 /// What the loader reads: the images, and the per-image targets the method trains on.
 pub fn loader_data(train: &Dataset, spec: &dyn MethodSpec) -> anyhow::Result<LoaderData> {
     let targets = match spec.targets() {
-        Targets::Nothing => None,
+        Targets::Nothing | Targets::ViewLabels => None,
         Targets::ClassLabels => {
             let Some(l) = &train.labels else {
                 bail!(

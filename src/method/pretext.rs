@@ -1,0 +1,82 @@
+//! What the pretext methods (rotation, relative_patch, jigsaw) share: the encoder on every
+//! crop, a [`PretextHead`] on the features of each example's crops, and cross-entropy against
+//! the labels the views drew. Each method's file says what a crop and an example are.
+
+use super::{BuildContext, Method, StepContext, StepOutput};
+use crate::backbone::ResNet;
+use crate::head::PretextHead;
+use crate::loss::cross_entropy;
+use anyhow::Context;
+use tch::nn::{self, ModuleT};
+use tch::Tensor;
+
+/// An encoder and a classifier over `crops_per_example` crops at a time.
+pub struct PretextNet {
+    pub backbone: ResNet,
+    pub head: PretextHead,
+    pub crops_per_example: i64,
+}
+
+impl PretextNet {
+    /// `backbone.*` and `head.*` under `vs`'s root: per-crop embedding of the encoder's
+    /// dimension D, hidden width `model.projection_hidden` (default 4·D, the 1:4 of the
+    /// papers' fc6 → fc7), `classes` outputs.
+    pub fn build(
+        vs: &nn::VarStore,
+        ctx: &BuildContext,
+        crops_per_example: i64,
+        classes: i64,
+    ) -> anyhow::Result<Self> {
+        let p = vs.root();
+        let backbone = ctx.backbone(&p)?;
+        let d = backbone.out_dim();
+        let head = PretextHead::new(
+            &(&p / "head"),
+            d,
+            crops_per_example,
+            d,
+            ctx.hidden_or(4 * d),
+            classes,
+        )
+        .map_err(anyhow::Error::msg)?;
+        Ok(PretextNet {
+            backbone,
+            head,
+            crops_per_example,
+        })
+    }
+}
+
+impl Method for PretextNet {
+    /// `views[0]` [K·C, 3, S, S]: the C crops of each of K images, image-major; `targets`
+    /// [K, L], the labels they drew (K·L = K·C / crops_per_example examples):
+    /// ```text
+    /// h = f(x) [K·C, D],  logits = head(h) [K·C / e, classes],  L = CE(logits, labels)
+    /// ```
+    fn step(
+        &mut self,
+        views: &[Tensor],
+        targets: Option<&Tensor>,
+        _ctx: &StepContext,
+    ) -> anyhow::Result<StepOutput> {
+        let labels = targets.context("a pretext method needs the labels its views drew")?;
+        let k = labels.size()[0];
+        let x = &views[0]; // [K·C, 3, S, S]
+        let h = self.backbone.forward_t(x, true); // [K·C, D]
+        let logits = self.head.forward_t(&h, true); // [E, classes]
+        let (loss, accuracy) = cross_entropy(&logits, &labels.reshape([-1]))?;
+        // diagnostics: the features of each image's first two crops
+        let per_image = h.size()[0] / k;
+        let h = h.detach().view([k, per_image, -1]); // [K, C, D]
+        Ok(StepOutput {
+            loss,
+            embeddings: h.select(1, 0),
+            embeddings_b: h.select(1, per_image.min(2) - 1),
+            metrics: vec![("pretext_accuracy", accuracy)],
+        })
+    }
+
+    fn encoder(&self) -> &ResNet {
+        &self.backbone
+    }
+}
