@@ -35,6 +35,23 @@ fn pretrain_eval_embed_on_tiny_synthetic_data() {
     let o = run(selfsup().args(["eval", "--run", out.to_str().unwrap(), "--kind", "knn"]));
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("kNN top-1"));
+    // intermediate stages, one line each
+    let run_dir = out.to_str().unwrap();
+    let o = run(selfsup().args([
+        "eval",
+        "--run",
+        run_dir,
+        "--kind",
+        "knn",
+        "--layer",
+        "layer1,layer2",
+    ]));
+    assert!(o.status.success(), "{}", text(&o));
+    let t = text(&o);
+    assert!(
+        t.contains("encoder, layer1: kNN top-1") && t.contains("encoder, layer2: kNN top-1"),
+        "{t}"
+    );
 
     // Embed a small image folder.
     let imgs = dir.path().join("imgs");
@@ -224,6 +241,37 @@ fn bad_flags_and_values_get_one_clear_message() {
             ],
             "method.swav.prototypes is 1",
         ),
+        (
+            vec![
+                "pretrain",
+                "--method",
+                "jigsaw",
+                "--set",
+                "method.jigsaw.tile_size=30",
+            ],
+            "method.jigsaw.tile_size",
+        ),
+        (
+            vec![
+                "pretrain",
+                "--method",
+                "jigsaw",
+                "--set",
+                "method.jigsaw.permutations=400000",
+            ],
+            "9! = 362880",
+        ),
+        (
+            vec![
+                "pretrain",
+                "--method",
+                "relative_patch",
+                "--set",
+                "method.relative_patch.view_side=8",
+            ],
+            "method.relative_patch.view_side",
+        ),
+        (vec!["eval", "--run", "r", "--layer", "layer5"], "layer4"),
     ];
     for (args, needle) in cases {
         let o = run(selfsup().current_dir(dir.path()).args(&args));
@@ -298,6 +346,10 @@ fn every_method_and_two_view_loss_trains_from_the_cli() {
             "train.epochs=2", // re-clusters at the start of epoch 2
         ],
         vec!["--method", "nnclr", "--set", "method.queue_size=64"],
+        // the pretext tasks at their default sizes (the 16-px shapes upsampled to 64 and 96)
+        vec!["--method", "rotation"],
+        vec!["--method", "relative_patch"],
+        vec!["--method", "jigsaw", "--set", "method.permutations=10"],
         vec!["--loss", "dcl"],
         vec!["--loss", "nt_xent_tiled", "--set", "method.tile_rows=5"],
         vec!["--loss", "triplet"],
@@ -325,6 +377,14 @@ fn every_method_and_two_view_loss_trains_from_the_cli() {
         let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
         assert!(
             metrics.contains("\"uniformity\"") && metrics.contains("\"alignment\""),
+            "{extra:?}"
+        );
+        let pretext = extra
+            .iter()
+            .any(|a| ["rotation", "relative_patch", "jigsaw"].contains(a));
+        assert_eq!(
+            metrics.contains("\"pretext_accuracy\""),
+            pretext,
             "{extra:?}"
         );
     }

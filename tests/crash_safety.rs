@@ -151,6 +151,13 @@ fn an_interrupted_and_resumed_deepcluster_run_repeats_its_losses_exactly() {
     resumes_exactly(&["--method", "deepcluster", "--set", "method.prototypes=20"]);
 }
 
+/// A pretext task's views draw their labels (here the permutation of the tiles) from the
+/// same per-image streams as the crops: the resumed run sees the same puzzles.
+#[test]
+fn an_interrupted_and_resumed_jigsaw_run_repeats_its_losses_exactly() {
+    resumes_exactly(&["--method", "jigsaw", "--set", "method.permutations=10"]);
+}
+
 /// Runs `tiny` settings (plus `extra`) for 8 epochs whole, then again killed past step 9 and
 /// resumed; the losses of every step must be equal.
 fn resumes_exactly(extra: &[&str]) {

@@ -100,7 +100,8 @@ impl PermutationSet {
 
     /// [`greedy`](Self::greedy), computed once per `(n, seed)` in a process and shared.
     pub fn shared(n: usize, seed: u64) -> Result<Arc<Self>, String> {
-        static SETS: Mutex<Option<HashMap<(usize, u64), Arc<PermutationSet>>>> = Mutex::new(None);
+        type Sets = HashMap<(usize, u64), Arc<PermutationSet>>;
+        static SETS: Mutex<Option<Sets>> = Mutex::new(None);
         let mut sets = SETS.lock().unwrap_or_else(|e| e.into_inner());
         let sets = sets.get_or_insert_with(HashMap::new);
         if let Some(s) = sets.get(&(n, seed)) {
