@@ -2,8 +2,10 @@
 //! measures PyTorch's: the median over timed steps after warm-up steps, same inputs every step.
 //!
 //! - training step: `2B` views `[2B, 3, S, S]` (random, fixed; plus the small multi-crop views
-//!   when configured) → the training loop ([`Trainer::run`]) (views/s counts the `2B` large views);
-//! - forward: the encoder alone in eval mode without gradients, on the same `2B` views;
+//!   when configured; a pretext task's crops and zero labels) → the training loop
+//!   ([`Trainer::run`]) (views/s counts the encoder inputs of the first two views: the `2B`
+//!   large views, or the `C·B` crops of a pretext task);
+//! - forward: the encoder alone in eval mode without gradients, on the same inputs;
 //! - augmentation: two SimCLR views of `B` stored images (decoding happens once, at load);
 //! - end to end: the real training loop's pieces (background loader + step + SGD) on a dataset.
 
@@ -24,7 +26,7 @@ use tch::{Device, Kind, Tensor};
 /// Figures of one training-step measurement.
 #[derive(Debug, Clone)]
 pub struct StepFigures {
-    /// `2B / median step seconds`.
+    /// `2B / median step seconds` (`2B`: the encoder inputs of the first two views).
     pub train_views_per_s: f64,
     /// `2B / median forward seconds` (encoder, eval mode, no gradients).
     pub forward_views_per_s: f64,

@@ -82,7 +82,7 @@ fn print_pretrain(r: &train::PretrainReport) {
         r.total_steps,
         r.last_loss,
         r.images_per_s,
-        (2.0 * r.images_per_s).round(),
+        (r.inputs_per_image as f64 * r.images_per_s).round(),
         1e3 * r.data_wait_s,
         1e3 * r.augment_s,
         r.train_seconds / 60.0

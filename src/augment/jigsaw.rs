@@ -98,7 +98,8 @@ impl PermutationSet {
         })
     }
 
-    /// [`greedy`](Self::greedy), computed once per `(n, seed)` in a process and shared.
+    /// [`greedy`](Self::greedy), computed once per `(n, seed)` in a process and shared; the
+    /// first time, a line on stderr reports the set's minimum distance.
     pub fn shared(n: usize, seed: u64) -> Result<Arc<Self>, String> {
         type Sets = HashMap<(usize, u64), Arc<PermutationSet>>;
         static SETS: Mutex<Option<Sets>> = Mutex::new(None);
@@ -107,7 +108,13 @@ impl PermutationSet {
         if let Some(s) = sets.get(&(n, seed)) {
             return Ok(s.clone());
         }
+        let start = std::time::Instant::now();
         let s = Arc::new(Self::greedy(n, seed)?);
+        eprintln!(
+            "jigsaw: {n} permutations chosen greedily from seed {seed}, minimum Hamming distance {} ({:.1} s)",
+            s.min_distance,
+            start.elapsed().as_secs_f64()
+        );
         sets.insert((n, seed), s.clone());
         Ok(s)
     }

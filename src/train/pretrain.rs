@@ -24,8 +24,11 @@ pub struct PretrainReport {
     pub steps_run: u64,
     pub total_steps: u64,
     pub last_loss: f64,
-    /// Images (each two views) per second end to end over this session's steps.
+    /// Images per second end to end over this session's steps.
     pub images_per_s: f64,
+    /// Encoder inputs per image: 2 views, plus the small multi-crop views, or a pretext task's
+    /// crops (4 rotations, 2 patches, 9 tiles).
+    pub inputs_per_image: usize,
     /// Mean seconds per step the trainer waited for the loader (0 when the pipeline keeps up).
     pub data_wait_s: f64,
     /// Mean seconds per step the loader spent augmenting (on its own thread).
@@ -225,6 +228,7 @@ impl Pretraining {
             total_steps: total,
             last_loss: observer.last_loss,
             images_per_s: steps_run as f64 * t.batch_size as f64 / secs.max(1e-9),
+            inputs_per_image: self.views.iter().map(|v| v.shape().crops).sum(),
             data_wait_s: observer.wait_total / steps_run.max(1) as f64,
             augment_s: observer.augment_total / steps_run.max(1) as f64,
             train_seconds: observer.state.train_seconds,
