@@ -70,6 +70,15 @@ impl Grid {
         Ok(())
     }
 
+    /// Refuses a `recipe` that cannot be the view this grid is laid on.
+    pub fn check_recipe(&self, recipe: &super::ViewRecipe) -> Result<(), String> {
+        recipe.validate().map_err(|e| e.to_string())?;
+        match recipe.out_size == self.view_side {
+            true => Ok(()),
+            false => Err("the recipe's view side and the grid's differ".into()),
+        }
+    }
+
     /// Draws the box of cell `cell` (0..9, row-major). The grid must pass [`check`](Self::check).
     pub fn sample(&self, cell: usize, rng: &mut Rng) -> GridBox {
         let c = self.cell();

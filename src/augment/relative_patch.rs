@@ -59,11 +59,7 @@ impl Views for PatchPairViews {
     }
 
     fn validate(&self) -> Result<(), String> {
-        self.recipe.validate().map_err(|e| e.to_string())?;
-        match self.recipe.out_size == self.grid.view_side {
-            true => Ok(()),
-            false => Err("the recipe's view side and the grid's differ".into()),
-        }
+        self.grid.check_recipe(&self.recipe)
     }
 }
 

@@ -6,7 +6,7 @@
 //! ([`PermutationSet::greedy`]), computed here from its seed; see [`JigsawViews`].
 
 use super::pretext::PretextNet;
-use super::{unit_interval, BuildContext, Method, MethodSection, MethodSpec, Targets};
+use super::{BuildContext, Method, MethodSection, MethodSpec, Targets};
 use crate::augment::grid::{Grid, CELLS};
 use crate::augment::jigsaw::{JigsawViews, PermutationSet, ORDERS};
 use crate::augment::{ViewRecipe, Views};
@@ -78,15 +78,7 @@ impl MethodSpec for JigsawConfig {
         }
         self.grid()
             .check([&k("view_side"), &k("tile_size"), "0 (the gap)"].map(|s| s as &str))?;
-        unit_interval(&k("grayscale_p"), self.grayscale_p as f64)?;
-        match self.crop_min_scale > 0.0 && self.crop_min_scale <= 1.0 {
-            true => Ok(()),
-            false => Err(format!(
-                "{} is {}: it must be in (0, 1]",
-                k("crop_min_scale"),
-                self.crop_min_scale
-            )),
-        }
+        super::pretext::check_grid_recipe("jigsaw", self.grayscale_p, self.crop_min_scale)
     }
 
     fn targets(&self) -> Targets {
@@ -96,11 +88,12 @@ impl MethodSpec for JigsawConfig {
     /// The first recipe at `view_side` with the crop scale and grayscale of this section and
     /// no colour jitter, cut into 9 tiles shuffled by one permutation of the set.
     fn render_views(&self, recipes: Vec<ViewRecipe>) -> Result<Vec<Arc<dyn Views>>, String> {
-        let mut recipe = recipes.into_iter().next().ok_or("no view recipe")?;
-        recipe.out_size = self.view_side;
-        recipe.crop_scale.0 = self.crop_min_scale;
-        recipe.jitter_p = 0.0;
-        recipe.grayscale_p = self.grayscale_p;
+        let recipe = super::pretext::grid_recipe(
+            recipes,
+            self.view_side,
+            self.crop_min_scale,
+            self.grayscale_p,
+        )?;
         let set = PermutationSet::shared(self.permutations, self.permutation_seed)?;
         Ok(vec![Arc::new(JigsawViews {
             recipe,

@@ -2,13 +2,46 @@
 //! crop, a [`PretextHead`] on the features of each example's crops, and cross-entropy against
 //! the labels the views drew. Each method's file says what a crop and an example are.
 
-use super::{BuildContext, Method, StepContext, StepOutput};
+use super::{unit_interval, BuildContext, Method, StepContext, StepOutput};
+use crate::augment::ViewRecipe;
 use crate::backbone::ResNet;
 use crate::head::PretextHead;
 use crate::loss::cross_entropy;
 use anyhow::Context;
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
+
+/// The recipe a grid task (relative_patch, jigsaw) cuts up: the first of `recipes` resized to
+/// `view_side`, crops of at least `crop_min_scale` of the image, no colour jitter, grayscale
+/// with probability `grayscale_p`.
+pub fn grid_recipe(
+    recipes: Vec<ViewRecipe>,
+    view_side: usize,
+    crop_min_scale: f32,
+    grayscale_p: f32,
+) -> Result<ViewRecipe, String> {
+    let mut recipe = recipes.into_iter().next().ok_or("no view recipe")?;
+    recipe.out_size = view_side;
+    recipe.crop_scale.0 = crop_min_scale;
+    recipe.jitter_p = 0.0;
+    recipe.grayscale_p = grayscale_p;
+    Ok(recipe)
+}
+
+/// Checks the `grayscale_p` and `crop_min_scale` of section `[method.<section>]`.
+pub fn check_grid_recipe(
+    section: &str,
+    grayscale_p: f32,
+    crop_min_scale: f32,
+) -> Result<(), String> {
+    unit_interval(&format!("method.{section}.grayscale_p"), grayscale_p as f64)?;
+    match crop_min_scale > 0.0 && crop_min_scale <= 1.0 {
+        true => Ok(()),
+        false => Err(format!(
+            "method.{section}.crop_min_scale is {crop_min_scale}: it must be in (0, 1]"
+        )),
+    }
+}
 
 /// An encoder and a classifier over `crops_per_example` crops at a time.
 pub struct PretextNet {

@@ -7,7 +7,7 @@
 //! patterns or textures continuing between patches"); see [`PatchPairViews`].
 
 use super::pretext::PretextNet;
-use super::{unit_interval, BuildContext, Method, MethodSection, MethodSpec, Targets};
+use super::{BuildContext, Method, MethodSection, MethodSpec, Targets};
 use crate::augment::grid::{Grid, NEIGHBOURS};
 use crate::augment::relative_patch::PatchPairViews;
 use crate::augment::{ViewRecipe, Views};
@@ -73,15 +73,7 @@ impl MethodSpec for RelativePatchConfig {
         let k = |f: &str| format!("method.relative_patch.{f}");
         self.grid()
             .check([&k("view_side"), &k("patch_size"), &k("gap")].map(String::as_str))?;
-        unit_interval(&k("grayscale_p"), self.grayscale_p as f64)?;
-        match self.crop_min_scale > 0.0 && self.crop_min_scale <= 1.0 {
-            true => Ok(()),
-            false => Err(format!(
-                "{} is {}: it must be in (0, 1]",
-                k("crop_min_scale"),
-                self.crop_min_scale
-            )),
-        }
+        super::pretext::check_grid_recipe("relative_patch", self.grayscale_p, self.crop_min_scale)
     }
 
     fn targets(&self) -> Targets {
@@ -91,11 +83,12 @@ impl MethodSpec for RelativePatchConfig {
     /// The first recipe at `view_side` with the crop scale and grayscale of this section and
     /// no colour jitter, cut into the centre patch and a neighbour.
     fn render_views(&self, recipes: Vec<ViewRecipe>) -> Result<Vec<Arc<dyn Views>>, String> {
-        let mut recipe = recipes.into_iter().next().ok_or("no view recipe")?;
-        recipe.out_size = self.view_side;
-        recipe.crop_scale.0 = self.crop_min_scale;
-        recipe.jitter_p = 0.0;
-        recipe.grayscale_p = self.grayscale_p;
+        let recipe = super::pretext::grid_recipe(
+            recipes,
+            self.view_side,
+            self.crop_min_scale,
+            self.grayscale_p,
+        )?;
         Ok(vec![Arc::new(PatchPairViews {
             recipe,
             grid: self.grid(),
