@@ -77,6 +77,13 @@ pub struct ConfigArgs {
     /// them [data.small_crops].
     #[arg(long)]
     small_crops: Option<usize>,
+    /// Encoder: resnet18, resnet34, resnet50, vit_tiny or vit_small; unset: the ResNet of
+    /// --depth [model.backbone].
+    #[arg(long, value_enum)]
+    backbone: Option<selfsup::backbone::BackboneName>,
+    /// ViT patch side in pixels; the crop size must be a multiple [model.patch_size].
+    #[arg(long)]
+    patch_size: Option<i64>,
     /// ResNet depth: 18, 34 or 50 [model.depth].
     #[arg(long)]
     depth: Option<usize>,
@@ -169,6 +176,14 @@ impl ConfigArgs {
             self.method.as_ref().map(|v| format!("{v:?}")),
         );
         push("method.loss", self.loss.as_ref().map(|v| format!("{v:?}")));
+        push(
+            "model.backbone",
+            self.backbone.map(|v| {
+                let name = clap::ValueEnum::to_possible_value(&v).expect("named");
+                format!("{:?}", name.get_name())
+            }),
+        );
+        push("model.patch_size", self.patch_size.map(|v| v.to_string()));
         push("model.depth", self.depth.map(|v| v.to_string()));
         push("model.width", self.width.map(|v| format!("{v:?}")));
         push("model.stem", self.stem.as_ref().map(|v| format!("{v:?}")));

@@ -279,6 +279,18 @@ impl ResNet {
     /// The output of stage `layer`, global-average-pooled: [N, 3, H, W] → [N, layer_dim].
     /// `Layer::Layer4` is [`forward_t`](ModuleT::forward_t).
     pub fn features_at(&self, x: &Tensor, train: bool, layer: Layer) -> Tensor {
+        self.map_at(x, train, layer)
+            .adaptive_avg_pool2d([1, 1])
+            .flatten(1, -1) // [N, C_layer]
+    }
+
+    /// The output of the last stage before pooling: [N, 3, H, W] → [N, D, H/8, W/8] (CIFAR
+    /// stem; H/32 with the ImageNet stem).
+    pub fn feature_map(&self, x: &Tensor, train: bool) -> Tensor {
+        self.map_at(x, train, Layer::Layer4)
+    }
+
+    fn map_at(&self, x: &Tensor, train: bool, layer: Layer) -> Tensor {
         let mut y = x.apply(&self.conv1).apply_t(&self.bn1, train).relu_(); // [N, C0, H', W']
         if self.config.stem == Stem::Imagenet {
             y = y.max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
@@ -286,7 +298,7 @@ impl ResNet {
         for b in &self.layers[..self.stage_ends[layer.index()]] {
             y = b.forward_t(&y, train);
         }
-        y.adaptive_avg_pool2d([1, 1]).flatten(1, -1) // [N, C_layer]
+        y // [N, C_layer, H_layer, W_layer]
     }
 }
 

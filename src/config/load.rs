@@ -59,6 +59,13 @@ impl TrainConfig {
             .map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
         cfg.validate()?;
         cfg.optim.lr = Some(cfg.lr());
+        let spec = cfg.method.spec().ok();
+        let name = cfg.optim.optimizer(spec.as_deref());
+        cfg.optim.name = Some(name);
+        cfg.optim.weight_decay = Some(cfg.optim.weight_decay_for(name));
+        if name == crate::optim::OptimizerName::Adamw {
+            cfg.optim.betas = Some(cfg.optim.betas());
+        }
         Ok(cfg)
     }
 

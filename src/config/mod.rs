@@ -6,7 +6,9 @@
 mod load;
 mod validate;
 
-use crate::backbone::{ResNetConfig, Stem};
+use crate::backbone::vit::{PosEmbed, Pool};
+use crate::optim::OptimizerName;
+use crate::backbone::{BackboneConfig, BackboneName, ResNetConfig, Stem, VitConfig};
 pub use crate::eval::EvalConfig;
 use crate::method::{registry, MethodSpec};
 use serde::{Deserialize, Serialize};
@@ -119,6 +121,11 @@ impl Default for DataConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
+    /// The encoder (`--backbone`): resnet18, resnet34, resnet50, vit_tiny or vit_small.
+    /// Unset: the ResNet of `model.depth`. A ResNet name sets the depth (`model.depth` must
+    /// then be 18, its default, or agree).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backbone: Option<BackboneName>,
     /// ResNet depth: 18, 34 or 50. Default 18.
     pub depth: usize,
     /// "cifar" (3×3 stem, no max-pool; for ~32 px images) or "imagenet". Default "cifar".
@@ -143,6 +150,14 @@ pub struct ModelConfig {
     /// that would meet a libtorch heap corruption in that order run in NCHW instead (see
     /// [`ModelConfig::uses_channels_last`]).
     pub channels_last: bool,
+    /// ViT patch side in pixels (the crop size must be a multiple). Default 4 (64 tokens at
+    /// 32 px, the CIFAR setting of the ViT and MAE literature).
+    pub patch_size: i64,
+    /// ViT position embeddings: "sincos" (fixed 2-D, MAE's) or "learned". Default "sincos".
+    pub pos_embed: PosEmbed,
+    /// ViT representation: "cls" (the class token) or "mean" (of the patch tokens). Default
+    /// "cls".
+    pub pool: Pool,
 }
 
 impl Default for ModelConfig {
@@ -155,6 +170,10 @@ impl Default for ModelConfig {
             projection_hidden: None,
             projection_dim: 128,
             channels_last: true,
+            backbone: None,
+            patch_size: 4,
+            pos_embed: PosEmbed::default(),
+            pool: Pool::default(),
         }
     }
 }
@@ -192,15 +211,55 @@ impl ModelConfig {
     /// The memory order actually used: channels-last when asked for and safe for this network
     /// ([`ResNetConfig::channels_last_is_safe`]), NCHW otherwise. Read this, not the field.
     pub fn uses_channels_last(&self) -> bool {
-        self.channels_last && self.resnet().channels_last_is_safe()
+        self.channels_last && !self.is_vit() && self.resnet().channels_last_is_safe()
     }
 
+    /// The encoder is a ViT.
+    pub fn is_vit(&self) -> bool {
+        matches!(
+            self.backbone,
+            Some(BackboneName::VitTiny | BackboneName::VitSmall)
+        )
+    }
+
+    /// The ResNet of `model.depth` (or the depth `model.backbone` names), stem and width.
     pub fn resnet(&self) -> ResNetConfig {
         ResNetConfig {
-            depth: self.depth,
+            depth: self
+                .backbone
+                .and_then(BackboneName::resnet_depth)
+                .unwrap_or(self.depth),
             stem: self.stem,
             width: self.width,
         }
+    }
+
+    /// The encoder's architecture for square inputs of side `input_side`.
+    pub fn backbone_config(&self, input_side: usize) -> BackboneConfig {
+        let vit = |mut c: VitConfig| {
+            c.pos_embed = self.pos_embed;
+            c.pool = self.pool;
+            BackboneConfig::Vit(c)
+        };
+        let (p, s) = (self.patch_size, input_side as i64);
+        match self.backbone {
+            Some(BackboneName::VitTiny) => vit(VitConfig::tiny(p, s)),
+            Some(BackboneName::VitSmall) => vit(VitConfig::small(p, s)),
+            _ => BackboneConfig::ResNet(self.resnet()),
+        }
+    }
+
+    /// Checks the encoder's settings; the message names the key.
+    pub fn validate_backbone(&self, input_side: usize) -> Result<(), String> {
+        if let Some(d) = self.backbone.and_then(BackboneName::resnet_depth) {
+            if self.depth != 18 && self.depth != d {
+                return Err(format!(
+                    "model.backbone is resnet{d} but model.depth is {}: give one of them",
+                    self.depth
+                ));
+            }
+        }
+        self.backbone_config(input_side).validate()
     }
 }
 
@@ -273,15 +332,43 @@ pub struct OptimConfig {
     pub lr: Option<f64>,
     /// Learning rate at the end of the cosine decay. Default 0.
     pub final_lr: f64,
-    /// Momentum μ. Default 0.9.
+    /// The optimiser: "sgd" or "adamw". Unset: the method's own
+    /// ([`MethodSpec::default_optimizer`]: AdamW for MAE, SGD for the others); a loaded
+    /// config always has it set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<OptimizerName>,
+    /// SGD's momentum μ. Default 0.9.
     pub momentum: f64,
-    /// Weight decay λ. Default 5e-4.
-    pub weight_decay: f64,
+    /// AdamW's (β₁, β₂). Unset: MAE's (0.9, 0.95).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub betas: Option<(f64, f64)>,
+    /// Weight decay λ (coupled for SGD, decoupled for AdamW, which skips norms, biases and
+    /// tokens). Unset: 5e-4 for SGD, 0.05 for AdamW; a loaded config always has it set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weight_decay: Option<f64>,
     /// Linear warm-up length in epochs (fractions allowed). Default 0.5.
     pub warmup_epochs: f64,
 }
 
 impl OptimConfig {
+    /// `optim.name`, else `spec`'s, else SGD.
+    pub fn optimizer(&self, spec: Option<&dyn MethodSpec>) -> OptimizerName {
+        self.name
+            .or_else(|| spec.map(|s| s.default_optimizer()))
+            .unwrap_or_default()
+    }
+
+    /// `optim.weight_decay`, else the default of `name`.
+    pub fn weight_decay_for(&self, name: OptimizerName) -> f64 {
+        self.weight_decay
+            .unwrap_or_else(|| name.default_weight_decay())
+    }
+
+    /// `optim.betas`, else MAE's.
+    pub fn betas(&self) -> (f64, f64) {
+        self.betas.unwrap_or(crate::optim::adamw_default_betas())
+    }
+
     /// The peak learning rate of methods without their own: 0.3 (one-epoch CIFAR-10 runs at
     /// τ = 0.2: 0.3 and 0.12 tie; the 8-epoch 30-minute recipe of the README uses 0.3).
     pub const DEFAULT_LR: f64 = 0.3;
@@ -292,8 +379,10 @@ impl Default for OptimConfig {
         OptimConfig {
             lr: None,
             final_lr: 0.0,
+            name: None,
             momentum: 0.9,
-            weight_decay: 5e-4,
+            betas: None,
+            weight_decay: None,
             warmup_epochs: 0.5,
         }
     }

@@ -17,8 +17,7 @@ impl TrainConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
         self.model
-            .resnet()
-            .validate()
+            .validate_backbone(self.planned_crop_size())
             .map_err(ConfigError::Invalid)?;
         if self.model.projection_dim < 1 || self.model.projection_hidden.is_some_and(|h| h < 1) {
             return bad("model.projection_dim and model.projection_hidden must be ≥ 1".into());
@@ -37,11 +36,15 @@ impl TrainConfig {
                 o.momentum
             ));
         }
-        if !(o.weight_decay.is_finite() && o.weight_decay >= 0.0) {
-            return bad(format!(
-                "optim.weight_decay is {}: it must be ≥ 0",
-                o.weight_decay
-            ));
+        if let Some(wd) = o.weight_decay.filter(|w| !(w.is_finite() && *w >= 0.0)) {
+            return bad(format!("optim.weight_decay is {wd}: it must be ≥ 0"));
+        }
+        if let Some((b1, b2)) = o.betas {
+            if !((0.0..1.0).contains(&b1) && (0.0..1.0).contains(&b2)) {
+                return bad(format!(
+                    "optim.betas is [{b1}, {b2}]: both must be in [0, 1) (AdamW's are [0.9, 0.95])"
+                ));
+            }
         }
         if !(o.warmup_epochs.is_finite() && o.warmup_epochs >= 0.0) {
             return bad(format!(

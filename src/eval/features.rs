@@ -22,7 +22,7 @@ pub fn extract_features(encoder: FrozenEncoder, images: &ImageStore, batch_size:
         )
     });
     if parts.is_empty() {
-        let d = net.config.layer_dim(layer);
+        let d = net.layer_dim(layer);
         return Tensor::zeros([0, d], (Kind::Float, tch::Device::Cpu));
     }
     Tensor::cat(&parts, 0)

@@ -29,7 +29,7 @@ pub fn labels_tensor(labels: &[u32]) -> tch::Tensor {
     tch::Tensor::from_slice(&v)
 }
 
-use crate::backbone::{Layer, ResNet};
+use crate::backbone::{Backbone, Layer};
 use crate::data::Dataset;
 
 /// `[eval]`: how encoders are judged.
@@ -78,7 +78,7 @@ pub struct EvalReport {
 /// An encoder to judge by its frozen features, with the memory order its inputs take.
 #[derive(Clone, Copy)]
 pub struct FrozenEncoder<'a> {
-    pub net: &'a ResNet,
+    pub net: &'a Backbone,
     pub channels_last: bool,
     /// The side of the square evaluation views: the training resolution
     /// ([`TrainConfig::crop_size`](crate::config::TrainConfig::crop_size)).

@@ -6,7 +6,7 @@ use super::{
     unit_interval, BuildContext, Method, MethodSection, MethodSpec, StepContext, StepOutput,
     ViewPlan,
 };
-use crate::backbone::ResNet;
+use crate::backbone::Backbone;
 use crate::head::Mlp;
 use crate::loss::negative_cosine;
 use crate::optim::cosine_schedule;
@@ -53,11 +53,11 @@ impl MethodSpec for ByolConfig {
 }
 
 pub struct Byol {
-    pub backbone: ResNet,
+    pub backbone: Backbone,
     pub projection: Mlp,
     /// q: `Linear(out, hidden) → BN → ReLU → Linear(hidden, out)`, online only.
     pub predictor: Mlp,
-    target_backbone: ResNet,
+    target_backbone: Backbone,
     target_projection: Mlp,
     target: Ema,
     base_momentum: f64,
@@ -131,7 +131,7 @@ impl Method for Byol {
         ));
     }
 
-    fn encoder(&self) -> &ResNet {
+    fn encoder(&self) -> &Backbone {
         &self.backbone
     }
 }

@@ -24,7 +24,7 @@ use super::{
     ViewPlan,
 };
 use crate::augment::{map_eval_batches, ViewRecipe};
-use crate::backbone::ResNet;
+use crate::backbone::Backbone;
 use crate::data::ImageStore;
 use crate::head::Mlp;
 use crate::loss::l2_normalize;
@@ -88,7 +88,7 @@ impl MethodSpec for DeepClusterConfig {
 }
 
 pub struct DeepCluster {
-    pub backbone: ResNet,
+    pub backbone: Backbone,
     /// g: `Linear(d, hidden) → BN → ReLU → Linear(hidden, projection_dim)`.
     pub projection: Mlp,
     clusters: usize,
@@ -279,7 +279,7 @@ impl Method for DeepCluster {
         }
     }
 
-    fn encoder(&self) -> &ResNet {
+    fn encoder(&self) -> &Backbone {
         &self.backbone
     }
 }

@@ -8,7 +8,7 @@ use super::{
     positive, unit_interval, BuildContext, Method, MethodSection, MethodSpec, StepContext,
     StepOutput, ViewPlan,
 };
-use crate::backbone::ResNet;
+use crate::backbone::Backbone;
 use crate::head::DinoHead;
 use crate::loss::cross_view_loss;
 use crate::optim::cosine_schedule;
@@ -104,9 +104,9 @@ impl MethodSpec for DinoConfig {
 }
 
 pub struct Dino {
-    pub backbone: ResNet,
+    pub backbone: Backbone,
     pub head: DinoHead,
-    target_backbone: ResNet,
+    target_backbone: Backbone,
     target_head: DinoHead,
     target: Ema,
     /// c: [1, K] running mean of the teacher's outputs (in the store: checkpoints keep it).
@@ -209,7 +209,7 @@ impl Method for Dino {
         ));
     }
 
-    fn encoder(&self) -> &ResNet {
+    fn encoder(&self) -> &Backbone {
         &self.backbone
     }
 }

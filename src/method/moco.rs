@@ -12,7 +12,7 @@ use super::{
     positive, unit_interval, BuildContext, Method, MethodSection, MethodSpec, StepContext,
     StepOutput,
 };
-use crate::backbone::ResNet;
+use crate::backbone::Backbone;
 use crate::head::{Block, Mlp};
 use crate::loss::{info_nce, l2_normalize};
 use crate::optim::cosine_schedule;
@@ -89,10 +89,10 @@ pub fn queue_bytes(size: usize, dim: i64, setting: &'static str) -> (f64, String
 }
 
 pub struct MoCo {
-    pub backbone: ResNet,
+    pub backbone: Backbone,
     /// MoCo v2's MLP head: `Linear(d, hidden) → ReLU → Linear(hidden, out)`.
     pub projection: Mlp,
-    key_backbone: ResNet,
+    key_backbone: Backbone,
     key_projection: Mlp,
     key_encoder: Ema,
     pub queue: Queue,
@@ -193,7 +193,7 @@ impl Method for MoCo {
         }
     }
 
-    fn encoder(&self) -> &ResNet {
+    fn encoder(&self) -> &Backbone {
         &self.backbone
     }
 }

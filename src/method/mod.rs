@@ -17,6 +17,9 @@ pub mod deepcluster;
 pub mod dino;
 pub mod ema;
 pub mod jigsaw;
+pub mod mae;
+pub mod denoising_ae;
+pub mod context_encoder;
 pub mod kmeans;
 pub mod moco;
 pub mod nnclr;
@@ -25,6 +28,7 @@ pub mod queue;
 pub mod registry;
 pub mod relative_patch;
 pub mod rotation;
+pub mod self_prediction;
 pub mod simclr;
 pub mod simsiam;
 pub mod sinkhorn;
@@ -37,7 +41,7 @@ pub use queue::Queue;
 pub use registry::{MethodEntry, REGISTRY};
 
 use crate::augment::{ViewRecipe, Views};
-use crate::backbone::{ResNet, ResNetConfig};
+use crate::backbone::{Backbone, BackboneConfig};
 use crate::data::ImageStore;
 use crate::head::Mlp;
 use std::sync::Arc;
@@ -114,7 +118,8 @@ impl StepContext {
 /// What a method is built from, besides its own config section.
 #[derive(Clone)]
 pub struct BuildContext {
-    pub resnet: ResNetConfig,
+    /// The encoder's architecture (`model.backbone`).
+    pub backbone: BackboneConfig,
     /// Output dimension of the projection head (`model.projection_dim`).
     pub projection_dim: i64,
     /// Hidden width of the heads; None: the method's own default (documented in its file).
@@ -134,14 +139,14 @@ pub struct BuildContext {
 
 impl BuildContext {
     /// The encoder `backbone.*` under `p`.
-    pub fn backbone(&self, p: &nn::Path) -> anyhow::Result<ResNet> {
-        ResNet::new(&(p / "backbone"), &self.resnet).map_err(anyhow::Error::msg)
+    pub fn backbone(&self, p: &nn::Path) -> anyhow::Result<Backbone> {
+        Backbone::new(&(p / "backbone"), &self.backbone).map_err(anyhow::Error::msg)
     }
 
     /// The encoder `backbone.*` and SimCLR's projection `projection.*` under `p`:
     /// `Linear(d, hidden) → BN → ReLU → Linear(hidden, projection_dim)`, hidden
     /// `model.projection_hidden`, default d (the encoder's features).
-    pub fn encoder_and_projection(&self, p: &nn::Path) -> anyhow::Result<(ResNet, Mlp)> {
+    pub fn encoder_and_projection(&self, p: &nn::Path) -> anyhow::Result<(Backbone, Mlp)> {
         let backbone = self.backbone(p)?;
         let d = backbone.out_dim();
         let projection = Mlp::simclr_projection(
@@ -176,7 +181,14 @@ pub trait Method {
     fn after_step(&mut self, _ctx: &StepContext) {}
     /// The encoder f whose features are evaluated and exported (its variables are under
     /// [`ENCODER_PREFIX`]).
-    fn encoder(&self) -> &ResNet;
+    fn encoder(&self) -> &Backbone;
+    /// For the self-prediction methods: of clean views `x` [n, 3, S, S], what the encoder saw
+    /// and what the method made of it, both [n, 3, S, S] in the views' normalised space (eval
+    /// mode, no gradient, the masks of [`self_prediction::PICTURE_STEP`]). None: nothing to
+    /// picture.
+    fn reconstruct(&self, _x: &Tensor) -> Option<(Tensor, Tensor)> {
+        None
+    }
 }
 
 /// What a method's config section knows about the method before it is built.
@@ -214,6 +226,15 @@ pub trait MethodSpec: std::fmt::Debug {
     /// The peak learning rate this method's recipe uses when `optim.lr` is not given.
     fn default_lr(&self) -> Option<f64> {
         None
+    }
+    /// The optimiser used when `optim.name` is unset.
+    fn default_optimizer(&self) -> crate::optim::OptimizerName {
+        crate::optim::OptimizerName::Sgd
+    }
+    /// Variable-name prefixes the trainer's optimiser leaves alone: the method updates them
+    /// itself in [`Method::after_step`] (the context encoder's discriminator).
+    fn own_optimizer_prefixes(&self) -> Vec<&'static str> {
+        Vec::new()
     }
     /// Variable-name prefixes trained at the peak learning rate in every step, outside the
     /// warm-up and cosine schedule (SimSiam's predictor, §4.3 of the paper).
@@ -265,7 +286,7 @@ pub fn unit_interval(what: &str, v: f64) -> Result<(), String> {
 pub(crate) mod testing {
     //! Tiny settings and views for the methods' tests.
     use super::{BuildContext, Method, StepContext};
-    use crate::backbone::{ResNetConfig, Stem};
+    use crate::backbone::{BackboneConfig, ResNetConfig, Stem};
     use crate::optim::Sgd;
     use tch::{nn, Device, Kind, Tensor};
 
@@ -273,11 +294,11 @@ pub(crate) mod testing {
     pub fn tiny_context() -> BuildContext {
         tch::manual_seed(0);
         BuildContext {
-            resnet: ResNetConfig {
+            backbone: BackboneConfig::ResNet(ResNetConfig {
                 depth: 18,
                 stem: Stem::Cifar,
                 width: 0.125,
-            },
+            }),
             projection_dim: 16,
             projection_hidden: Some(32),
             channels_last: false,

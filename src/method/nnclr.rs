@@ -12,7 +12,7 @@
 use super::moco::{check_queue_size, queue_bytes};
 use super::queue::Queue;
 use super::{positive, BuildContext, Method, MethodSection, MethodSpec, StepContext, StepOutput};
-use crate::backbone::ResNet;
+use crate::backbone::Backbone;
 use crate::head::Mlp;
 use crate::loss::{info_nce_in_batch, l2_normalize};
 use serde::{Deserialize, Serialize};
@@ -87,7 +87,7 @@ impl MethodSpec for NnclrConfig {
 }
 
 pub struct Nnclr {
-    pub backbone: ResNet,
+    pub backbone: Backbone,
     /// g: `Linear(d, hidden) → BN → ReLU → Linear(hidden, out)`.
     pub projection: Mlp,
     /// h: `Linear(out, hidden) → BN → ReLU → Linear(hidden, out)`.
@@ -140,7 +140,7 @@ impl Method for Nnclr {
         }
     }
 
-    fn encoder(&self) -> &ResNet {
+    fn encoder(&self) -> &Backbone {
         &self.backbone
     }
 }

@@ -4,7 +4,7 @@
 
 use super::{unit_interval, BuildContext, Method, StepContext, StepOutput};
 use crate::augment::ViewRecipe;
-use crate::backbone::ResNet;
+use crate::backbone::Backbone;
 use crate::head::PretextHead;
 use crate::loss::cross_entropy;
 use anyhow::Context;
@@ -45,7 +45,7 @@ pub fn check_grid_recipe(
 
 /// An encoder and a classifier over `crops_per_example` crops at a time.
 pub struct PretextNet {
-    pub backbone: ResNet,
+    pub backbone: Backbone,
     pub head: PretextHead,
     pub crops_per_example: i64,
 }
@@ -109,7 +109,7 @@ impl Method for PretextNet {
         })
     }
 
-    fn encoder(&self) -> &ResNet {
+    fn encoder(&self) -> &Backbone {
         &self.backbone
     }
 }

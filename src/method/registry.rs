@@ -47,6 +47,9 @@ pub static REGISTRY: &[MethodEntry] = &[
     row::<super::rotation::RotationConfig>(),
     row::<super::relative_patch::RelativePatchConfig>(),
     row::<super::jigsaw::JigsawConfig>(),
+    row::<super::mae::MaeConfig>(),
+    row::<super::denoising_ae::DenoisingAeConfig>(),
+    row::<super::context_encoder::ContextEncoderConfig>(),
 ];
 
 /// The method of `method.name` when none is given.

@@ -3,7 +3,7 @@
 //! are negatives. Any two-view loss of the catalogue can replace NT-Xent (`method.loss`).
 
 use super::{positive, BuildContext, Method, MethodSection, MethodSpec, StepContext, StepOutput};
-use crate::backbone::ResNet;
+use crate::backbone::Backbone;
 use crate::head::Mlp;
 use crate::loss::two_view::{LossParams, NAMES};
 use crate::loss::TwoViewLoss;
@@ -104,7 +104,7 @@ impl MethodSpec for SimClrConfig {
 /// An encoder, a projection and a two-view loss between the two views' projections: SimCLR,
 /// and Barlow Twins and VICReg with their own projectors and losses.
 pub struct TwoViewNet {
-    pub backbone: ResNet,
+    pub backbone: Backbone,
     pub projection: Mlp,
     pub loss: TwoViewLoss,
 }
@@ -131,7 +131,7 @@ impl Method for TwoViewNet {
         })
     }
 
-    fn encoder(&self) -> &ResNet {
+    fn encoder(&self) -> &Backbone {
         &self.backbone
     }
 }

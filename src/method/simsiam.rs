@@ -2,7 +2,7 @@
 //! stop-gradient on the other; no negatives, no momentum encoder.
 
 use super::{BuildContext, Method, MethodSection, MethodSpec, StepContext, StepOutput};
-use crate::backbone::ResNet;
+use crate::backbone::Backbone;
 use crate::head::{Block, Mlp};
 use crate::loss::negative_cosine;
 use serde::{Deserialize, Serialize};
@@ -64,7 +64,7 @@ impl MethodSpec for SimSiamConfig {
 }
 
 pub struct SimSiam {
-    pub backbone: ResNet,
+    pub backbone: Backbone,
     /// SimSiam's 3-layer projector (BN on every layer, the last without ReLU); 2 layers on
     /// CIFAR as in the paper's §B: `Linear → BN → ReLU → Linear → BN`.
     pub projection: Mlp,
@@ -137,7 +137,7 @@ impl Method for SimSiam {
         })
     }
 
-    fn encoder(&self) -> &ResNet {
+    fn encoder(&self) -> &Backbone {
         &self.backbone
     }
 }

@@ -4,7 +4,7 @@
 use super::{
     positive, BuildContext, Method, MethodSection, MethodSpec, StepContext, StepOutput, Targets,
 };
-use crate::backbone::ResNet;
+use crate::backbone::Backbone;
 use crate::head::Mlp;
 use crate::loss::supcon;
 use serde::{Deserialize, Serialize};
@@ -53,7 +53,7 @@ impl MethodSpec for SupConConfig {
 }
 
 pub struct SupCon {
-    pub backbone: ResNet,
+    pub backbone: Backbone,
     /// g: `Linear(d, hidden) → BN → ReLU → Linear(hidden, projection_dim)`.
     pub projection: Mlp,
     temperature: f64,
@@ -88,7 +88,7 @@ impl Method for SupCon {
         })
     }
 
-    fn encoder(&self) -> &ResNet {
+    fn encoder(&self) -> &Backbone {
         &self.backbone
     }
 }

@@ -6,7 +6,7 @@ use super::sinkhorn::sinkhorn;
 use super::{
     positive, BuildContext, Method, MethodSection, MethodSpec, StepContext, StepOutput, ViewPlan,
 };
-use crate::backbone::ResNet;
+use crate::backbone::Backbone;
 use crate::head::Mlp;
 use crate::loss::{cross_view_loss, l2_normalize};
 use serde::{Deserialize, Serialize};
@@ -76,7 +76,7 @@ impl MethodSpec for SwAVConfig {
 }
 
 pub struct SwAV {
-    pub backbone: ResNet,
+    pub backbone: Backbone,
     /// g: `Linear(d, hidden) → BN → ReLU → Linear(hidden, projection_dim)`.
     pub projection: Mlp,
     /// C: [P, D] prototypes, renormalised to unit rows before every step.
@@ -169,7 +169,7 @@ impl Method for SwAV {
         })
     }
 
-    fn encoder(&self) -> &ResNet {
+    fn encoder(&self) -> &Backbone {
         &self.backbone
     }
 }

@@ -1,8 +1,104 @@
 //! Optimisers and schedules, written out so that their state can be checkpointed and
-//! restored exactly.
+//! restored exactly: SGD with momentum ([`sgd`]) and AdamW ([`adamw`]), chosen by
+//! `optim.name` (unset: the method's own, [`crate::method::MethodSpec::default_optimizer`]).
 
+pub mod adamw;
 pub mod schedule;
 pub mod sgd;
 
+pub use adamw::AdamW;
 pub use schedule::{cosine_schedule, warmup_cosine};
 pub use sgd::Sgd;
+
+use serde::{Deserialize, Serialize};
+use tch::Tensor;
+
+/// `optim.name`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerName {
+    /// SGD with momentum `optim.momentum`, coupled weight decay `optim.weight_decay`.
+    #[default]
+    Sgd,
+    /// AdamW with `optim.betas` and decoupled weight decay `optim.weight_decay`.
+    Adamw,
+}
+
+impl OptimizerName {
+    /// The weight decay used when `optim.weight_decay` is unset: SGD 5e-4 (SimCLR's CIFAR
+    /// recipe), AdamW 0.05 (MAE's pre-training, Table 8 of He et al. 2021).
+    pub fn default_weight_decay(self) -> f64 {
+        match self {
+            OptimizerName::Sgd => 5e-4,
+            OptimizerName::Adamw => 0.05,
+        }
+    }
+}
+
+/// AdamW's β when `optim.betas` is unset: MAE's (0.9, 0.95).
+pub fn adamw_default_betas() -> (f64, f64) {
+    (0.9, 0.95)
+}
+
+/// The trainer's optimiser.
+pub enum Optimizer {
+    Sgd(Sgd),
+    AdamW(AdamW),
+}
+
+impl Optimizer {
+    pub fn zero_grad(&mut self) {
+        match self {
+            Optimizer::Sgd(o) => o.zero_grad(),
+            Optimizer::AdamW(o) => o.zero_grad(),
+        }
+    }
+
+    /// `sqrt(Σ_p ‖∂L/∂p‖²)` over the optimised parameters (non-finite if any gradient is).
+    pub fn grad_norm(&self) -> f64 {
+        let params = match self {
+            Optimizer::Sgd(o) => o.params(),
+            Optimizer::AdamW(o) => o.params(),
+        };
+        sgd::grad_norm(params)
+    }
+
+    pub fn step(&mut self, lr: f64) {
+        match self {
+            Optimizer::Sgd(o) => o.step(lr),
+            Optimizer::AdamW(o) => o.step(lr),
+        }
+    }
+
+    /// Trains the parameters under `prefix` at a constant `lr`.
+    pub fn hold_lr(&mut self, prefix: &str, lr: f64) -> usize {
+        match self {
+            Optimizer::Sgd(o) => o.hold_lr(prefix, lr),
+            Optimizer::AdamW(o) => o.hold_lr(prefix, lr),
+        }
+    }
+
+    /// Leaves the parameters under `prefix` to the method's own optimiser.
+    pub fn exclude(&mut self, prefix: &str) -> usize {
+        match self {
+            Optimizer::Sgd(o) => o.exclude(prefix),
+            Optimizer::AdamW(o) => o.exclude(prefix),
+        }
+    }
+
+    /// The buffers to checkpoint, by name (`momentum.<param>`; `exp_avg.<param>`,
+    /// `exp_avg_sq.<param>`, `step`).
+    pub fn state(&self) -> Vec<(String, Tensor)> {
+        match self {
+            Optimizer::Sgd(o) => o.state(),
+            Optimizer::AdamW(o) => o.state(),
+        }
+    }
+
+    pub fn load_state(&mut self, state: &[(String, Tensor)]) -> Result<(), String> {
+        match self {
+            Optimizer::Sgd(o) => o.load_state(state),
+            Optimizer::AdamW(o) => o.load_state(state),
+        }
+    }
+}

@@ -48,23 +48,27 @@ impl Sgd {
         }
     }
 
-    /// `sqrt(Σ_p ‖∂L/∂p‖²)` over the parameters that have a gradient: non-finite if any
-    /// gradient element is (NaN and ±∞ propagate through the sum).
+    /// `sqrt(Σ_p ‖∂L/∂p‖²)` over the parameters that have a gradient (see [`grad_norm`]).
     pub fn grad_norm(&self) -> f64 {
-        let squares: Vec<Tensor> = self
-            .params
-            .iter()
-            .map(|(_, p)| p.grad())
-            .filter(|g| g.defined())
-            .map(|g| g.detach().norm().to_kind(tch::Kind::Double).square())
-            .collect();
-        if squares.is_empty() {
-            return 0.0;
-        }
-        Tensor::stack(&squares, 0)
-            .sum(tch::Kind::Double)
-            .sqrt()
-            .double_value(&[])
+        grad_norm(&self.params)
+    }
+
+    /// The parameters, by name.
+    pub fn params(&self) -> &[(String, Tensor)] {
+        &self.params
+    }
+
+    /// Stops optimising the parameters whose names start with `prefix`; returns how many.
+    pub fn exclude(&mut self, prefix: &str) -> usize {
+        let before = self.params.len();
+        let keep: Vec<bool> = self.params.iter().map(|(n, _)| !n.starts_with(prefix)).collect();
+        let mut k = keep.iter();
+        self.params.retain(|_| *k.next().unwrap());
+        let mut k = keep.iter();
+        self.momentum_buffers.retain(|_| *k.next().unwrap());
+        let mut k = keep.iter();
+        self.held_lr.retain(|_| *k.next().unwrap());
+        before - self.params.len()
     }
 
     /// Updates the parameters whose names start with `prefix` at `lr` in every step, whatever
@@ -106,21 +110,22 @@ impl Sgd {
         });
     }
 
-    /// Momentum buffers as `(parameter name, buffer)`, for checkpoints.
+    /// Momentum buffers as `(momentum.<parameter name>, buffer)`, for checkpoints.
     pub fn state(&self) -> Vec<(String, Tensor)> {
         self.params
             .iter()
             .zip(&self.momentum_buffers)
-            .map(|((n, _), b)| (n.clone(), b.shallow_clone()))
+            .map(|((n, _), b)| (format!("momentum.{n}"), b.shallow_clone()))
             .collect()
     }
 
     /// Restores the buffers saved by [`Sgd::state`]; every parameter must be present with its shape.
     pub fn load_state(&mut self, state: &[(String, Tensor)]) -> Result<(), String> {
         for ((name, _), buf) in self.params.iter().zip(self.momentum_buffers.iter_mut()) {
+            let key = format!("momentum.{name}");
             let src = state
                 .iter()
-                .find(|(n, _)| n == name)
+                .find(|(n, _)| *n == key)
                 .ok_or_else(|| format!("the optimiser state has no momentum buffer for {name}"))?;
             if src.1.size() != buf.size() {
                 return Err(format!(
@@ -133,6 +138,24 @@ impl Sgd {
         }
         Ok(())
     }
+}
+
+/// `sqrt(Σ_p ‖∂L/∂p‖²)` over the parameters that have a gradient: non-finite if any
+/// gradient element is (NaN and ±∞ propagate through the sum).
+pub fn grad_norm(params: &[(String, Tensor)]) -> f64 {
+    let squares: Vec<Tensor> = params
+        .iter()
+        .map(|(_, p)| p.grad())
+        .filter(|g| g.defined())
+        .map(|g| g.detach().norm().to_kind(tch::Kind::Double).square())
+        .collect();
+    if squares.is_empty() {
+        return 0.0;
+    }
+    Tensor::stack(&squares, 0)
+        .sum(tch::Kind::Double)
+        .sqrt()
+        .double_value(&[])
 }
 
 #[cfg(test)]

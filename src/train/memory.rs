@@ -2,7 +2,7 @@
 //! before training starts: a batch that cannot fit is refused up front with the estimate,
 //! not after an hour when the allocator fails.
 
-use crate::backbone::{ResNetConfig, Stem};
+use crate::backbone::{BackboneConfig, ResNetConfig, Stem, VitConfig};
 
 /// Activation floats a ResNet keeps for backward per input view of `size`² pixels.
 ///
@@ -29,6 +29,22 @@ pub fn activation_floats_per_view(cfg: &ResNetConfig, size: usize) -> f64 {
         floats += n as f64 * per_block * area;
     }
     3.0 * floats
+}
+
+/// Activation floats a ViT keeps for backward per input view of `size`² pixels: per block and
+/// token about 17·D (norms, q/k/v, attention output, projection, the 4·D MLP before and after
+/// its GELU, residuals) and the attention probabilities, heads·T² per block (T = L + 1).
+pub fn vit_activation_floats_per_view(cfg: &VitConfig, size: usize) -> f64 {
+    let t = ((size as i64 / cfg.patch.max(1)).pow(2) + 1) as f64;
+    cfg.depth as f64 * (17.0 * cfg.dim as f64 * t + 2.0 * cfg.heads as f64 * t * t)
+}
+
+/// Activation floats of either encoder per view.
+pub fn backbone_activation_floats(cfg: &BackboneConfig, size: usize) -> f64 {
+    match cfg {
+        BackboneConfig::ResNet(c) => activation_floats_per_view(c, size),
+        BackboneConfig::Vit(c) => vit_activation_floats_per_view(c, size),
+    }
 }
 
 /// What one training step holds: `batch` images, each `views[v].0` crops of `views[v].1`²
@@ -88,12 +104,12 @@ pub const HEAP_OVERHEAD: f64 = 1.3;
 /// unless tiled, times [`HEAP_OVERHEAD`]. Calibration: ResNet-18 width 0.25, 32 px, batch 256,
 /// two views is estimated at 1.1 GB; that run's process peaks at about 2.2 GB including
 /// libtorch, the decoded images and the model.
-pub fn step_bytes(cfg: &ResNetConfig, s: &StepShape) -> f64 {
+pub fn step_bytes(cfg: &BackboneConfig, s: &StepShape) -> f64 {
     let b = s.batch as f64;
     let view_floats: f64 = s
         .views
         .iter()
-        .map(|&(crops, side)| crops as f64 * activation_floats_per_view(cfg, side))
+        .map(|&(crops, side)| crops as f64 * backbone_activation_floats(cfg, side))
         .sum();
     let activations = 4.0 * b * view_floats;
     let similarity = if s.tiled {
@@ -136,7 +152,7 @@ fn gib(bytes: f64) -> f64 {
 
 /// Refuses a step that needs more than `available` bytes, naming the estimate, the setting
 /// and the largest batch size that fits.
-pub fn check_fits(cfg: &ResNetConfig, shape: &StepShape, available: f64) -> Result<(), String> {
+pub fn check_fits(cfg: &BackboneConfig, shape: &StepShape, available: f64) -> Result<(), String> {
     let need = step_bytes(cfg, shape);
     if need <= available {
         return Ok(());
@@ -149,12 +165,11 @@ pub fn check_fits(cfg: &ResNetConfig, shape: &StepShape, available: f64) -> Resu
         .rev()
         .find(|&b| step_bytes(cfg, &at(b)) <= available);
     Err(format!(
-        "a training step at batch size {} {} (ResNet-{} width {}) needs about \
+        "a training step at batch size {} {} ({}) needs about \
          {:.1} GiB but {:.1} GiB of memory is available: {}",
         shape.batch,
         shape.describe(),
-        cfg.depth,
-        cfg.width,
+        cfg.describe(),
         gib(need),
         gib(available),
         match largest {
@@ -168,12 +183,12 @@ pub fn check_fits(cfg: &ResNetConfig, shape: &StepShape, available: f64) -> Resu
 mod tests {
     use super::*;
 
-    fn resnet18(width: f64) -> ResNetConfig {
-        ResNetConfig {
+    fn resnet18(width: f64) -> BackboneConfig {
+        BackboneConfig::ResNet(ResNetConfig {
             depth: 18,
             stem: Stem::Cifar,
             width,
-        }
+        })
     }
 
     fn shape(batch: usize, size: usize, tiled: bool) -> StepShape {

@@ -111,16 +111,17 @@ pub struct Model {
 /// What the method of `cfg` is built from; `images`: the training images, for methods with a
 /// per-image memory.
 pub fn build_context(cfg: &TrainConfig, images: Option<Arc<ImageStore>>) -> BuildContext {
+    let input_side = images
+        .as_ref()
+        .map_or_else(|| cfg.planned_crop_size(), |i| cfg.crop_size(i));
     BuildContext {
-        resnet: cfg.model.resnet(),
+        backbone: cfg.model.backbone_config(input_side),
         projection_dim: cfg.model.projection_dim,
         projection_hidden: cfg.model.projection_hidden,
         channels_last: cfg.model.uses_channels_last(),
         seed: cfg.train.seed,
         batch_size: cfg.train.batch_size,
-        input_side: images
-            .as_ref()
-            .map_or_else(|| cfg.planned_crop_size(), |i| cfg.crop_size(i)),
+        input_side,
         images,
     }
 }
@@ -134,7 +135,7 @@ pub fn build_model(cfg: &TrainConfig, images: Option<Arc<ImageStore>>) -> anyhow
     let method = spec.build(&vs, &build_context(cfg, images))?;
     if cfg.model.uses_channels_last() {
         to_channels_last(&vs);
-    } else if cfg.model.channels_last {
+    } else if cfg.model.channels_last && !cfg.model.is_vit() {
         eprintln!(
             "note: training in NCHW, not channels-last: a strided 1x1 convolution of this network has \
              fewer than {} input channels, where libtorch's channels-last CPU kernel corrupts the heap \

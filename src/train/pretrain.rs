@@ -280,7 +280,7 @@ fn preflight(
                 .collect(),
             tiled: !spec.similarity_matrix(),
         };
-        memory::check_fits(&cfg.model.resnet(), &shape, available).map_err(anyhow::Error::msg)?;
+        memory::check_fits(&cfg.model.backbone_config(size), &shape, available).map_err(anyhow::Error::msg)?;
     }
     Ok((loader_data(&splits.train, spec)?, views))
 }

@@ -1,7 +1,7 @@
 //! The run folder: `config.toml`, `checkpoint.safetensors` (model + optimiser + state),
 //! `metrics.jsonl`, and `encoder.safetensors` (the backbone alone, torchvision names).
 
-use crate::backbone::ResNet;
+use crate::backbone::Backbone;
 use crate::checkpoint::{self, write_atomic, STATE_KEY};
 use crate::config::TrainConfig;
 use crate::eval::FrozenEncoder;
@@ -98,7 +98,7 @@ impl RunDir {
         tensors.extend(
             optim
                 .iter()
-                .map(|(n, t)| (format!("optim.momentum.{n}"), t.shallow_clone())),
+                .map(|(n, t)| (format!("optim.{n}"), t.shallow_clone())),
         );
         let meta = HashMap::from([(STATE_KEY.to_string(), serde_json::to_string(state)?)]);
         checkpoint::save(&self.checkpoint(), &tensors, meta)?;
@@ -180,7 +180,8 @@ pub fn load_checkpoint(path: &Path) -> anyhow::Result<LoadedCheckpoint> {
     for (name, t) in tensors {
         if let Some(n) = name.strip_prefix("model.") {
             model.insert(n.to_string(), t);
-        } else if let Some(n) = name.strip_prefix("optim.momentum.") {
+        } else if let Some(n) = name.strip_prefix("optim.") {
+            // SGD's `momentum.<param>`, AdamW's `exp_avg.<param>`, `exp_avg_sq.<param>`, `step`
             optim.push((n.to_string(), t));
         }
     }
@@ -250,7 +251,7 @@ pub struct TrainedEncoder {
     pub config: TrainConfig,
     /// Holds the encoder's variables (under no prefix).
     pub vs: VarStore,
-    pub net: ResNet,
+    pub net: Backbone,
 }
 
 impl TrainedEncoder {
@@ -281,7 +282,8 @@ pub fn open_encoder(dir: &Path, random_init: bool) -> anyhow::Result<TrainedEnco
     let build = |config: TrainConfig| -> anyhow::Result<TrainedEncoder> {
         tch::manual_seed(config.train.seed as i64);
         let vs = VarStore::new(tch::Device::Cpu);
-        let net = ResNet::new(&(vs.root() / "backbone"), &config.model.resnet())
+        let side = config.planned_crop_size();
+        let net = Backbone::new(&(vs.root() / "backbone"), &config.model.backbone_config(side))
             .map_err(anyhow::Error::msg)?;
         if config.model.uses_channels_last() {
             crate::backbone::to_channels_last(&vs);

@@ -5,7 +5,7 @@
 
 use super::Model;
 use crate::method::{StepContext, StepOutput};
-use crate::optim::Sgd;
+use crate::optim::Optimizer;
 use tch::Tensor;
 
 /// What a finished step gives back.
@@ -21,6 +21,10 @@ pub struct StepDone {
 pub enum StepFault {
     #[error("the loss became {0}")]
     Loss(f64),
+    /// A part of the method's objective that is not the returned loss (the context encoder's
+    /// discriminator loss).
+    #[error("the {what} became {value}")]
+    Part { what: &'static str, value: f64 },
     #[error("the gradient became non-finite ({grad_norm}) with a finite loss {loss}")]
     Gradient { grad_norm: f64, loss: f64 },
 }
@@ -40,7 +44,7 @@ pub struct FaultAt {
 /// centre, has moved), and the error is a [`StepFault`].
 pub fn sgd_step(
     model: &mut Model,
-    opt: &mut Sgd,
+    opt: &mut Optimizer,
     views: &[Tensor],
     targets: Option<&Tensor>,
     ctx: &StepContext,

@@ -8,7 +8,7 @@ use super::step::{sgd_step, FaultAt, StepDone, StepFault};
 use super::{Loader, Model};
 use crate::config::TrainConfig;
 use crate::method::StepContext;
-use crate::optim::{warmup_cosine, Sgd};
+use crate::optim::{warmup_cosine, AdamW, Optimizer, OptimizerName, Sgd};
 use std::time::Instant;
 use tch::Tensor;
 
@@ -141,15 +141,25 @@ pub trait StepObserver {
 /// A model, its optimiser and its schedule.
 pub struct Trainer<'m> {
     pub model: &'m mut Model,
-    pub opt: Sgd,
+    pub opt: Optimizer,
     pub schedule: Schedule,
 }
 
 impl<'m> Trainer<'m> {
-    /// SGD with the config's momentum and weight decay over the model's trainable variables
-    /// (those the method asks for at the constant peak learning rate, the others scheduled).
+    /// The config's optimiser (SGD with momentum, or AdamW) over the model's trainable
+    /// variables, except those the method optimises itself (those it asks for at the constant
+    /// peak learning rate, the others scheduled).
     pub fn new(model: &'m mut Model, cfg: &TrainConfig, schedule: Schedule) -> Self {
-        let mut opt = Sgd::new(&model.vs, cfg.optim.momentum, cfg.optim.weight_decay);
+        let o = &cfg.optim;
+        let name = o.optimizer(Some(model.spec.as_ref()));
+        let wd = o.weight_decay_for(name);
+        let mut opt = match name {
+            OptimizerName::Sgd => Optimizer::Sgd(Sgd::new(&model.vs, o.momentum, wd)),
+            OptimizerName::Adamw => Optimizer::AdamW(AdamW::new(&model.vs, o.betas(), wd)),
+        };
+        for prefix in model.spec.own_optimizer_prefixes() {
+            opt.exclude(prefix);
+        }
         for prefix in model.spec.constant_lr_prefixes() {
             opt.hold_lr(prefix, schedule.lr);
         }

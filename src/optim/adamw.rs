@@ -1,0 +1,292 @@
+//! AdamW (Loshchilov & Hutter 2019, arXiv:1711.05101): Adam with weight decay decoupled from
+//! the gradient, PyTorch's `torch.optim.AdamW` semantics, with its moments exposed for
+//! checkpoints. Norms, biases and the ViT's tokens and position embeddings are not decayed
+//! (timm's `param_groups_weight_decay`, as MAE and DINO train).
+
+use tch::{nn::VarStore, Kind, Tensor};
+
+/// PyTorch's `AdamW.step` (`torch/optim/adamw.py`, `_single_tensor_adamw`, amsgrad off):
+/// ```text
+/// param.mul_(1 - lr * weight_decay)
+/// exp_avg.lerp_(grad, 1 - beta1)
+/// exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+/// bias_correction1 = 1 - beta1 ** step
+/// bias_correction2 = 1 - beta2 ** step
+/// step_size = lr / bias_correction1
+/// denom = (exp_avg_sq.sqrt() / sqrt(bias_correction2)).add_(eps)
+/// param.addcdiv_(exp_avg, denom, value=-step_size)
+/// ```
+/// The step count t is per optimiser (every parameter of a step has a gradient here).
+pub struct AdamW {
+    params: Vec<(String, Tensor)>,
+    exp_avg: Vec<Tensor>,
+    exp_avg_sq: Vec<Tensor>,
+    decay: Vec<bool>,
+    held_lr: Vec<Option<f64>>,
+    /// Steps taken, t, as a [1] tensor so that it can live in a variable store.
+    steps: Tensor,
+    pub betas: (f64, f64),
+    pub eps: f64,
+    pub weight_decay: f64,
+}
+
+/// Whether a parameter of this name and shape is decayed: not norms and biases (1-D), nor a
+/// ViT's class token, position embeddings or MAE's mask token.
+pub fn decays(name: &str, shape: &[i64]) -> bool {
+    let leaf = name.rsplit('.').next().unwrap_or(name);
+    shape.len() > 1 && !matches!(leaf, "cls_token" | "pos_embed" | "mask_token")
+}
+
+impl AdamW {
+    /// Optimises every trainable variable of `vs`, in name order; its moments are plain tensors.
+    pub fn new(vs: &VarStore, betas: (f64, f64), weight_decay: f64) -> Self {
+        let mut params: Vec<(String, Tensor)> = vs
+            .variables()
+            .into_iter()
+            .filter(|(_, t)| t.requires_grad())
+            .collect();
+        params.sort_by(|a, b| a.0.cmp(&b.0));
+        let steps = Tensor::zeros([1], (Kind::Float, tch::Device::Cpu));
+        Self::with_state(params, betas, weight_decay, |_, p| p.zeros_like(), steps)
+    }
+
+    /// Optimises `params`; `buffer(name, param)` makes each zeroed moment (variables of a store
+    /// when the state is to be checkpointed with it, as the context encoder's discriminator
+    /// does), `steps` [1] holds the step count.
+    pub fn with_state(
+        params: Vec<(String, Tensor)>,
+        betas: (f64, f64),
+        weight_decay: f64,
+        mut buffer: impl FnMut(String, &Tensor) -> Tensor,
+        steps: Tensor,
+    ) -> Self {
+        let exp_avg = params
+            .iter()
+            .map(|(n, p)| buffer(format!("exp_avg.{n}"), p))
+            .collect();
+        let exp_avg_sq = params
+            .iter()
+            .map(|(n, p)| buffer(format!("exp_avg_sq.{n}"), p))
+            .collect();
+        AdamW {
+            decay: params.iter().map(|(n, p)| decays(n, &p.size())).collect(),
+            held_lr: vec![None; params.len()],
+            params,
+            exp_avg,
+            exp_avg_sq,
+            steps,
+            betas,
+            eps: 1e-8,
+            weight_decay,
+        }
+    }
+
+    /// Stops optimising the parameters whose names start with `prefix` (a method trains them
+    /// with its own optimiser); returns how many there were.
+    pub fn exclude(&mut self, prefix: &str) -> usize {
+        let before = self.params.len();
+        let keep: Vec<bool> = self.params.iter().map(|(n, _)| !n.starts_with(prefix)).collect();
+        let mut k = keep.iter();
+        self.params.retain(|_| *k.next().unwrap());
+        for v in [&mut self.exp_avg, &mut self.exp_avg_sq] {
+            let mut k = keep.iter();
+            v.retain(|_| *k.next().unwrap());
+        }
+        let mut k = keep.iter();
+        self.decay.retain(|_| *k.next().unwrap());
+        let mut k = keep.iter();
+        self.held_lr.retain(|_| *k.next().unwrap());
+        before - self.params.len()
+    }
+
+    /// The parameters, by name.
+    pub fn params(&self) -> &[(String, Tensor)] {
+        &self.params
+    }
+
+    /// Updates the parameters whose names start with `prefix` at `lr` in every step.
+    pub fn hold_lr(&mut self, prefix: &str, lr: f64) -> usize {
+        let mut n = 0;
+        for ((name, _), held) in self.params.iter().zip(self.held_lr.iter_mut()) {
+            if name.starts_with(prefix) {
+                *held = Some(lr);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Steps taken so far.
+    pub fn steps_taken(&self) -> u64 {
+        self.steps.double_value(&[0]) as u64
+    }
+
+    /// One update at learning rate `lr`; parameters without a gradient are left alone.
+    pub fn step(&mut self, lr: f64) {
+        let (b1, b2) = self.betas;
+        let t = self.steps_taken() + 1;
+        tch::no_grad(|| {
+            let _ = self.steps.fill_(t as f64);
+            let bc1 = 1.0 - b1.powi(t as i32);
+            let bc2 = 1.0 - b2.powi(t as i32);
+            for i in 0..self.params.len() {
+                let lr = self.held_lr[i].unwrap_or(lr);
+                let p = &mut self.params[i].1;
+                let g = p.grad();
+                if !g.defined() {
+                    continue;
+                }
+                if self.decay[i] && self.weight_decay != 0.0 {
+                    let _ = p.g_mul_scalar_(1.0 - lr * self.weight_decay);
+                }
+                let m = &mut self.exp_avg[i];
+                let _ = m.g_mul_scalar_(b1).g_add_(&(&g * (1.0 - b1)));
+                let v = &mut self.exp_avg_sq[i];
+                let _ = v.g_mul_scalar_(b2).g_add_(&(&g * &g * (1.0 - b2)));
+                let denom = v.sqrt() / bc2.sqrt() + self.eps;
+                let _ = p.g_sub_(&(&*m / denom * (lr / bc1)));
+            }
+        });
+    }
+
+    pub fn zero_grad(&mut self) {
+        for (_, p) in &mut self.params {
+            let mut g = p.grad();
+            if g.defined() {
+                let _ = g.detach_().zero_();
+            }
+        }
+    }
+
+    /// The moments `exp_avg.<param>`, `exp_avg_sq.<param>` and `step`, for checkpoints.
+    pub fn state(&self) -> Vec<(String, Tensor)> {
+        let mut out = Vec::with_capacity(2 * self.params.len() + 1);
+        for ((n, _), (m, v)) in self
+            .params
+            .iter()
+            .zip(self.exp_avg.iter().zip(&self.exp_avg_sq))
+        {
+            out.push((format!("exp_avg.{n}"), m.shallow_clone()));
+            out.push((format!("exp_avg_sq.{n}"), v.shallow_clone()));
+        }
+        out.push(("step".into(), self.steps.shallow_clone()));
+        out
+    }
+
+    /// Restores what [`AdamW::state`] saved; every moment must be there with its shape.
+    pub fn load_state(&mut self, state: &[(String, Tensor)]) -> Result<(), String> {
+        let find = |name: &str| {
+            state
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, t)| t)
+                .ok_or_else(|| format!("the optimiser state has no {name} (is it an AdamW run?)"))
+        };
+        for i in 0..self.params.len() {
+            let n = self.params[i].0.clone();
+            for (key, buf) in [
+                (format!("exp_avg.{n}"), &mut self.exp_avg[i]),
+                (format!("exp_avg_sq.{n}"), &mut self.exp_avg_sq[i]),
+            ] {
+                let src = find(&key)?;
+                if src.size() != buf.size() {
+                    return Err(format!(
+                        "{key} is {:?} in the checkpoint but the model needs {:?}",
+                        src.size(),
+                        buf.size()
+                    ));
+                }
+                tch::no_grad(|| buf.copy_(src));
+            }
+        }
+        let s = find("step")?;
+        tch::no_grad(|| self.steps.copy_(&s.reshape([1])));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{nn, Device};
+
+    #[test]
+    fn matches_pytorchs_formula_by_hand_on_two_parameters() {
+        // w (2-D, decayed) and b (1-D, not decayed); loss = Σ w² + 3·Σ b
+        let vs = VarStore::new(Device::Cpu);
+        let w = vs.root().var_copy("w", &Tensor::from_slice(&[1.0f32, -2.0]).view([1, 2]));
+        let b = vs.root().var_copy("b", &Tensor::from_slice(&[0.5f32]));
+        let mut opt = AdamW::new(&vs, (0.9, 0.95), 0.1);
+        let (lr, eps) = (0.01, 1e-8);
+        let mut pw = [1.0f64, -2.0];
+        let mut pb = 0.5f64;
+        let (mut mw, mut vw, mut mb, mut vb) = ([0.0f64; 2], [0.0f64; 2], 0.0f64, 0.0f64);
+        for t in 1..=4 {
+            opt.zero_grad();
+            ((&w * &w).sum(Kind::Float) + (&b * 3.0).sum(Kind::Float)).backward();
+            opt.step(lr);
+            let (bc1, bc2) = (1.0 - 0.9f64.powi(t), 1.0 - 0.95f64.powi(t));
+            for j in 0..2 {
+                let g = 2.0 * pw[j];
+                pw[j] *= 1.0 - lr * 0.1;
+                mw[j] = 0.9 * mw[j] + 0.1 * g;
+                vw[j] = 0.95 * vw[j] + 0.05 * g * g;
+                pw[j] -= lr / bc1 * mw[j] / (vw[j].sqrt() / bc2.sqrt() + eps);
+            }
+            let g = 3.0;
+            mb = 0.9 * mb + 0.1 * g;
+            vb = 0.95 * vb + 0.05 * g * g;
+            pb -= lr / bc1 * mb / (vb.sqrt() / bc2.sqrt() + eps); // no decay on a 1-D parameter
+        }
+        for j in 0..2 {
+            let got = w.double_value(&[0, j as i64]);
+            assert!((got - pw[j]).abs() < 1e-6, "w[{j}] {got} vs {}", pw[j]);
+        }
+        assert!((b.double_value(&[0]) - pb).abs() < 1e-6);
+        assert_eq!(opt.steps_taken(), 4);
+    }
+
+    #[test]
+    fn no_decay_on_norms_biases_and_tokens() {
+        assert!(decays("backbone.blocks.0.attn.qkv.weight", &[576, 192]));
+        assert!(!decays("backbone.blocks.0.attn.qkv.bias", &[576]));
+        assert!(!decays("backbone.norm.weight", &[192]));
+        assert!(!decays("backbone.pos_embed", &[1, 65, 192]));
+        assert!(!decays("backbone.cls_token", &[1, 1, 192]));
+        assert!(!decays("decoder.mask_token", &[1, 1, 128]));
+    }
+
+    #[test]
+    fn state_round_trips_resumes_exactly_and_checks_shapes() {
+        let run = |split: Option<usize>| {
+            tch::manual_seed(0);
+            let vs = VarStore::new(Device::Cpu);
+            let l = nn::linear(vs.root() / "l", 3, 2, Default::default());
+            let x = Tensor::from_slice(&[1.0f32, 2.0, -1.0]).view([1, 3]);
+            let mut opt = AdamW::new(&vs, (0.9, 0.999), 0.05);
+            for s in 0..6 {
+                if split == Some(s) {
+                    let saved = opt.state();
+                    let copies: Vec<(String, Tensor)> =
+                        saved.iter().map(|(n, t)| (n.clone(), t.copy())).collect();
+                    opt = AdamW::new(&vs, (0.9, 0.999), 0.05);
+                    opt.load_state(&copies).unwrap();
+                }
+                opt.zero_grad();
+                x.apply(&l).square().sum(Kind::Float).backward();
+                opt.step(0.1);
+            }
+            (vs.variables()["l.weight"].copy(), opt)
+        };
+        let (straight, mut opt) = run(None);
+        let (resumed, _) = run(Some(3));
+        assert!(straight.equal(&resumed), "resume changed the result");
+        let bad: Vec<(String, Tensor)> = opt
+            .state()
+            .into_iter()
+            .map(|(n, _)| (n, Tensor::zeros([7], (Kind::Float, Device::Cpu))))
+            .collect();
+        assert!(opt.load_state(&bad).unwrap_err().contains("[7]"));
+        assert!(opt.load_state(&[]).unwrap_err().contains("exp_avg"));
+    }
+}
