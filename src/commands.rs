@@ -1,6 +1,6 @@
 //! What each subcommand does, on top of the library.
 
-use crate::{BenchArgs, DemoArgs, EmbedArgs, EvalArgs, PretrainArgs};
+use crate::{BenchArgs, DemoArgs, EmbedArgs, EvalArgs, FinetuneArgs, PretrainArgs};
 use anyhow::Context;
 use selfsup::config::TrainConfig;
 use selfsup::data::{Dataset, Splits};
@@ -186,6 +186,65 @@ pub fn eval(a: &EvalArgs) -> anyhow::Result<()> {
             _ => print_eval(&format!("{who}, {}", layer.name()), &r),
         }
     }
+    Ok(())
+}
+
+pub fn finetune(a: &FinetuneArgs) -> anyhow::Result<()> {
+    let enc = train::open_encoder(&a.run, a.random_init)?;
+    let mut cfg = enc.config.clone();
+    train::set_threads(cfg.train.threads)?;
+    if let Some(d) = &a.data {
+        cfg.data.path = Some(d.clone());
+    }
+    if a.limit.is_some() {
+        cfg.data.limit = a.limit;
+    }
+    if a.cache.is_some() {
+        cfg.data.cache = a.cache.clone();
+    }
+    if a.batch_size == 0 {
+        anyhow::bail!("--batch-size is 0: it must be ≥ 1");
+    }
+    if !(a.lr > 0.0) || !(a.weight_decay >= 0.0) {
+        anyhow::bail!(
+            "--lr is {} and --weight-decay {}: the learning rate must be > 0, the decay ≥ 0",
+            a.lr,
+            a.weight_decay
+        );
+    }
+    let splits = train::load_data(&cfg)?;
+    describe(&splits, &cfg);
+    let test = test_split(&splits)
+        .context("fine-tuning needs a labeled test split: a folder with train/ and test/ class folders, IDX or CIFAR files")?;
+    let fc = eval::FinetuneConfig {
+        epochs: a.epochs,
+        batch_size: a.batch_size,
+        lr: a.lr,
+        weight_decay: a.weight_decay,
+        seed: cfg.train.seed,
+        ..Default::default()
+    };
+    let r = eval::finetune(
+        &enc.vs,
+        enc.frozen(&splits.train.images),
+        &splits.train,
+        test,
+        &fc,
+        |s, total, loss| eprintln!("fine-tune step {s}/{total}: loss {loss:.4}"),
+    )?;
+    println!(
+        "{}: fine-tuned {} steps ({} epochs, lr {}): test top-1 {:.2} % (train top-1 at the end {:.2} %; {:.0} s)",
+        match a.random_init {
+            true => "random-init encoder",
+            false => "encoder",
+        },
+        r.steps,
+        a.epochs,
+        a.lr,
+        100.0 * r.test_top1,
+        100.0 * r.train_top1_end,
+        r.seconds
+    );
     Ok(())
 }
 

@@ -26,6 +26,9 @@ enum Command {
     Pretrain(PretrainArgs),
     /// Score a run's encoder by weighted kNN and/or a linear probe on a labeled split.
     Eval(EvalArgs),
+    /// Fine-tune a run's encoder with a linear classifier end to end on a labeled split; report
+    /// test top-1 (and with --random-init, the same from random init).
+    Finetune(FinetuneArgs),
     /// Write a run's encoder features of every image as .npy and .csv (with file names).
     Embed(EmbedArgs),
     /// The built-in demo (the default): synthetic shapes, kNN before and after pretraining.
@@ -264,6 +267,37 @@ pub struct EvalArgs {
 }
 
 #[derive(Args)]
+pub struct FinetuneArgs {
+    /// Run folder written by `selfsup pretrain`.
+    #[arg(long)]
+    run: PathBuf,
+    /// Labeled data (train/ and test/ class folders, IDX or CIFAR files). Default: the run's own.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Passes over the labeled training split (fractions allowed, e.g. 0.5).
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true, value_parser = finite_number)]
+    epochs: f64,
+    /// Images per step.
+    #[arg(long, default_value_t = 128)]
+    batch_size: usize,
+    /// Peak AdamW learning rate (warm-up 10 %, then cosine to 0).
+    #[arg(long, default_value_t = 1e-3, allow_negative_numbers = true, value_parser = finite_number)]
+    lr: f64,
+    /// AdamW weight decay (not on norms, biases, tokens).
+    #[arg(long, default_value_t = 0.05, allow_negative_numbers = true, value_parser = finite_number)]
+    weight_decay: f64,
+    /// Fine-tune a randomly initialised encoder of the same architecture (the baseline).
+    #[arg(long)]
+    random_init: bool,
+    /// Use at most this many images per split.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Folder of the decoded-image cache (default: the run's setting).
+    #[arg(long, value_name = "DIR")]
+    cache: Option<PathBuf>,
+}
+
+#[derive(Args)]
 pub struct EmbedArgs {
     /// Run folder written by `selfsup pretrain`.
     #[arg(long)]
@@ -310,6 +344,7 @@ fn main() -> ExitCode {
         Command::Pretrain(a) => commands::pretrain(&a),
         Command::Eval(a) => commands::eval(&a),
         Command::Embed(a) => commands::embed(&a),
+        Command::Finetune(a) => commands::finetune(&a),
         Command::Demo(a) => commands::demo(&a),
         Command::Bench(a) => commands::bench(&a),
         Command::Config(a) => a.load().map(|cfg| print!("{}", cfg.to_toml())),

@@ -153,7 +153,9 @@ impl Backbone {
                 let t = n.tokens(x); // [N, 1 + L, D]
                 let (b, l) = (t.size()[0], n.config.patches());
                 let g = n.config.grid();
-                t.narrow(1, 1, l).transpose(1, 2).reshape([b, n.config.dim, g, g])
+                t.narrow(1, 1, l)
+                    .transpose(1, 2)
+                    .reshape([b, n.config.dim, g, g])
             }
         }
     }

@@ -113,7 +113,9 @@ impl VitConfig {
     /// the first N/4 (rounded), so that `--layer` means "a quarter, half, three quarters of the
     /// way" as it does for the ResNet's stages.
     pub fn blocks_up_to(&self, layer: Layer) -> usize {
-        ((self.depth * (layer.index() + 1)) as f64 / 4.0).round().max(1.0) as usize
+        ((self.depth * (layer.index() + 1)) as f64 / 4.0)
+            .round()
+            .max(1.0) as usize
     }
 }
 
@@ -277,7 +279,10 @@ impl Vit {
             PosEmbed::Sincos => {
                 let mut t = p.zeros_no_train("pos_embed", &[1, 1 + l, d]);
                 let table = Tensor::cat(
-                    &[Tensor::zeros([1, d], (Kind::Float, p.device())), sincos_2d(d, config.grid())],
+                    &[
+                        Tensor::zeros([1, d], (Kind::Float, p.device())),
+                        sincos_2d(d, config.grid()),
+                    ],
                     0,
                 );
                 tch::no_grad(|| t.copy_(&table.unsqueeze(0)));
@@ -341,7 +346,9 @@ impl Vit {
     pub fn pool(&self, tokens: &Tensor) -> Tensor {
         match self.config.pool {
             Pool::Cls => tokens.select(1, 0),
-            Pool::Mean => tokens.narrow(1, 1, tokens.size()[1] - 1).mean_dim(1, false, None),
+            Pool::Mean => tokens
+                .narrow(1, 1, tokens.size()[1] - 1)
+                .mean_dim(1, false, None),
         }
     }
 }
@@ -359,7 +366,10 @@ mod tests {
     use tch::Device;
 
     fn params(vs: &nn::VarStore) -> i64 {
-        vs.trainable_variables().iter().map(|t| t.numel() as i64).sum()
+        vs.trainable_variables()
+            .iter()
+            .map(|t| t.numel() as i64)
+            .sum()
     }
 
     #[test]
@@ -391,7 +401,10 @@ mod tests {
             ] {
                 assert!(v.contains_key(name), "{name}");
             }
-            assert_eq!(v["blocks.0.attn.qkv.weight"].size(), vec![3 * cfg.dim, cfg.dim]);
+            assert_eq!(
+                v["blocks.0.attn.qkv.weight"].size(),
+                vec![3 * cfg.dim, cfg.dim]
+            );
             assert_eq!(v["pos_embed"].size(), vec![1, 65, cfg.dim]);
             // sin-cos position embeddings are fixed: not counted, not trained
             assert!(!v["pos_embed"].requires_grad());

@@ -17,7 +17,11 @@ const OPTIONAL_KEYS: &[&str] = &[
     "data.limit",
     "model.crop_size",
     "model.projection_hidden",
+    "model.backbone",
     "optim.lr",
+    "optim.name",
+    "optim.betas",
+    "optim.weight_decay",
     "train.minutes",
 ];
 

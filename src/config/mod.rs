@@ -6,11 +6,11 @@
 mod load;
 mod validate;
 
-use crate::backbone::vit::{PosEmbed, Pool};
-use crate::optim::OptimizerName;
+use crate::backbone::vit::{Pool, PosEmbed};
 use crate::backbone::{BackboneConfig, BackboneName, ResNetConfig, Stem, VitConfig};
 pub use crate::eval::EvalConfig;
 use crate::method::{registry, MethodSpec};
+use crate::optim::OptimizerName;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use thiserror::Error;

@@ -3,11 +3,13 @@
 
 pub mod diagnostics;
 pub mod features;
+pub mod finetune;
 pub mod knn;
 pub mod linear;
 
 pub use diagnostics::{alignment, effective_rank, embedding_std, uniformity};
 pub use features::extract_features;
+pub use finetune::{finetune, FinetuneConfig, FinetuneReport};
 pub use knn::{knn_accuracy, knn_predict};
 pub use linear::{linear_probe, LinearProbe};
 

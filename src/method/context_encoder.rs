@@ -14,8 +14,8 @@
 //! trainer's update has succeeded; its moments live in the store as `disc_opt.*`, so
 //! checkpoints hold them. A non-finite L_D stops the step before any update.
 
-use super::self_prediction::{check_crop_min_scale, pixel_views, square_hole, EncoderDecoder};
 use super::self_prediction::PICTURE_STEP;
+use super::self_prediction::{check_crop_min_scale, pixel_views, square_hole, EncoderDecoder};
 use super::{positive, unit_interval, BuildContext, Method, MethodSection, MethodSpec};
 use super::{StepContext, StepOutput};
 use crate::augment::{ViewRecipe, Views};
@@ -280,7 +280,14 @@ mod tests {
             last = vec![g[0].1, g[2].1];
             opt.zero_grad();
             out.loss.backward();
-            assert!(vs.variables()["backbone.conv1.weight"].grad().abs().sum(Kind::Float).double_value(&[]) > 0.0);
+            assert!(
+                vs.variables()["backbone.conv1.weight"]
+                    .grad()
+                    .abs()
+                    .sum(Kind::Float)
+                    .double_value(&[])
+                    > 0.0
+            );
             opt.step(0.05);
             m.after_step(&at(s, 15));
         }
@@ -288,23 +295,35 @@ mod tests {
         assert!(!w("backbone.conv1.weight").equal(&g0), "G did not move");
         let (rec0, d_first) = first.unwrap();
         assert!(last[0] < rec0, "reconstruction {rec0} → {}", last[0]);
-        assert!((last[1] - d_first).abs() > 1e-3, "D loss did not move: {d_first}");
+        assert!(
+            (last[1] - d_first).abs() > 1e-3,
+            "D loss did not move: {d_first}"
+        );
         // D's optimiser state is in the store: checkpoints hold it
         let v = vs.variables();
         assert!(v["disc_opt.step"].double_value(&[0]) == 15.0);
-        assert!(v.keys().any(|k| k.starts_with("disc_opt.exp_avg_sq_disc_conv0")));
+        assert!(v
+            .keys()
+            .any(|k| k.starts_with("disc_opt.exp_avg_sq_disc_conv0")));
     }
 
     #[test]
     fn a_non_finite_discriminator_loss_stops_the_step() {
         let vs = nn::VarStore::new(Device::Cpu);
-        let mut m = ContextEncoderConfig::default().build(&vs, &tiny_context()).unwrap();
+        let mut m = ContextEncoderConfig::default()
+            .build(&vs, &tiny_context())
+            .unwrap();
         tch::no_grad(|| {
-            let _ = vs.variables()["disc.out.bias"].shallow_clone().fill_(f64::NAN);
+            let _ = vs.variables()["disc.out.bias"]
+                .shallow_clone()
+                .fill_(f64::NAN);
         });
         let views = vec![tiny_views(4, 1)[0].shallow_clone()];
         let e = m.step(&views, None, &at(0, 1)).err().unwrap();
         let f = e.downcast::<StepFault>().unwrap();
-        assert!(f.to_string().contains("discriminator loss became NaN"), "{f}");
+        assert!(
+            f.to_string().contains("discriminator loss became NaN"),
+            "{f}"
+        );
     }
 }

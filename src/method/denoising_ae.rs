@@ -10,10 +10,10 @@
 //! ```
 //! Corruptions come from `(seed, step, index)`, in the views' normalised space.
 
-use super::self_prediction::{check_crop_min_scale, pixel_noise, pixel_views, EncoderDecoder};
 use super::self_prediction::PICTURE_STEP;
-use super::{unit_interval, BuildContext, Method, MethodSection, MethodSpec, StepContext};
+use super::self_prediction::{check_crop_min_scale, pixel_noise, pixel_views, EncoderDecoder};
 use super::StepOutput;
+use super::{unit_interval, BuildContext, Method, MethodSection, MethodSpec, StepContext};
 use crate::augment::{ViewRecipe, Views};
 use crate::backbone::Backbone;
 use serde::{Deserialize, Serialize};
@@ -51,7 +51,10 @@ impl MethodSection for DenoisingAeConfig {
 
 impl MethodSpec for DenoisingAeConfig {
     fn check(&self) -> Result<(), String> {
-        unit_interval("method.denoising_ae.mask_fraction", self.mask_fraction as f64)?;
+        unit_interval(
+            "method.denoising_ae.mask_fraction",
+            self.mask_fraction as f64,
+        )?;
         if !(self.noise_std.is_finite() && self.noise_std >= 0.0) {
             return Err(format!(
                 "method.denoising_ae.noise_std is {}: it must be ≥ 0",
@@ -94,7 +97,14 @@ impl DenoisingAe {
     /// x̃ of `x` [K, 3, S, S] under the corruption of `step`.
     fn corrupt(&self, x: &Tensor, step: u64) -> Tensor {
         let (k, s) = (x.size()[0], x.size()[2]);
-        let (m, eps) = pixel_noise(k, s, self.cfg.mask_fraction, self.cfg.noise_std, self.seed, step);
+        let (m, eps) = pixel_noise(
+            k,
+            s,
+            self.cfg.mask_fraction,
+            self.cfg.noise_std,
+            self.seed,
+            step,
+        );
         x * (1.0 - m) + eps
     }
 }
@@ -145,14 +155,22 @@ mod tests {
         assert!(vs.variables().contains_key("decoder.up0.conv.weight"));
         let views = vec![tiny_views(8, 3)[0].shallow_clone()];
         let mut opt = crate::optim::Sgd::new(&vs, 0.9, 0.0);
-        let first = m.step(&views, None, &at(0, 1)).unwrap().loss.double_value(&[]);
+        let first = m
+            .step(&views, None, &at(0, 1))
+            .unwrap()
+            .loss
+            .double_value(&[]);
         for s in 0..20 {
             let out = m.step(&views, None, &at(s, 20)).unwrap();
             opt.zero_grad();
             out.loss.backward();
             opt.step(0.05);
         }
-        let last = m.step(&views, None, &at(0, 1)).unwrap().loss.double_value(&[]);
+        let last = m
+            .step(&views, None, &at(0, 1))
+            .unwrap()
+            .loss
+            .double_value(&[]);
         assert!(last < first * 0.9, "loss {first} → {last}"); // iid noise images: a floor well above 0
         let (a, r) = m.reconstruct(&views[0]).unwrap();
         let (b, _) = m.reconstruct(&views[0]).unwrap();

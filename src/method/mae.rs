@@ -14,11 +14,9 @@
 //! follow the paper's code (`decoder_embed`, `mask_token`, `decoder_pos_embed`,
 //! `decoder_blocks.i`, `decoder_norm`, `decoder_pred`).
 
-use super::self_prediction::{
-    check_crop_min_scale, pixel_views, random_masking, PICTURE_STEP,
-};
-use super::{unit_interval, BuildContext, Method, MethodSection, MethodSpec, StepContext};
+use super::self_prediction::{check_crop_min_scale, pixel_views, random_masking, PICTURE_STEP};
 use super::StepOutput;
+use super::{unit_interval, BuildContext, Method, MethodSection, MethodSpec, StepContext};
 use crate::augment::{ViewRecipe, Views};
 use crate::backbone::vit::{layer_norm, patchify, sincos_2d, unpatchify, xavier_linear, Block};
 use crate::backbone::{Backbone, Vit};
@@ -71,10 +69,16 @@ impl MethodSpec for MaeConfig {
     fn check(&self) -> Result<(), String> {
         unit_interval("method.mae.mask_ratio", self.mask_ratio)?;
         if self.mask_ratio >= 1.0 {
-            return Err("method.mae.mask_ratio is 1: some patches must stay visible (the paper's is 0.75)".into());
+            return Err(
+                "method.mae.mask_ratio is 1: some patches must stay visible (the paper's is 0.75)"
+                    .into(),
+            );
         }
-        if self.decoder_dim < 4 || self.decoder_dim % 4 != 0 || self.decoder_heads < 1
-            || self.decoder_dim % self.decoder_heads != 0 || self.decoder_depth == 0
+        if self.decoder_dim < 4
+            || self.decoder_dim % 4 != 0
+            || self.decoder_heads < 1
+            || self.decoder_dim % self.decoder_heads != 0
+            || self.decoder_depth == 0
         {
             return Err(format!(
                 "method.mae.decoder_dim {} must be a multiple of 4 and of method.mae.decoder_heads {}, \
@@ -127,15 +131,18 @@ impl Mae {
     pub fn new(vs: &nn::VarStore, ctx: &BuildContext, cfg: MaeConfig) -> anyhow::Result<Self> {
         let p = vs.root();
         let backbone = ctx.backbone(&p)?;
-        let vit = backbone.as_vit().context(
-            "method mae needs a ViT encoder: pass --backbone vit_tiny (or vit_small)",
-        )?;
+        let vit = backbone
+            .as_vit()
+            .context("method mae needs a ViT encoder: pass --backbone vit_tiny (or vit_small)")?;
         let (d, l, patch) = (vit.config.dim, vit.config.patches(), vit.config.patch);
         let dd = cfg.decoder_dim;
         let q = &p / "decoder";
         let mut pos = q.zeros_no_train("decoder_pos_embed", &[1, 1 + l, dd]);
         let table = Tensor::cat(
-            &[Tensor::zeros([1, dd], (Kind::Float, p.device())), sincos_2d(dd, vit.config.grid())],
+            &[
+                Tensor::zeros([1, dd], (Kind::Float, p.device())),
+                sincos_2d(dd, vit.config.grid()),
+            ],
             0,
         );
         tch::no_grad(|| pos.copy_(&table.unsqueeze(0)));
@@ -186,8 +193,11 @@ impl Mae {
         let dd = y.size()[2];
         let masked = self.mask_token.expand([k, l - lv, dd], false);
         let shuffled = Tensor::cat(&[y.narrow(1, 1, lv), masked], 1); // [K, L, Dd]
-        let restored =
-            shuffled.gather(1, &ids_restore.unsqueeze(-1).expand([k, l, dd], false), false);
+        let restored = shuffled.gather(
+            1,
+            &ids_restore.unsqueeze(-1).expand([k, l, dd], false),
+            false,
+        );
         let mut y = Tensor::cat(&[y.narrow(1, 0, 1), restored], 1) + &self.decoder_pos_embed;
         for b in &self.decoder_blocks {
             y = b.forward(&y);
@@ -318,27 +328,43 @@ mod tests {
     fn trains_on_a_vit_pictures_keep_visible_patches_and_a_resnet_is_refused() {
         let vs = nn::VarStore::new(Device::Cpu);
         let mut m = small().build(&vs, &tiny_vit_context()).unwrap();
-        assert!(vs.variables().contains_key("decoder.decoder_blocks.0.attn.qkv.weight"));
+        assert!(vs
+            .variables()
+            .contains_key("decoder.decoder_blocks.0.attn.qkv.weight"));
         assert!(vs.variables().contains_key("decoder.mask_token"));
         tch::manual_seed(1);
         let x = Tensor::randn([8, 3, 16, 16], (Kind::Float, Device::Cpu));
         let views = vec![x.shallow_clone()];
         let mut opt = crate::optim::AdamW::new(&vs, (0.9, 0.95), 0.05);
-        let first = m.step(&views, None, &at(0, 1)).unwrap().loss.double_value(&[]);
+        let first = m
+            .step(&views, None, &at(0, 1))
+            .unwrap()
+            .loss
+            .double_value(&[]);
         for _ in 0..30 {
             let out = m.step(&views, None, &at(0, 1)).unwrap(); // the same masks each time
             opt.zero_grad();
             out.loss.backward();
             opt.step(2e-3);
         }
-        let last = m.step(&views, None, &at(0, 1)).unwrap().loss.double_value(&[]);
+        let last = m
+            .step(&views, None, &at(0, 1))
+            .unwrap()
+            .loss
+            .double_value(&[]);
         assert!(last < first * 0.9, "loss {first} → {last}");
         let (shown, filled) = m.reconstruct(&x.narrow(0, 0, 2)).unwrap();
         assert_eq!(filled.size(), vec![2, 3, 16, 16]);
         // 4 of 16 patches are visible: a quarter of the shown image is the input
-        let same = shown.eq_tensor(&x.narrow(0, 0, 2)).to_kind(Kind::Float).mean(Kind::Float);
+        let same = shown
+            .eq_tensor(&x.narrow(0, 0, 2))
+            .to_kind(Kind::Float)
+            .mean(Kind::Float);
         assert!((same.double_value(&[]) - 0.25).abs() < 0.01);
-        let e = small().build(&nn::VarStore::new(Device::Cpu), &tiny_context()).err().unwrap();
+        let e = small()
+            .build(&nn::VarStore::new(Device::Cpu), &tiny_context())
+            .err()
+            .unwrap();
         assert!(e.to_string().contains("--backbone vit_tiny"), "{e}");
     }
 }

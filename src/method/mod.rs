@@ -13,14 +13,14 @@
 
 pub mod barlow_twins;
 pub mod byol;
+pub mod context_encoder;
 pub mod deepcluster;
+pub mod denoising_ae;
 pub mod dino;
 pub mod ema;
 pub mod jigsaw;
-pub mod mae;
-pub mod denoising_ae;
-pub mod context_encoder;
 pub mod kmeans;
+pub mod mae;
 pub mod moco;
 pub mod nnclr;
 pub mod pretext;

@@ -85,7 +85,11 @@ impl AdamW {
     /// with its own optimiser); returns how many there were.
     pub fn exclude(&mut self, prefix: &str) -> usize {
         let before = self.params.len();
-        let keep: Vec<bool> = self.params.iter().map(|(n, _)| !n.starts_with(prefix)).collect();
+        let keep: Vec<bool> = self
+            .params
+            .iter()
+            .map(|(n, _)| !n.starts_with(prefix))
+            .collect();
         let mut k = keep.iter();
         self.params.retain(|_| *k.next().unwrap());
         for v in [&mut self.exp_avg, &mut self.exp_avg_sq] {
@@ -214,7 +218,9 @@ mod tests {
     fn matches_pytorchs_formula_by_hand_on_two_parameters() {
         // w (2-D, decayed) and b (1-D, not decayed); loss = Σ w² + 3·Σ b
         let vs = VarStore::new(Device::Cpu);
-        let w = vs.root().var_copy("w", &Tensor::from_slice(&[1.0f32, -2.0]).view([1, 2]));
+        let w = vs
+            .root()
+            .var_copy("w", &Tensor::from_slice(&[1.0f32, -2.0]).view([1, 2]));
         let b = vs.root().var_copy("b", &Tensor::from_slice(&[0.5f32]));
         let mut opt = AdamW::new(&vs, (0.9, 0.95), 0.1);
         let (lr, eps) = (0.01, 1e-8);

@@ -61,7 +61,11 @@ impl Sgd {
     /// Stops optimising the parameters whose names start with `prefix`; returns how many.
     pub fn exclude(&mut self, prefix: &str) -> usize {
         let before = self.params.len();
-        let keep: Vec<bool> = self.params.iter().map(|(n, _)| !n.starts_with(prefix)).collect();
+        let keep: Vec<bool> = self
+            .params
+            .iter()
+            .map(|(n, _)| !n.starts_with(prefix))
+            .collect();
         let mut k = keep.iter();
         self.params.retain(|_| *k.next().unwrap());
         let mut k = keep.iter();

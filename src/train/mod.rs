@@ -11,6 +11,7 @@ pub mod budget;
 pub mod interrupt;
 pub mod loader;
 pub mod memory;
+pub mod pictures;
 pub mod pretrain;
 pub mod resume;
 pub mod run_dir;

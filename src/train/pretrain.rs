@@ -2,6 +2,7 @@
 //! before the folder is written) → **resume** (or start fresh) → **run** (the loop, with an
 //! observer that logs, checkpoints, shows progress and stops cleanly on Ctrl-C).
 
+use super::pictures::Pictures;
 use super::resume::{check_resumable, non_finite_advice};
 use super::trainer::{Flow, LoaderBatches, Schedule, StepObserver, StepRecord, Trainer};
 use super::{budget, build_model, interrupt, load_checkpoint, memory, restore_variables};
@@ -17,6 +18,9 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::Instant;
+
+/// Images in the reconstruction pictures.
+const PICTURED_IMAGES: usize = 8;
 
 /// What a finished (or resumed-and-finished) pre-training reports.
 #[derive(Debug, Clone)]
@@ -48,6 +52,8 @@ pub struct Pretraining {
     schedule: Schedule,
     /// The optimiser's momentum buffers from the checkpoint, on resume.
     opt_state: Option<Vec<(String, tch::Tensor)>>,
+    /// The images a reconstruction method pictures at each checkpoint.
+    pictures: Pictures,
 }
 
 /// Pre-trains on `splits.train` into `cfg.train.out_dir`; see [`Pretraining`].
@@ -72,6 +78,13 @@ impl Pretraining {
         let model = build_model(cfg, Some(data.images.clone()))?;
         let run = RunDir::create(&cfg.train.out_dir)?;
         let schedule = Schedule::new(cfg, splits.train.len());
+        let shown = splits
+            .test
+            .as_ref()
+            .filter(|t| !t.images.is_empty())
+            .unwrap_or(&splits.train);
+        let side = cfg.crop_size(&splits.train.images);
+        let pictures = Pictures::new(&shown.images, side, PICTURED_IMAGES);
         let mut p = Pretraining {
             cfg: cfg.clone(),
             run,
@@ -87,6 +100,7 @@ impl Pretraining {
             },
             schedule,
             opt_state: None,
+            pictures,
         };
         p.resume_or_start(resume)?;
         Ok(p)
@@ -203,6 +217,7 @@ impl Pretraining {
                 .map_err(|e| anyhow::anyhow!("{}: {e}", self.run.checkpoint().display()))?;
         }
         let mut observer = RunObserver::new(cfg, &self.run, self.state.clone(), start);
+        observer.pictures = Some(&self.pictures);
         let _armed = interrupt::arm();
         let ran = trainer
             .run(start..total, &mut batches, &mut observer)
@@ -280,7 +295,8 @@ fn preflight(
                 .collect(),
             tiled: !spec.similarity_matrix(),
         };
-        memory::check_fits(&cfg.model.backbone_config(size), &shape, available).map_err(anyhow::Error::msg)?;
+        memory::check_fits(&cfg.model.backbone_config(size), &shape, available)
+            .map_err(anyhow::Error::msg)?;
     }
     Ok((loader_data(&splits.train, spec)?, views))
 }
@@ -302,6 +318,7 @@ struct RunObserver<'a> {
     wait_total: f64,
     augment_total: f64,
     interrupted: Option<interrupt::Interrupted>,
+    pictures: Option<&'a Pictures>,
 }
 
 impl<'a> RunObserver<'a> {
@@ -321,6 +338,7 @@ impl<'a> RunObserver<'a> {
             wait_total: 0.0,
             augment_total: 0.0,
             interrupted: None,
+            pictures: None,
         }
     }
 
@@ -328,7 +346,15 @@ impl<'a> RunObserver<'a> {
         self.state.step = done;
         self.state.train_seconds = self.seconds_before + self.session.elapsed().as_secs_f64();
         self.run
-            .save_checkpoint(&trainer.model.vs, &trainer.opt.state(), &self.state)
+            .save_checkpoint(&trainer.model.vs, &trainer.opt.state(), &self.state)?;
+        if let Some(p) = self.pictures {
+            p.write(
+                trainer.model.method.as_ref(),
+                &self.run.dir.join("reconstructions"),
+                done,
+            )?;
+        }
+        Ok(())
     }
 }
 

@@ -283,8 +283,11 @@ pub fn open_encoder(dir: &Path, random_init: bool) -> anyhow::Result<TrainedEnco
         tch::manual_seed(config.train.seed as i64);
         let vs = VarStore::new(tch::Device::Cpu);
         let side = config.planned_crop_size();
-        let net = Backbone::new(&(vs.root() / "backbone"), &config.model.backbone_config(side))
-            .map_err(anyhow::Error::msg)?;
+        let net = Backbone::new(
+            &(vs.root() / "backbone"),
+            &config.model.backbone_config(side),
+        )
+        .map_err(anyhow::Error::msg)?;
         if config.model.uses_channels_last() {
             crate::backbone::to_channels_last(&vs);
         }
