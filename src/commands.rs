@@ -205,7 +205,7 @@ pub fn finetune(a: &FinetuneArgs) -> anyhow::Result<()> {
     if a.batch_size == 0 {
         anyhow::bail!("--batch-size is 0: it must be ≥ 1");
     }
-    if !(a.lr > 0.0) || !(a.weight_decay >= 0.0) {
+    if a.lr.is_nan() || a.lr <= 0.0 || a.weight_decay.is_nan() || a.weight_decay < 0.0 {
         anyhow::bail!(
             "--lr is {} and --weight-decay {}: the learning rate must be > 0, the decay ≥ 0",
             a.lr,

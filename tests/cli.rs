@@ -272,6 +272,34 @@ fn bad_flags_and_values_get_one_clear_message() {
             "method.relative_patch.view_side",
         ),
         (vec!["eval", "--run", "r", "--layer", "layer5"], "layer4"),
+        (vec!["pretrain", "--backbone", "vit_huge"], "vit_tiny"),
+        (vec!["pretrain", "--method", "mae"], "--backbone vit_tiny"),
+        (
+            vec!["pretrain", "--backbone", "vit_tiny", "--patch-size", "5"],
+            "model.patch_size is 5",
+        ),
+        (
+            vec!["pretrain", "--backbone", "resnet50", "--depth", "34"],
+            "model.backbone is resnet50",
+        ),
+        (vec!["pretrain", "--set", "optim.name=\"adam\""], "adamw"),
+        (
+            vec!["pretrain", "--set", "optim.betas=[0.9, 1.5]"],
+            "optim.betas",
+        ),
+        (vec!["finetune", "--run", "/no/such/run"], "/no/such/run"),
+        (
+            vec![
+                "pretrain",
+                "--method",
+                "mae",
+                "--backbone",
+                "vit_tiny",
+                "--set",
+                "method.mae.mask_ratio=1.0",
+            ],
+            "method.mae.mask_ratio",
+        ),
     ];
     for (args, needle) in cases {
         let o = run(selfsup().current_dir(dir.path()).args(&args));
@@ -350,6 +378,18 @@ fn every_method_and_two_view_loss_trains_from_the_cli() {
         vec!["--method", "rotation"],
         vec!["--method", "relative_patch"],
         vec!["--method", "jigsaw", "--set", "method.permutations=10"],
+        // self-prediction, and DINO on a ViT
+        vec!["--method", "mae", "--backbone", "vit_tiny"],
+        vec!["--method", "denoising_ae"],
+        vec!["--method", "context_encoder"],
+        vec![
+            "--method",
+            "dino",
+            "--backbone",
+            "vit_tiny",
+            "--set",
+            "method.prototypes=32",
+        ],
         vec!["--loss", "dcl"],
         vec!["--loss", "nt_xent_tiled", "--set", "method.tile_rows=5"],
         vec!["--loss", "triplet"],
@@ -387,6 +427,25 @@ fn every_method_and_two_view_loss_trains_from_the_cli() {
             pretext,
             "{extra:?}"
         );
+        let reconstructs = extra
+            .iter()
+            .any(|a| ["mae", "denoising_ae", "context_encoder"].contains(a));
+        let picture = out.join("reconstructions").join("latest.png");
+        assert_eq!(picture.is_file(), reconstructs, "{extra:?}");
+        if reconstructs {
+            let img = image::open(&picture).unwrap();
+            assert!(img.width() > 8 * 64 && img.height() > 3 * 64, "{extra:?}");
+        }
+        if extra.contains(&"vit_tiny") {
+            let enc = safetensors_names(&out.join("encoder.safetensors"));
+            assert!(
+                enc.iter().any(|n| n == "blocks.11.attn.qkv.weight"),
+                "{enc:?}"
+            );
+        }
+        if extra.contains(&"context_encoder") {
+            assert!(metrics.contains("\"discriminator_loss\""));
+        }
     }
 }
 
@@ -529,4 +588,46 @@ fn bench_prints_every_figure() {
     ] {
         assert!(t.contains(needle), "{needle} missing: {t}");
     }
+}
+
+/// The tensor names of a safetensors file.
+fn safetensors_names(path: &std::path::Path) -> Vec<String> {
+    let bytes = std::fs::read(path).unwrap();
+    let t = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    t.names().into_iter().map(String::from).collect()
+}
+
+/// `selfsup finetune` trains the encoder with a classifier and reports test top-1, for a
+/// pretrained run and its random-init baseline; a run without labels is refused.
+#[test]
+fn finetune_reports_test_accuracy_for_a_run_and_its_random_init() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let o = run(selfsup()
+        .arg("pretrain")
+        .args(tiny(&out))
+        .args(["--epochs", "1", "--no-eval"]));
+    assert!(o.status.success(), "{}", text(&o));
+    for extra in [vec![], vec!["--random-init"]] {
+        let o = run(selfsup()
+            .args(["finetune", "--run", out.to_str().unwrap(), "--epochs", "2"])
+            .args(["--batch-size", "16"])
+            .args(&extra));
+        let t = text(&o);
+        assert!(o.status.success(), "{extra:?}: {t}");
+        let top1: f64 = t
+            .split("test top-1 ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{t}"));
+        assert!((0.0..=100.0).contains(&top1), "{t}");
+        assert!(t.contains("fine-tuned 10 steps"), "{t}");
+    }
+    let o = run(selfsup().args(["finetune", "--run", out.to_str().unwrap(), "--epochs", "0"]));
+    assert!(
+        !o.status.success() && text(&o).contains("--epochs is 0"),
+        "{}",
+        text(&o)
+    );
 }

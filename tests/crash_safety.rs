@@ -158,6 +158,27 @@ fn an_interrupted_and_resumed_jigsaw_run_repeats_its_losses_exactly() {
     resumes_exactly(&["--method", "jigsaw", "--set", "method.permutations=10"]);
 }
 
+/// The context encoder's discriminator and its AdamW moments are in the store: the resumed
+/// run's adversary is the same.
+#[test]
+fn an_interrupted_and_resumed_context_encoder_run_repeats_its_losses_exactly() {
+    resumes_exactly(&["--method", "context_encoder"]);
+}
+
+/// MAE trains with AdamW: its moments and step count are in the checkpoint, and its masks are
+/// drawn from (seed, step, index).
+#[test]
+fn an_interrupted_and_resumed_mae_run_repeats_its_losses_exactly() {
+    resumes_exactly(&[
+        "--method",
+        "mae",
+        "--backbone",
+        "vit_tiny",
+        "--set",
+        "method.decoder_depth=1",
+    ]);
+}
+
 /// Runs `tiny` settings (plus `extra`) for 8 epochs whole, then again killed past step 9 and
 /// resumed; the losses of every step must be equal.
 fn resumes_exactly(extra: &[&str]) {

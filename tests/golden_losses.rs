@@ -78,6 +78,9 @@ fn cases() -> Vec<(&'static str, Vec<&'static str>)> {
             "jigsaw",
             vec!["--method", "jigsaw", "--set", "method.permutations=10"],
         ),
+        ("mae", vec!["--method", "mae", "--backbone", "vit_tiny"]),
+        ("denoising_ae", m("denoising_ae")),
+        ("context_encoder", m("context_encoder")),
         (
             "loss=nt_xent_tiled",
             vec!["--loss", "nt_xent_tiled", "--set", "method.tile_rows=5"],

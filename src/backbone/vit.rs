@@ -306,10 +306,21 @@ impl Vit {
         self.config.dim
     }
 
-    /// Patch tokens with their position embeddings: [N, 3, S, S] → [N, L, D].
+    /// Patch tokens with their position embeddings: [N, 3, S', S'] → [N, L', D]. Inputs of
+    /// another size than the configured S (multi-crop's small views) get the position table
+    /// resized bilinearly to their grid (DINO's `interpolate_pos_encoding`).
     pub fn embed_patches(&self, x: &Tensor) -> Tensor {
-        let t = x.apply(&self.patch_proj).flatten(2, 3).transpose(1, 2); // [N, L, D]
-        t + self.pos_embed.narrow(1, 1, self.config.patches())
+        let map = x.apply(&self.patch_proj); // [N, D, g', g']
+        let (gh, gw) = (map.size()[2], map.size()[3]);
+        let t = map.flatten(2, 3).transpose(1, 2); // [N, L', D]
+        let (g, d) = (self.config.grid(), self.config.dim);
+        let pos = self.pos_embed.narrow(1, 1, self.config.patches()); // [1, L, D]
+        if (gh, gw) == (g, g) {
+            return t + pos;
+        }
+        let grid = pos.transpose(1, 2).reshape([1, d, g, g]);
+        let resized = grid.upsample_bilinear2d([gh, gw], false, None, None); // [1, D, g', g']
+        t + resized.flatten(2, 3).transpose(1, 2)
     }
 
     /// The class token with its position embedding, for `n` images: [n, 1, D].
@@ -427,6 +438,9 @@ mod tests {
         let mean = mean_net.forward_t(&x, true);
         assert_eq!(mean.size(), cls.size());
         assert!(!mean.allclose(&cls, 1e-4, 1e-4, false));
+        // a smaller input (a multi-crop view) gets the position table resized to its grid
+        let small = Tensor::randn([3, 3, 16, 16], (Kind::Float, Device::Cpu));
+        assert_eq!(mean_net.forward_t(&small, true).size(), vec![3, 192]);
         // a quarter of the way is the first block of two (rounded, at least one)
         assert_eq!(mean_net.config.blocks_up_to(Layer::Layer1), 1);
         assert_eq!(VitConfig::tiny(4, 32).blocks_up_to(Layer::Layer2), 6);

@@ -443,6 +443,8 @@ mod tests {
         let c = TrainConfig::load(None, &[]).unwrap();
         let mut want = TrainConfig::default();
         want.optim.lr = Some(OptimConfig::DEFAULT_LR);
+        want.optim.name = Some(OptimizerName::Sgd);
+        want.optim.weight_decay = Some(5e-4);
         assert_eq!(c, want);
         let back: TrainConfig = toml::from_str(&c.to_toml()).unwrap();
         assert_eq!(back, c);

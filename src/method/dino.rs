@@ -258,6 +258,41 @@ mod tests {
         train_a_few_steps(&vs, &mut m);
     }
 
+    /// DINO on a (shallow) ViT: student and teacher are ViTs, small crops get resized position
+    /// embeddings, every loss is finite and the student moves.
+    #[test]
+    fn trains_on_a_vit_with_small_crops() {
+        let mut ctx = tiny_context();
+        let mut v = crate::backbone::VitConfig::tiny(4, 16);
+        (v.dim, v.depth, v.heads) = (32, 2, 2);
+        ctx.backbone = crate::backbone::BackboneConfig::Vit(v);
+        let cfg = DinoConfig {
+            prototypes: 16,
+            ..Default::default()
+        };
+        let vs = nn::VarStore::new(Device::Cpu);
+        let mut m = Dino::new(&vs, &ctx, &cfg).unwrap();
+        assert!(vs
+            .variables()
+            .contains_key("target.backbone.blocks.1.attn.qkv.weight"));
+        let mut views = tiny_views(8, 2);
+        views.push(Tensor::randn([8, 3, 8, 8], (Kind::Float, Device::Cpu)));
+        let mut opt = crate::optim::AdamW::new(&vs, (0.9, 0.999), 0.04);
+        let w = vs.variables()["backbone.blocks.0.attn.qkv.weight"].copy();
+        let mut losses = Vec::new();
+        for s in 0..12 {
+            let out = m.step(&views, None, &at(s, 12)).unwrap();
+            losses.push(out.loss.double_value(&[]));
+            opt.zero_grad();
+            out.loss.backward();
+            opt.step(1e-3);
+            m.after_step(&at(s, 12));
+        }
+        assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
+        assert!(!vs.variables()["backbone.blocks.0.attn.qkv.weight"].equal(&w));
+        assert!(losses[11] != losses[0], "{losses:?}");
+    }
+
     #[test]
     fn the_teacher_temperature_warms_up_linearly_then_stays() {
         let cfg = DinoConfig {

@@ -244,9 +244,9 @@ mod tests {
             vb = 0.95 * vb + 0.05 * g * g;
             pb -= lr / bc1 * mb / (vb.sqrt() / bc2.sqrt() + eps); // no decay on a 1-D parameter
         }
-        for j in 0..2 {
+        for (j, want) in pw.iter().enumerate() {
             let got = w.double_value(&[0, j as i64]);
-            assert!((got - pw[j]).abs() < 1e-6, "w[{j}] {got} vs {}", pw[j]);
+            assert!((got - want).abs() < 1e-6, "w[{j}] {got} vs {want}");
         }
         assert!((b.double_value(&[0]) - pb).abs() < 1e-6);
         assert_eq!(opt.steps_taken(), 4);

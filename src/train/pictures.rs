@@ -1,5 +1,5 @@
 //! Pictures of what a self-prediction method reconstructs, written beside the checkpoints: for
-//! a fixed set of images (the first of the test split, else of the training split), three
+//! a fixed set of images (8 spread over the test split, else the training split), three
 //! rows — the input as the encoder saw it (masked, noisy, with a hole), the reconstruction,
 //! the original — as `RUN/reconstructions/step_NNNNNNN.png` and `latest.png`.
 
@@ -22,9 +22,12 @@ pub struct Pictures {
 }
 
 impl Pictures {
-    /// The first `n` images of `images` at the training resolution `side`.
+    /// `n` images spread evenly over `images` (folders are sorted by class, so the first `n`
+    /// would often be one class) at the training resolution `side`.
     pub fn new(images: &ImageStore, side: usize, n: usize) -> Self {
-        let idx: Vec<usize> = (0..n.min(images.len())).collect();
+        let len = images.len();
+        let n = n.min(len);
+        let idx: Vec<usize> = (0..n).map(|i| i * len / n.max(1)).collect();
         let subset = images.subset(&idx);
         let recipe = ViewRecipe::eval(side);
         let parts = map_eval_batches(&subset, &recipe, n.max(1), false, false, |x| x.copy());
