@@ -90,16 +90,11 @@ impl AdamW {
             .iter()
             .map(|(n, _)| !n.starts_with(prefix))
             .collect();
-        let mut k = keep.iter();
-        self.params.retain(|_| *k.next().unwrap());
-        for v in [&mut self.exp_avg, &mut self.exp_avg_sq] {
-            let mut k = keep.iter();
-            v.retain(|_| *k.next().unwrap());
-        }
-        let mut k = keep.iter();
-        self.decay.retain(|_| *k.next().unwrap());
-        let mut k = keep.iter();
-        self.held_lr.retain(|_| *k.next().unwrap());
+        super::keep_where(&mut self.params, &keep);
+        super::keep_where(&mut self.exp_avg, &keep);
+        super::keep_where(&mut self.exp_avg_sq, &keep);
+        super::keep_where(&mut self.decay, &keep);
+        super::keep_where(&mut self.held_lr, &keep);
         before - self.params.len()
     }
 

@@ -40,6 +40,13 @@ pub fn adamw_default_betas() -> (f64, f64) {
     (0.9, 0.95)
 }
 
+/// Keeps the entries of `v` whose `keep` is true (the per-parameter vectors of an optimiser
+/// when some parameters are handed to another, [`Optimizer::exclude`]).
+pub(crate) fn keep_where<T>(v: &mut Vec<T>, keep: &[bool]) {
+    let mut k = keep.iter();
+    v.retain(|_| *k.next().expect("one flag per entry"));
+}
+
 /// The trainer's optimiser.
 pub enum Optimizer {
     Sgd(Sgd),

@@ -66,12 +66,9 @@ impl Sgd {
             .iter()
             .map(|(n, _)| !n.starts_with(prefix))
             .collect();
-        let mut k = keep.iter();
-        self.params.retain(|_| *k.next().unwrap());
-        let mut k = keep.iter();
-        self.momentum_buffers.retain(|_| *k.next().unwrap());
-        let mut k = keep.iter();
-        self.held_lr.retain(|_| *k.next().unwrap());
+        super::keep_where(&mut self.params, &keep);
+        super::keep_where(&mut self.momentum_buffers, &keep);
+        super::keep_where(&mut self.held_lr, &keep);
         before - self.params.len()
     }
 
