@@ -52,7 +52,7 @@ impl AdamW {
 
     /// Optimises `params`; `buffer(name, param)` makes each zeroed moment (variables of a store
     /// when the state is to be checkpointed with it, as the context encoder's discriminator
-    /// does), `steps` [1] holds the step count.
+    /// does), `steps` (shape \[1\]) holds the step count.
     pub fn with_state(
         params: Vec<(String, Tensor)>,
         betas: (f64, f64),
