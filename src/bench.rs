@@ -90,9 +90,12 @@ pub fn time_train_step(
         .fitted(total);
     let mut timing = Timing::start();
     let x = Tensor::cat(&views[..views.len().min(2)], 0);
+    let device = model.vs.device();
+    let on = |t: &Tensor| crate::device::to_device(t, device);
+    let x = on(&x);
     let mut same = SameBatch(Batch {
-        views,
-        targets,
+        views: views.iter().map(on).collect(),
+        targets: targets.as_ref().map(on),
         augment_s: 0.0,
     });
     Trainer::new(&mut model, cfg, schedule).run(0..total, &mut same, &mut timing)?;
@@ -101,6 +104,7 @@ pub fn time_train_step(
         for _ in 0..3 {
             let t = Instant::now();
             let _ = model.method.encoder().forward_t(&x, false);
+            crate::device::synchronize(device);
             fwd.push(t.elapsed().as_secs_f64());
         }
     });
@@ -179,10 +183,12 @@ pub fn time_end_to_end(
         seed: cfg.train.seed,
         steps: 0..total,
         prefetch: cfg.train.prefetch,
+        shard: LoaderSpec::shard_of_this_rank(),
     });
     let mut batches = LoaderBatches {
         loader,
         channels_last: cfg.model.uses_channels_last(),
+        device: model.vs.device(),
     };
     let mut timing = Timing::start();
     Trainer::new(&mut model, cfg, schedule).run(0..total, &mut batches, &mut timing)?;

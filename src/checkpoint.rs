@@ -82,7 +82,12 @@ impl safetensors::View for &Raw {
 }
 
 fn to_raw(t: &Tensor) -> Raw {
-    let t = t.detach().to_kind(Kind::Float).contiguous(); // standard layout, whatever the strides
+    // on the CPU, in standard layout, whatever the device and strides: a GPU run's checkpoint loads anywhere
+    let t = t
+        .detach()
+        .to_device(tch::Device::Cpu)
+        .to_kind(Kind::Float)
+        .contiguous();
     let numel = t.numel();
     let mut values = vec![0f32; numel];
     t.copy_data(&mut values, numel);

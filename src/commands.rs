@@ -1,6 +1,6 @@
 //! What each subcommand does, on top of the library.
 
-use crate::{BenchArgs, DemoArgs, EmbedArgs, EvalArgs, FinetuneArgs, PretrainArgs};
+use crate::{BenchArgs, DemoArgs, DistCheckArgs, EmbedArgs, EvalArgs, FinetuneArgs, PretrainArgs};
 use anyhow::Context;
 use selfsup::config::TrainConfig;
 use selfsup::data::{Dataset, Splits};
@@ -112,8 +112,25 @@ pub fn pretrain(a: &PretrainArgs) -> anyhow::Result<()> {
     };
     train::set_threads(cfg.train.threads)?;
     let splits = train::load_data(&cfg)?;
-    describe(&splits, &cfg);
+    let device = selfsup::device::resolve(&cfg.train.device)?;
+    if selfsup::dist::is_root() {
+        describe(&splits, &cfg);
+        eprintln!(
+            "device: {}{}",
+            selfsup::device::describe(device),
+            match selfsup::dist::size() {
+                1 => String::new(),
+                w => format!(
+                    "; data-parallel over {w} ranks, {} images per rank per step",
+                    cfg.train.batch_size / w
+                ),
+            }
+        );
+    }
     let (report, model) = train::pretrain(&cfg, &splits, a.resume)?;
+    if !selfsup::dist::is_root() {
+        return Ok(()); // rank 0 reports and evaluates
+    }
     print_pretrain(&report);
     let run = RunDir::open(&cfg.train.out_dir);
     println!("encoder written to {}", run.encoder().display());
@@ -150,7 +167,7 @@ pub fn eval(a: &EvalArgs) -> anyhow::Result<()> {
         );
     }
     // the random-init baseline needs only the architecture, from the run's config.toml
-    let enc = train::open_encoder(&a.run, a.random_init)?;
+    let enc = train::open_encoder(&a.run, a.random_init, selfsup::device::resolve(&a.device)?)?;
     let mut cfg = enc.config.clone();
     train::set_threads(cfg.train.threads)?;
     if a.image_size.is_some() {
@@ -190,7 +207,7 @@ pub fn eval(a: &EvalArgs) -> anyhow::Result<()> {
 }
 
 pub fn finetune(a: &FinetuneArgs) -> anyhow::Result<()> {
-    let enc = train::open_encoder(&a.run, a.random_init)?;
+    let enc = train::open_encoder(&a.run, a.random_init, selfsup::device::resolve(&a.device)?)?;
     let mut cfg = enc.config.clone();
     train::set_threads(cfg.train.threads)?;
     if let Some(d) = &a.data {
@@ -249,7 +266,7 @@ pub fn finetune(a: &FinetuneArgs) -> anyhow::Result<()> {
 }
 
 pub fn embed(a: &EmbedArgs) -> anyhow::Result<()> {
-    let enc = train::open_encoder(&a.run, false)?;
+    let enc = train::open_encoder(&a.run, false, selfsup::device::resolve(&a.device)?)?;
     let mut cfg = enc.config.clone();
     train::set_threads(cfg.train.threads)?;
     cfg.data.path = Some(a.data.clone());
@@ -434,7 +451,7 @@ pub fn bench(a: &BenchArgs) -> anyhow::Result<()> {
     let m = &cfg.model;
     println!(
         "selfsup bench: {} ResNet-{} width {} {} stem, batch {b} ({} views of {size}x{size}), \
-         threads {}, {}",
+         threads {}, {}, device {}",
         cfg.method.name,
         m.depth,
         m.width,
@@ -445,7 +462,8 @@ pub fn bench(a: &BenchArgs) -> anyhow::Result<()> {
             "channels_last"
         } else {
             "NCHW"
-        }
+        },
+        selfsup::device::describe(selfsup::device::resolve(&cfg.train.device)?)
     );
     let loaded = splits.train.len() + splits.test.as_ref().map_or(0, |t| t.len());
     println!(
@@ -471,6 +489,41 @@ pub fn bench(a: &BenchArgs) -> anyhow::Result<()> {
     }
     if let Some(rss) = bench::peak_rss_mib() {
         println!("peak_rss_mb={rss:.0}");
+    }
+    Ok(())
+}
+
+pub fn dist_check(a: &DistCheckArgs) -> anyhow::Result<()> {
+    let ranks = selfsup::dist::size();
+    let rows = selfsup::dist::check::run(a.images)?;
+    let mut worst = 0f64;
+    for r in &rows {
+        worst = worst.max(r.loss_diff).max(r.grad_diff).max(r.state_diff);
+        if selfsup::dist::is_root() {
+            println!(
+                "{:<15} {ranks} ranks x {} vs 1 process x {}: loss {:.6} (diff {:.1e}), max |grad diff| {:.1e} \
+                 (max |grad| {:.1e}), queue diff {:.1e}",
+                r.loss,
+                a.images / ranks as i64,
+                a.images,
+                r.value,
+                r.loss_diff,
+                r.grad_diff,
+                r.grad_max,
+                r.state_diff
+            );
+        }
+    }
+    anyhow::ensure!(
+        worst <= a.tolerance,
+        "the {ranks} ranks differ from one process by {worst:.2e}, more than --tolerance {:.0e}",
+        a.tolerance
+    );
+    if selfsup::dist::is_root() {
+        println!(
+            "ok: {ranks} ranks agree with one process to {worst:.1e} (tolerance {:.0e})",
+            a.tolerance
+        );
     }
     Ok(())
 }

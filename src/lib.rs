@@ -19,6 +19,8 @@ pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
+pub mod device;
+pub mod dist;
 pub mod eval;
 pub mod export;
 pub mod head;

@@ -35,6 +35,9 @@ enum Command {
     Demo(DemoArgs),
     /// Throughput: training-step and forward views/s, augmentation and end-to-end images/s, peak RSS.
     Bench(BenchArgs),
+    /// Check data-parallel training: under `mpirun -np W`, the loss and summed gradients of W
+    /// ranks against one process, for NT-Xent, InfoNCE with a queue and Barlow Twins.
+    DistCheck(DistCheckArgs),
     /// Print the effective config (defaults, file, flags) as TOML, the chosen method's settings
     /// with it, and exit.
     Config(ConfigArgs),
@@ -124,6 +127,9 @@ pub struct ConfigArgs {
     /// CPU threads, 0 = all cores [train.threads].
     #[arg(long)]
     threads: Option<usize>,
+    /// auto (a GPU when libtorch sees one, else the CPU), cpu, cuda or cuda:N [train.device].
+    #[arg(long)]
+    device: Option<String>,
     /// Any other setting as section.key=value, e.g. --set optim.weight_decay=1e-4 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
@@ -195,6 +201,10 @@ impl ConfigArgs {
         push("data.limit", self.limit.map(|v| v.to_string()));
         push("train.seed", self.seed.map(|v| v.to_string()));
         push("train.threads", self.threads.map(|v| v.to_string()));
+        push(
+            "train.device",
+            self.device.as_ref().map(|v| format!("{v:?}")),
+        );
         if self.skip_bad {
             o.push("data.skip_bad=true".into());
         }
@@ -264,6 +274,9 @@ pub struct EvalArgs {
     /// Decode image folders into memory instead of using the cache.
     #[arg(long)]
     no_cache: bool,
+    /// auto (a GPU when libtorch sees one, else the CPU), cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    device: String,
 }
 
 #[derive(Args)]
@@ -295,6 +308,9 @@ pub struct FinetuneArgs {
     /// Folder of the decoded-image cache (default: the run's setting).
     #[arg(long, value_name = "DIR")]
     cache: Option<PathBuf>,
+    /// auto (a GPU when libtorch sees one, else the CPU), cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    device: String,
 }
 
 #[derive(Args)]
@@ -320,6 +336,19 @@ pub struct EmbedArgs {
     /// Decode image folders into memory instead of using the cache.
     #[arg(long)]
     no_cache: bool,
+    /// auto (a GPU when libtorch sees one, else the CPU), cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    device: String,
+}
+
+#[derive(Args)]
+pub struct DistCheckArgs {
+    /// Image pairs of the global batch (a multiple of the ranks).
+    #[arg(long, default_value_t = 16)]
+    images: i64,
+    /// Largest difference accepted (loss, every gradient element, the queue).
+    #[arg(long, default_value_t = 1e-5)]
+    tolerance: f64,
 }
 
 #[derive(Args)]
@@ -340,6 +369,14 @@ pub struct BenchArgs {
 fn main() -> ExitCode {
     selfsup::malloc::keep_tensors_in_the_heap();
     let cli = Cli::parse();
+    // joins the MPI job when mpirun (or srun) started this process; finalises MPI on return
+    let _mpi = match selfsup::dist::init() {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let result = match cli.command.unwrap_or(Command::Demo(DemoArgs::default())) {
         Command::Pretrain(a) => commands::pretrain(&a),
         Command::Eval(a) => commands::eval(&a),
@@ -347,6 +384,7 @@ fn main() -> ExitCode {
         Command::Finetune(a) => commands::finetune(&a),
         Command::Demo(a) => commands::demo(&a),
         Command::Bench(a) => commands::bench(&a),
+        Command::DistCheck(a) => commands::dist_check(&a),
         Command::Config(a) => a.load().map(|cfg| print!("{}", cfg.to_toml())),
     };
     match result {
@@ -354,6 +392,10 @@ fn main() -> ExitCode {
         Err(e) if e.is::<train::interrupt::Interrupted>() => {
             eprintln!("{e}");
             ExitCode::from(130)
+        }
+        // one rank's error ends the whole job: the others would wait for it forever
+        Err(e) if selfsup::dist::size() > 1 => {
+            selfsup::dist::world().abort(&format!("error: {e:#}"), 1)
         }
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -396,10 +438,11 @@ mod tests {
             skip_bad: true,
             seed: Some(4),
             threads: Some(1),
+            device: Some("cpu".into()),
             ..Default::default()
         };
         let o = all.overrides();
-        assert_eq!(o.len(), 17, "{o:?}");
+        assert_eq!(o.len(), 18, "{o:?}");
         for one in &o {
             TrainConfig::load(None, std::slice::from_ref(one))
                 .unwrap_or_else(|e| panic!("{one}: {e}"));

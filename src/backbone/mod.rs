@@ -119,6 +119,14 @@ impl Backbone {
         }
     }
 
+    /// Where the weights live (inputs go there; see [`crate::device`]).
+    pub fn device(&self) -> tch::Device {
+        match self {
+            Backbone::ResNet(n) => n.device(),
+            Backbone::Vit(n) => n.device(),
+        }
+    }
+
     /// The dimension of [`features_at`](Self::features_at) `layer`.
     pub fn layer_dim(&self, layer: Layer) -> i64 {
         match self {

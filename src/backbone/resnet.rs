@@ -276,6 +276,11 @@ impl ResNet {
         self.config.out_dim()
     }
 
+    /// Where the weights live.
+    pub fn device(&self) -> tch::Device {
+        self.conv1.ws.device()
+    }
+
     /// The output of stage `layer`, global-average-pooled: [N, 3, H, W] → [N, layer_dim].
     /// `Layer::Layer4` is [`forward_t`](ModuleT::forward_t).
     pub fn features_at(&self, x: &Tensor, train: bool, layer: Layer) -> Tensor {

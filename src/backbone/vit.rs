@@ -257,6 +257,11 @@ pub struct Vit {
 
 impl Vit {
     /// Creates the variables under `p` (timm's names).
+    /// Where the weights live.
+    pub fn device(&self) -> tch::Device {
+        self.cls_token.device()
+    }
+
     pub fn new(p: &nn::Path, config: &VitConfig) -> Result<Self, String> {
         config.validate()?;
         let (d, patch, l) = (config.dim, config.patch, config.patches());
@@ -281,7 +286,7 @@ impl Vit {
                 let table = Tensor::cat(
                     &[
                         Tensor::zeros([1, d], (Kind::Float, p.device())),
-                        sincos_2d(d, config.grid()),
+                        sincos_2d(d, config.grid()).to_device(p.device()),
                     ],
                     0,
                 );

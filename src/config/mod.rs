@@ -403,6 +403,13 @@ pub struct LoopConfig {
     pub seed: u64,
     /// CPU threads for libtorch and augmentation. 0: all cores. Default 0.
     pub threads: usize,
+    /// Where the model trains: `auto` (the first CUDA device libtorch sees, else the CPU; one
+    /// GPU per MPI rank), `cpu`, `cuda` or `cuda:N`. Default "auto". See src/device.rs.
+    pub device: String,
+    /// Data-parallel jobs (MPI): seconds a rank waits in one collective for the others before
+    /// it ends the job, naming itself (a rank died or hangs). Counts from the first step, so
+    /// data loading and the time-budget calibration are not limited. Default 300.
+    pub collective_timeout: f64,
     /// Run folder: checkpoint, config, metrics, exported encoder. Default "runs/simclr".
     pub out_dir: PathBuf,
     /// Write a checkpoint every this many steps (and at the end of every epoch). Default 100.
@@ -425,6 +432,8 @@ impl Default for LoopConfig {
             batch_size: 256,
             seed: 0,
             threads: 0,
+            device: "auto".into(),
+            collective_timeout: 300.0,
             out_dir: PathBuf::from("runs/simclr"),
             checkpoint_every: 100,
             log_every: 10,

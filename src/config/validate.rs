@@ -75,6 +75,15 @@ impl TrainConfig {
                 t.progress_seconds
             ));
         }
+        if !(t.collective_timeout.is_finite() && t.collective_timeout > 0.0) {
+            return bad(format!(
+                "train.collective_timeout is {}: it must be > 0 seconds (e.g. 300)",
+                t.collective_timeout
+            ));
+        }
+        t.device
+            .parse::<crate::device::DeviceChoice>()
+            .map_err(ConfigError::Invalid)?;
         if t.checkpoint_every == 0 || t.log_every == 0 {
             return bad("train.checkpoint_every and train.log_every must be ≥ 1".into());
         }

@@ -18,12 +18,16 @@ pub fn extract_features(encoder: FrozenEncoder, images: &ImageStore, batch_size:
             batch_size,
             encoder.channels_last,
             false,
-            |x| net.features_at(x, false, layer).to_kind(Kind::Float),
+            |x| {
+                net.features_at(&crate::device::to_device(x, net.device()), false, layer)
+                    .to_kind(Kind::Float)
+                    .to_device(tch::Device::Cpu)
+            },
         )
     });
     if parts.is_empty() {
         let d = net.layer_dim(layer);
-        return Tensor::zeros([0, d], (Kind::Float, tch::Device::Cpu));
+        return Tensor::zeros([0, d], (Kind::Float, tch::Device::Cpu)); // features come back to the CPU
     }
     Tensor::cat(&parts, 0)
 }

@@ -11,6 +11,7 @@
 use super::FrozenEncoder;
 use crate::augment::{augment_batch, map_eval_batches, nhwc_to_tensor, ViewRecipe};
 use crate::data::Dataset;
+use crate::device::to_device;
 use crate::loss::cross_entropy;
 use crate::optim::{warmup_cosine, AdamW};
 use crate::rng::Rng;
@@ -105,8 +106,10 @@ pub fn finetune(
         let at = (step % per_epoch) as usize * b;
         let idx = &order[at..at + b];
         augment_batch(&train.images, idx, &recipe, cfg.seed, epoch, 0, &mut buf);
-        let x = nhwc_to_tensor(&buf, b, side, encoder.channels_last);
-        let y = Tensor::from_slice(&idx.iter().map(|&i| ytr[i] as i64).collect::<Vec<_>>());
+        let dev = vs.device();
+        let x = to_device(&nhwc_to_tensor(&buf, b, side, encoder.channels_last), dev);
+        let y = Tensor::from_slice(&idx.iter().map(|&i| ytr[i] as i64).collect::<Vec<_>>())
+            .to_device(dev);
         let logits = net.forward_t(&x, true).apply(&head);
         let (loss, acc) = cross_entropy(&logits, &y).map_err(anyhow::Error::msg)?;
         let l = loss.double_value(&[]);
@@ -134,7 +137,12 @@ pub fn finetune(
             256,
             encoder.channels_last,
             false,
-            |x| net.forward_t(x, false).apply(&head).argmax(1, false),
+            |x| {
+                net.forward_t(&to_device(x, vs.device()), false)
+                    .apply(&head)
+                    .argmax(1, false)
+                    .to_device(tch::Device::Cpu)
+            },
         )
     });
     let pred = Tensor::cat(&hits, 0);

@@ -30,6 +30,11 @@ impl MethodSection for BarlowTwinsConfig {
 }
 
 impl MethodSpec for BarlowTwinsConfig {
+    /// Data-parallel: the cross-correlation of the gathered global batch.
+    fn data_parallel(&self) -> bool {
+        true
+    }
+
     fn check(&self) -> Result<(), String> {
         let v = self.barlow_lambda;
         match v.is_finite() && v >= 0.0 {

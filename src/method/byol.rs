@@ -36,6 +36,11 @@ impl MethodSection for ByolConfig {
 }
 
 impl MethodSpec for ByolConfig {
+    /// Data-parallel: the global mean of the per-image loss; the EMA target moves identically.
+    fn data_parallel(&self) -> bool {
+        true
+    }
+
     fn check(&self) -> Result<(), String> {
         unit_interval("method.byol.ema_momentum", self.ema_momentum)
     }
@@ -113,6 +118,7 @@ impl Method for Byol {
         let (p_a, p_b) = (p.narrow(0, 0, k), p.narrow(0, k, k));
         let (t_a, t_b) = (zt.narrow(0, 0, k), zt.narrow(0, k, k));
         let loss = (negative_cosine(&p_a, &t_b)? + negative_cosine(&p_b, &t_a)?) * 0.5;
+        let loss = crate::dist::global_mean(&loss); // data-parallel: the global batch's mean
         Ok(StepOutput {
             loss,
             embeddings: z.narrow(0, 0, k).detach(),

@@ -170,7 +170,8 @@ impl ContextEncoder {
     fn hide(&self, x: &Tensor, step: u64) -> (Tensor, Tensor) {
         let (k, s) = (x.size()[0], x.size()[2]);
         let random = self.cfg.region == Region::Random;
-        let m = square_hole(k, s, self.cfg.region_fraction, random, self.seed, step);
+        let m = square_hole(k, s, self.cfg.region_fraction, random, self.seed, step)
+            .to_device(x.device());
         (x * (1.0 - &m), m)
     }
 }

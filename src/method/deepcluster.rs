@@ -171,7 +171,7 @@ impl DeepCluster {
         let b = self.batch_size.clamp(2, images.len().max(2));
         let parts = tch::no_grad(|| {
             map_eval_batches(images, &recipe, b, self.channels_last, true, |x| {
-                self.embed(x)
+                self.embed(&crate::device::to_device(x, self.backbone.device()))
             })
         });
         Tensor::cat(&parts, 0)

@@ -50,6 +50,11 @@ impl MethodSection for DenoisingAeConfig {
 }
 
 impl MethodSpec for DenoisingAeConfig {
+    /// Data-parallel: the global mean of the reconstruction loss.
+    fn data_parallel(&self) -> bool {
+        true
+    }
+
     fn check(&self) -> Result<(), String> {
         unit_interval(
             "method.denoising_ae.mask_fraction",
@@ -105,7 +110,7 @@ impl DenoisingAe {
             self.seed,
             step,
         );
-        x * (1.0 - m) + eps
+        x * (1.0 - m.to_device(x.device())) + eps.to_device(x.device())
     }
 }
 
@@ -118,7 +123,7 @@ impl Method for DenoisingAe {
     ) -> anyhow::Result<StepOutput> {
         let x = views[0].contiguous();
         let (recon, h) = self.net.forward(&self.corrupt(&x, ctx.step), true);
-        let loss = (recon - &x).square().mean(tch::Kind::Float);
+        let loss = crate::dist::global_mean(&(recon - &x).square().mean(tch::Kind::Float));
         let h = h.detach();
         Ok(StepOutput {
             loss,

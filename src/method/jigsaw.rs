@@ -67,6 +67,11 @@ impl MethodSection for JigsawConfig {
 }
 
 impl MethodSpec for JigsawConfig {
+    /// Data-parallel: the global mean of the classification loss.
+    fn data_parallel(&self) -> bool {
+        true
+    }
+
     fn check(&self) -> Result<(), String> {
         let k = |f: &str| format!("method.jigsaw.{f}");
         if !(2..=ORDERS).contains(&self.permutations) {

@@ -27,7 +27,7 @@ pub fn spherical_kmeans(x: &Tensor, k: usize, iterations: usize, seed: u64) -> (
             .iter()
             .map(|&i| i as i64)
             .collect();
-        let mut c = x.index_select(0, &Tensor::from_slice(&first));
+        let mut c = x.index_select(0, &Tensor::from_slice(&first).to_device(x.device()));
         for _ in 0..iterations {
             let a = assign(x, &c);
             let sums = Tensor::zeros_like(&c).index_add(0, &a, x);

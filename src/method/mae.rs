@@ -66,6 +66,11 @@ impl MethodSection for MaeConfig {
 }
 
 impl MethodSpec for MaeConfig {
+    /// Data-parallel: the global mean of the masked-patch loss (equal masked counts per image).
+    fn data_parallel(&self) -> bool {
+        true
+    }
+
     fn check(&self) -> Result<(), String> {
         unit_interval("method.mae.mask_ratio", self.mask_ratio)?;
         if self.mask_ratio >= 1.0 {
@@ -141,7 +146,7 @@ impl Mae {
         let table = Tensor::cat(
             &[
                 Tensor::zeros([1, dd], (Kind::Float, p.device())),
-                sincos_2d(dd, vit.config.grid()),
+                sincos_2d(dd, vit.config.grid()).to_device(p.device()),
             ],
             0,
         );
@@ -181,6 +186,8 @@ impl Mae {
         let l = vit.config.patches();
         let (ids_keep, mask, ids_restore) =
             random_masking(k, l, self.cfg.mask_ratio, self.seed, step);
+        let on = |t: Tensor| t.to_device(x.device());
+        let (ids_keep, mask, ids_restore) = (on(ids_keep), on(mask), on(ids_restore));
         let tokens = vit.embed_patches(x); // [K, L, D]
         let d = tokens.size()[2];
         let lv = ids_keep.size()[1];
@@ -240,7 +247,7 @@ impl Method for Mae {
         let x = &views[0];
         let (z, pred, mask) = self.forward(x, ctx.step);
         let (target, _, _) = self.target(x);
-        let loss = masked_patch_loss(&pred, &target, &mask);
+        let loss = crate::dist::global_mean(&masked_patch_loss(&pred, &target, &mask));
         let z = z.detach();
         let lv = z.size()[1] - 1;
         Ok(StepOutput {

@@ -13,6 +13,7 @@ use super::{
     StepOutput,
 };
 use crate::backbone::Backbone;
+use crate::dist::gather_rows;
 use crate::head::{Block, Mlp};
 use crate::loss::{info_nce, l2_normalize};
 use crate::optim::cosine_schedule;
@@ -49,6 +50,11 @@ impl MethodSection for MoCoConfig {
 }
 
 impl MethodSpec for MoCoConfig {
+    /// Data-parallel: queries and keys gathered; every rank enqueues the same global keys.
+    fn data_parallel(&self) -> bool {
+        true
+    }
+
     fn check(&self) -> Result<(), String> {
         positive("method.moco.temperature", self.temperature)?;
         unit_interval("method.moco.ema_momentum", self.ema_momentum)?;
@@ -167,11 +173,16 @@ impl Method for MoCo {
         }); // [2K, D]
         let negatives = self.queue.negatives(); // [S, D]
         let (q_a, q_b) = (q.narrow(0, 0, k), q.narrow(0, k, k));
-        let (k_a, k_b) = (keys.narrow(0, 0, k), keys.narrow(0, k, k));
-        let loss = (info_nce(&q_a, &k_b, &negatives, self.temperature)?
-            + info_nce(&q_b, &k_a, &negatives, self.temperature)?)
+        // data-parallel: the global batch's queries and keys [W·K, D] (identity in one process)
+        let (gq_a, gq_b) = (gather_rows(&q_a), gather_rows(&q_b));
+        let (k_a, k_b) = (
+            gather_rows(&keys.narrow(0, 0, k)),
+            gather_rows(&keys.narrow(0, k, k)),
+        );
+        let loss = (info_nce(&gq_a, &k_b, &negatives, self.temperature)?
+            + info_nce(&gq_b, &k_a, &negatives, self.temperature)?)
             * 0.5;
-        self.pending = Some(keys);
+        self.pending = Some(Tensor::cat(&[k_a, k_b], 0)); // [2·W·K, D]
         Ok(StepOutput {
             loss,
             embeddings: q_a.detach(),

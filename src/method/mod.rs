@@ -241,6 +241,13 @@ pub trait MethodSpec: std::fmt::Debug {
     fn constant_lr_prefixes(&self) -> Vec<&'static str> {
         Vec::new()
     }
+    /// The method runs data-parallel ([`crate::dist`]): its loss is the global batch's (it
+    /// gathers what couples the images of a batch with [`crate::dist::gather_rows`], or takes
+    /// the [`crate::dist::global_mean`] of a per-image mean), and its state across steps stays
+    /// the same on every rank. False: a job with several ranks refuses it.
+    fn data_parallel(&self) -> bool {
+        false
+    }
     /// Builds the method, creating its variables in `vs`.
     fn build(&self, vs: &nn::VarStore, ctx: &BuildContext) -> anyhow::Result<Box<dyn Method>>;
 }

@@ -98,7 +98,8 @@ impl Method for PretextNet {
         let h = self.backbone.forward_t(x, true); // [K·C, D]
         let logits = self.head.forward_t(&h, true); // [E, classes]
         let (loss, accuracy) = cross_entropy(&logits, &labels.reshape([-1]))?;
-        // diagnostics: the features of each image's first two crops
+        let loss = crate::dist::global_mean(&loss); // data-parallel: the global batch's mean
+                                                    // diagnostics: the features of each image's first two crops
         let per_image = h.size()[0] / k;
         let h = h.detach().view([k, per_image, -1]); // [K, C, D]
         Ok(StepOutput {

@@ -69,6 +69,11 @@ impl MethodSection for RelativePatchConfig {
 }
 
 impl MethodSpec for RelativePatchConfig {
+    /// Data-parallel: the global mean of the classification loss.
+    fn data_parallel(&self) -> bool {
+        true
+    }
+
     fn check(&self) -> Result<(), String> {
         let k = |f: &str| format!("method.relative_patch.{f}");
         self.grid()

@@ -43,6 +43,11 @@ impl MethodSection for RotationConfig {
 }
 
 impl MethodSpec for RotationConfig {
+    /// Data-parallel: the global mean of the classification loss.
+    fn data_parallel(&self) -> bool {
+        true
+    }
+
     fn targets(&self) -> Targets {
         Targets::ViewLabels
     }

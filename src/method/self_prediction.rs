@@ -81,8 +81,9 @@ pub fn random_masking(
 ) -> (Tensor, Tensor, Tensor) {
     let keep = visible_patches(l, ratio);
     let mut noise = Vec::with_capacity((k * l) as usize);
+    let first = crate::dist::first_row(k);
     for i in 0..k {
-        let mut r = Rng::for_sample(seed, step, i as u64, MASK_STREAM);
+        let mut r = Rng::for_sample(seed, step, (first + i) as u64, MASK_STREAM);
         noise.extend((0..l).map(|_| r.uniform()));
     }
     let noise = Tensor::from_slice(&noise).view([k, l]);
@@ -106,8 +107,9 @@ pub fn visible_patches(l: i64, ratio: f64) -> i64 {
 /// generators.
 pub fn pixel_noise(k: i64, s: i64, p: f32, std: f32, seed: u64, step: u64) -> (Tensor, Tensor) {
     let (mut mask, mut noise) = (Vec::new(), Vec::new());
+    let first = crate::dist::first_row(k);
     for i in 0..k {
-        let mut r = Rng::for_sample(seed, step, i as u64, MASK_STREAM);
+        let mut r = Rng::for_sample(seed, step, (first + i) as u64, MASK_STREAM);
         mask.extend((0..s * s).map(|_| r.bernoulli(p) as u8 as f32));
         noise.extend((0..3 * s * s).map(|_| match std > 0.0 {
             true => r.normal() * std,
@@ -126,11 +128,12 @@ pub fn pixel_noise(k: i64, s: i64, p: f32, std: f32, seed: u64, step: u64) -> (T
 pub fn square_hole(k: i64, s: i64, fraction: f64, random: bool, seed: u64, step: u64) -> Tensor {
     let side = ((s as f64 * fraction).round() as i64).clamp(1, s);
     let mut m = vec![0f32; (k * s * s) as usize];
+    let first = crate::dist::first_row(k);
     for i in 0..k {
         let (top, left) = match random {
             false => ((s - side) / 2, (s - side) / 2),
             true => {
-                let mut r = Rng::for_sample(seed, step, i as u64, MASK_STREAM);
+                let mut r = Rng::for_sample(seed, step, (first + i) as u64, MASK_STREAM);
                 let span = (s - side + 1) as usize;
                 (r.below(span) as i64, r.below(span) as i64)
             }

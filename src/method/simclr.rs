@@ -4,6 +4,7 @@
 
 use super::{positive, BuildContext, Method, MethodSection, MethodSpec, StepContext, StepOutput};
 use crate::backbone::Backbone;
+use crate::dist::gather_rows;
 use crate::head::Mlp;
 use crate::loss::two_view::{LossParams, NAMES};
 use crate::loss::TwoViewLoss;
@@ -67,6 +68,11 @@ impl MethodSection for SimClrConfig {
 }
 
 impl MethodSpec for SimClrConfig {
+    /// Data-parallel: every two-view loss of the gathered global batch.
+    fn data_parallel(&self) -> bool {
+        true
+    }
+
     fn check(&self) -> Result<(), String> {
         positive("method.simclr.temperature", self.temperature)?;
         for (what, v) in [
@@ -122,7 +128,8 @@ impl Method for TwoViewNet {
         let h = self.backbone.forward_t(&x, true); // [2K, D]
         let z = self.projection.forward_t(&h, true); // [2K, 128]
         let (za, zb) = (z.narrow(0, 0, k), z.narrow(0, k, k)); // [K, 128] each
-        let loss = self.loss.compute(&za, &zb)?;
+                                                               // data-parallel: the loss of the global batch [W·K, 128] (identity in one process)
+        let loss = self.loss.compute(&gather_rows(&za), &gather_rows(&zb))?;
         Ok(StepOutput {
             loss,
             embeddings: za.detach(),

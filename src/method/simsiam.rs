@@ -47,6 +47,11 @@ impl MethodSection for SimSiamConfig {
 }
 
 impl MethodSpec for SimSiamConfig {
+    /// Data-parallel: the global mean of the per-image loss.
+    fn data_parallel(&self) -> bool {
+        true
+    }
+
     fn default_lr(&self) -> Option<f64> {
         Some(SIMSIAM_LR)
     }
@@ -129,6 +134,7 @@ impl Method for SimSiam {
         let (p_a, p_b) = (p.narrow(0, 0, k), p.narrow(0, k, k));
         let loss = negative_cosine(&p_a, &z_b.detach())? * 0.5
             + negative_cosine(&p_b, &z_a.detach())? * 0.5;
+        let loss = crate::dist::global_mean(&loss); // data-parallel: the global batch's mean
         Ok(StepOutput {
             loss,
             embeddings: z_a.detach(),

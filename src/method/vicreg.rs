@@ -29,6 +29,11 @@ impl MethodSection for VicRegConfig {
 }
 
 impl MethodSpec for VicRegConfig {
+    /// Data-parallel: variance, covariance and invariance of the gathered global batch.
+    fn data_parallel(&self) -> bool {
+        true
+    }
+
     fn check(&self) -> Result<(), String> {
         match self
             .vicreg_weights

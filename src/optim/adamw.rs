@@ -46,7 +46,7 @@ impl AdamW {
             .filter(|(_, t)| t.requires_grad())
             .collect();
         params.sort_by(|a, b| a.0.cmp(&b.0));
-        let steps = Tensor::zeros([1], (Kind::Float, tch::Device::Cpu));
+        let steps = Tensor::zeros([1], (Kind::Float, vs.device()));
         Self::with_state(params, betas, weight_decay, |_, p| p.zeros_like(), steps)
     }
 

@@ -67,10 +67,12 @@ pub fn calibrate(
         seed: t.seed,
         steps: 0..total,
         prefetch: t.prefetch,
+        shard: LoaderSpec::shard_of_this_rank(),
     });
     let mut batches = LoaderBatches {
         loader,
         channels_last: cfg.model.uses_channels_last(),
+        device: model.vs.device(),
     };
     let mut timing = Timing::start();
     Trainer::new(&mut model, cfg, schedule).run(0..total, &mut batches, &mut timing)?;

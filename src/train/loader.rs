@@ -4,7 +4,8 @@
 //! Step s of a run reads images `perm_e[b·B .. (b+1)·B]` where `e = s / steps_per_epoch`,
 //! `b = s % steps_per_epoch` and `perm_e` is a permutation drawn from `(seed, e)`; every
 //! view's randomness comes from `(seed, e, image index, view)`. A batch is therefore a pure
-//! function of `(seed, s)`: a resumed run sees exactly the batches the uninterrupted run saw.
+//! function of `(seed, s)`: a resumed run sees exactly the batches the uninterrupted run saw,
+//! and the ranks of a data-parallel job each render their slice of the same global batch.
 
 use crate::augment::nhwc_to_tensor;
 use crate::augment::{render_batch, Views};
@@ -89,6 +90,7 @@ struct BatchMaker {
     data: LoaderData,
     views: Vec<Arc<dyn Views>>,
     batch_size: usize,
+    shard: (usize, usize),
     /// From the run's [`Schedule`](super::Schedule): at most `N / B`.
     steps_per_epoch: u64,
     seed: u64,
@@ -106,14 +108,16 @@ impl BatchMaker {
         let step = self.next_step;
         self.next_step += 1;
         let t = Instant::now();
-        let (n, b) = (self.data.images.len(), self.batch_size);
+        let (n, global) = (self.data.images.len(), self.batch_size);
+        let (rank, ranks) = self.shard;
+        let b = global / ranks.max(1);
         let steps_per_epoch = self.steps_per_epoch;
         let epoch = step / steps_per_epoch;
         if self.perm.0 != epoch {
             self.perm = (epoch, epoch_permutation(self.seed, epoch, n));
         }
         let k = (step % steps_per_epoch) as usize;
-        let idx = &self.perm.1[k * b..(k + 1) * b];
+        let idx = &self.perm.1[k * global + rank * b..k * global + (rank + 1) * b];
         let mut labels = Vec::new();
         let views = self
             .views
@@ -175,6 +179,16 @@ pub struct LoaderSpec {
     pub steps: std::ops::Range<u64>,
     /// Batches prepared ahead on a background thread; 0: in the caller's thread.
     pub prefetch: usize,
+    /// `(rank, ranks)`: this process renders rows `rank·B/ranks ..` of every global batch of
+    /// `batch_size` (data-parallel; `(0, 1)`: all of it). See [`LoaderSpec::shard_of_this_rank`].
+    pub shard: (usize, usize),
+}
+
+impl LoaderSpec {
+    /// This process's shard in the job ([`crate::dist`]).
+    pub fn shard_of_this_rank() -> (usize, usize) {
+        (crate::dist::rank(), crate::dist::size())
+    }
 }
 
 impl Loader {
@@ -186,6 +200,7 @@ impl Loader {
             data: spec.data,
             views: spec.views,
             batch_size: spec.batch_size,
+            shard: spec.shard,
             steps_per_epoch,
             seed: spec.seed,
             next_step: spec.steps.start,

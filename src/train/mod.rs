@@ -37,9 +37,13 @@ use anyhow::bail;
 use std::sync::Arc;
 use tch::nn::VarStore;
 
-/// Uses `threads` CPU threads for libtorch and rayon (0: all cores).
+/// Uses `threads` CPU threads for libtorch and rayon (0: all cores, shared among the ranks of a
+/// data-parallel job on this machine).
 pub fn set_threads(threads: usize) -> anyhow::Result<()> {
-    let n = if threads == 0 { cores() } else { threads };
+    let n = match threads {
+        0 => (cores() / crate::dist::ranks_on_this_machine()).max(1),
+        t => t,
+    };
     anyhow::ensure!(
         n <= max_threads(),
         "train.threads is {n}: at most {} ({MAX_THREADS_PER_CORE} per core of the {} here); 0 uses every core",
@@ -132,7 +136,11 @@ pub fn build_context(cfg: &TrainConfig, images: Option<Arc<ImageStore>>) -> Buil
 pub fn build_model(cfg: &TrainConfig, images: Option<Arc<ImageStore>>) -> anyhow::Result<Model> {
     let spec = cfg.method.spec().map_err(anyhow::Error::msg)?;
     tch::manual_seed(cfg.train.seed as i64);
-    let vs = VarStore::new(tch::Device::Cpu);
+    let device = crate::device::resolve(&cfg.train.device)?;
+    if device.is_cuda() {
+        tch::Cuda::cudnn_set_benchmark(true); // fixed input sizes: cuDNN picks its fastest kernels once
+    }
+    let vs = VarStore::new(device);
     let method = spec.build(&vs, &build_context(cfg, images))?;
     if cfg.model.uses_channels_last() {
         to_channels_last(&vs);

@@ -8,6 +8,7 @@ use crate::checkpoint::write_atomic;
 use crate::data::ImageStore;
 use crate::method::Method;
 use std::path::Path;
+use tch::Device;
 use tch::{Kind, Tensor};
 
 /// Pixels per image side in the picture: small views are enlarged (nearest) to at least this.
@@ -40,9 +41,11 @@ impl Pictures {
     /// Writes the grid of `method`'s reconstructions as `dir/step_<step>.png` and
     /// `dir/latest.png`; false (nothing written) when the method does not reconstruct.
     pub fn write(&self, method: &dyn Method, dir: &Path, step: u64) -> anyhow::Result<bool> {
-        let Some((shown, recon)) = method.reconstruct(&self.x) else {
+        let x = crate::device::to_device(&self.x, method.encoder().device());
+        let Some((shown, recon)) = method.reconstruct(&x) else {
             return Ok(false);
         };
+        let (shown, recon) = (shown.to_device(Device::Cpu), recon.to_device(Device::Cpu));
         let png = grid_png(&[&shown, &recon, &self.x], &self.recipe)?;
         std::fs::create_dir_all(dir)?;
         write_atomic(&dir.join(format!("step_{step:07}.png")), &png)?;

@@ -76,7 +76,11 @@ impl Pretraining {
         let spec = cfg.method.spec().map_err(anyhow::Error::msg)?;
         let (data, views) = preflight(cfg, splits, spec.as_ref())?;
         let model = build_model(cfg, Some(data.images.clone()))?;
-        let run = RunDir::create(&cfg.train.out_dir)?;
+        // rank 0 alone writes the folder (the others of a data-parallel job read it)
+        let run = match crate::dist::is_root() {
+            true => RunDir::create(&cfg.train.out_dir)?,
+            false => RunDir::open(&cfg.train.out_dir),
+        };
         let schedule = Schedule::new(cfg, splits.train.len());
         let shown = splits
             .test
@@ -124,6 +128,7 @@ impl Pretraining {
                 "{} already holds a checkpoint: pass --resume to continue that run, or choose another --out",
                 run.dir.display()
             ),
+            (false, false) if !crate::dist::is_root() => return Ok(()),
             (false, false) => {
                 // A fresh run: lines of an earlier attempt that never reached a checkpoint go.
                 run.truncate_log_after(0)?;
@@ -155,8 +160,11 @@ impl Pretraining {
                 run.dir.display()
             );
         }
-        run.truncate_log_after(s.step)?;
         self.opt_state = Some(loaded.optim);
+        if !crate::dist::is_root() {
+            return Ok(());
+        }
+        run.truncate_log_after(s.step)?;
         eprintln!(
             "resuming {} at step {}/{}",
             run.dir.display(),
@@ -179,21 +187,24 @@ impl Pretraining {
                 } else {
                     0.0
                 };
-            let total = budget::steps_that_fit(
+            let mut total = [budget::steps_that_fit(
                 minutes * 60.0,
                 spent,
                 c.seconds_per_step,
                 self.schedule.total,
-            );
+            ) as f64];
+            // every rank runs rank 0's count (each measured its own speed)
+            crate::dist::world().broadcast_f64(&mut total, "broadcast of the time budget's steps");
+            let total = total[0] as u64;
             self.schedule = self.schedule.fitted(total);
             (self.state.total_steps, self.state.fitted) = (total, true);
             self.state.train_seconds += c.seconds;
-            eprintln!(
+            crate::dist::is_root().then(|| eprintln!(
                 "time budget {minutes} min: {total} steps ({:.2} epochs) fit at {:.3} s/step (measured in {:.0} s)",
                 total as f64 / self.schedule.steps_per_epoch as f64,
                 c.seconds_per_step,
                 c.seconds
-            );
+            ));
         }
         let (start, total) = (self.state.step, self.state.total_steps);
         let loader = Loader::spawn(LoaderSpec {
@@ -204,12 +215,22 @@ impl Pretraining {
             seed: t.seed,
             steps: start..total,
             prefetch: t.prefetch,
+            shard: LoaderSpec::shard_of_this_rank(),
         });
         let mut batches = LoaderBatches {
             loader,
             channels_last: cfg.model.uses_channels_last(),
+            device: self.model.vs.device(),
         };
         let mut trainer = Trainer::new(&mut self.model, cfg, self.schedule);
+        let ranks = crate::dist::size();
+        if ranks > 1 && crate::dist::is_root() {
+            let floats: i64 = trainer.shared.iter().map(|t| t.numel() as i64).sum();
+            eprintln!(
+                "data-parallel: each step all-reduces {:.2} MB of gradients ({floats} floats) over {ranks} ranks",
+                floats as f64 * 4.0 / 1e6
+            );
+        }
         if let Some(saved) = &self.opt_state {
             trainer
                 .opt
@@ -219,6 +240,8 @@ impl Pretraining {
         let mut observer = RunObserver::new(cfg, &self.run, self.state.clone(), start);
         observer.pictures = Some(&self.pictures);
         let _armed = interrupt::arm();
+        let world = crate::dist::world();
+        world.set_timeout(Some(t.collective_timeout));
         let ran = trainer
             .run(start..total, &mut batches, &mut observer)
             .map_err(|e| match e.downcast_ref::<FaultAt>() {
@@ -228,14 +251,17 @@ impl Pretraining {
                 ),
                 None => e,
             });
+        world.set_timeout(None);
         drop(batches);
         observer.bar.finish_and_clear();
         ran?;
         if let Some(stop) = observer.interrupted.take() {
             return Err(stop.into());
         }
-        self.run
-            .export_encoder(&self.model.vs, crate::method::ENCODER_PREFIX)?;
+        if crate::dist::is_root() {
+            self.run
+                .export_encoder(&self.model.vs, crate::method::ENCODER_PREFIX)?;
+        }
         let steps_run = total - start;
         let secs = observer.session.elapsed().as_secs_f64();
         let report = PretrainReport {
@@ -272,6 +298,14 @@ fn preflight(
         bail!(
             "train.batch_size is {} but the training split has only {n} images: lower --batch-size to at most {n}",
             t.batch_size
+        );
+    }
+    crate::dist::local_batch(t.batch_size).map_err(anyhow::Error::msg)?;
+    if crate::dist::size() > 1 && !spec.data_parallel() {
+        bail!(
+            "method.name = {} does not run data-parallel yet (its loss or state is not shared across              ranks): run it in one process, or use one of {}",
+            cfg.method.name,
+            crate::method::registry::names_where(|s| s.data_parallel()).join(", ")
         );
     }
     let size = cfg.crop_size(&splits.train.images);
@@ -333,7 +367,8 @@ impl<'a> RunObserver<'a> {
             session: Instant::now(),
             seconds_before,
             window: (Instant::now(), 0),
-            plain_progress: (!std::io::stderr().is_terminal()).then(Instant::now),
+            plain_progress: (!std::io::stderr().is_terminal() && crate::dist::is_root())
+                .then(Instant::now),
             last_loss: f64::NAN,
             wait_total: 0.0,
             augment_total: 0.0,
@@ -343,7 +378,13 @@ impl<'a> RunObserver<'a> {
     }
 
     fn checkpoint(&mut self, done: u64, trainer: &Trainer) -> anyhow::Result<()> {
+        // rank 0's BatchNorm statistics become every rank's: the checkpoint is the state of all
+        crate::dist::share_running_stats(&trainer.model.vs);
+        crate::dist::ranks_agree(&trainer.model.vs).map_err(anyhow::Error::msg)?;
         self.state.step = done;
+        if !crate::dist::is_root() {
+            return Ok(());
+        }
         self.state.train_seconds = self.seconds_before + self.session.elapsed().as_secs_f64();
         self.run
             .save_checkpoint(&trainer.model.vs, &trainer.opt.state(), &self.state)?;
@@ -385,13 +426,15 @@ impl StepObserver for RunObserver<'_> {
             for (name, value) in &out.metrics {
                 line[*name] = serde_json::json!(value);
             }
-            self.run.log(&line)?;
+            if crate::dist::is_root() {
+                self.run.log(&line)?;
+            }
         }
         let epoch_end = done % per_epoch == 0;
         if done % t.checkpoint_every as u64 == 0 || epoch_end || last {
             self.checkpoint(done, trainer)?;
         }
-        if epoch_end {
+        if epoch_end && crate::dist::is_root() {
             self.bar.println(format!(
                 "epoch {}/{}: loss {loss:.4}",
                 done / per_epoch,
@@ -412,7 +455,8 @@ impl StepObserver for RunObserver<'_> {
             );
             self.plain_progress = Some(Instant::now());
         }
-        if interrupt::requested() && !last {
+        // every rank stops at the same step when any of them is asked to
+        if crate::dist::any_rank(interrupt::requested()) && !last {
             if self.state.step != done {
                 self.checkpoint(done, trainer)?;
             }
@@ -428,7 +472,11 @@ impl StepObserver for RunObserver<'_> {
 }
 
 fn progress_bar(total: u64, start: u64) -> ProgressBar {
-    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr_with_hz(4));
+    let target = match crate::dist::is_root() {
+        true => ProgressDrawTarget::stderr_with_hz(4),
+        false => ProgressDrawTarget::hidden(),
+    };
+    let bar = ProgressBar::with_draw_target(Some(total), target);
     bar.set_style(
         ProgressStyle::with_template(
             "{bar:30} {pos}/{len} steps | {msg} | {elapsed_precise} ETA {eta_precise}",

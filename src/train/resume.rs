@@ -36,6 +36,8 @@ pub const RESUMABLE_CHANGES: &[&str] = &[
     "optim.final_lr",
     "train.epochs",
     "train.threads",
+    "train.device",
+    "train.collective_timeout",
     "train.prefetch",
     "train.log_every",
     "train.checkpoint_every",

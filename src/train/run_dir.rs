@@ -271,7 +271,11 @@ impl TrainedEncoder {
 /// Opens the encoder of the run in `dir`: its checkpoint's config and `backbone.*` weights
 /// (every encoder variable must be there with its shape). With `random_init`, only the
 /// architecture is read (from `config.toml`) and the encoder is initialised as the run's was.
-pub fn open_encoder(dir: &Path, random_init: bool) -> anyhow::Result<TrainedEncoder> {
+pub fn open_encoder(
+    dir: &Path,
+    random_init: bool,
+    device: tch::Device,
+) -> anyhow::Result<TrainedEncoder> {
     let run = RunDir::open(dir);
     if !dir.is_dir() {
         bail!(
@@ -281,7 +285,7 @@ pub fn open_encoder(dir: &Path, random_init: bool) -> anyhow::Result<TrainedEnco
     }
     let build = |config: TrainConfig| -> anyhow::Result<TrainedEncoder> {
         tch::manual_seed(config.train.seed as i64);
-        let vs = VarStore::new(tch::Device::Cpu);
+        let vs = VarStore::new(device);
         let side = config.planned_crop_size();
         let net = Backbone::new(
             &(vs.root() / "backbone"),

@@ -1,6 +1,7 @@
 //! One training step of [`Trainer::run`](super::Trainer::run):
 //! ```text
-//! method step (loss) → check finite → zero_grad → backward → ‖∇‖ → check finite → SGD(lr) → after_step
+//! method step (loss) → check finite → zero_grad → backward → all-reduce ∇ (data-parallel)
+//!   → ‖∇‖ → check finite → SGD(lr) → after_step
 //! ```
 
 use super::Model;
@@ -39,12 +40,14 @@ pub struct FaultAt {
 }
 
 /// Runs step `ctx.step` at learning rate `ctx.lr` on `views` (and `targets` for methods that
-/// use them). A non-finite loss or gradient stops it before the update: the trainable weights
+/// use them). In a data-parallel job the gradients of `shared` (every trainable variable, in
+/// name order) are summed over the ranks after the backward pass ([`crate::dist`]). A non-finite loss or gradient stops it before the update: the trainable weights
 /// are as they were (state the forward pass updates, such as BatchNorm statistics or DINO's
 /// centre, has moved), and the error is a [`StepFault`].
 pub fn sgd_step(
     model: &mut Model,
     opt: &mut Optimizer,
+    shared: &[Tensor],
     views: &[Tensor],
     targets: Option<&Tensor>,
     ctx: &StepContext,
@@ -56,6 +59,7 @@ pub fn sgd_step(
     }
     opt.zero_grad();
     out.loss.backward();
+    crate::dist::all_reduce_gradients(shared);
     let grad_norm = opt.grad_norm();
     if !grad_norm.is_finite() {
         return Err(StepFault::Gradient { grad_norm, loss }.into());

@@ -83,10 +83,11 @@ pub trait Batches {
     fn next_batch(&mut self) -> anyhow::Result<Batch>;
 }
 
-/// The loader's batches, as tensors in the model's memory order.
+/// The loader's batches, as tensors in the model's memory order on the model's device.
 pub struct LoaderBatches {
     pub loader: Loader,
     pub channels_last: bool,
+    pub device: tch::Device,
 }
 
 impl Batches for LoaderBatches {
@@ -96,9 +97,10 @@ impl Batches for LoaderBatches {
             .next()
             .ok_or_else(|| anyhow::anyhow!("the data loader stopped unexpectedly"))?;
         let (views, targets) = b.to_tensors(self.channels_last);
+        let on = |t: &Tensor| crate::device::to_device(t, self.device);
         Ok(Batch {
-            views,
-            targets,
+            views: views.iter().map(on).collect(),
+            targets: targets.as_ref().map(on),
             augment_s: b.augment_s,
         })
     }
@@ -143,6 +145,9 @@ pub struct Trainer<'m> {
     pub model: &'m mut Model,
     pub opt: Optimizer,
     pub schedule: Schedule,
+    /// Every trainable variable in name order: the gradients the ranks of a data-parallel job
+    /// sum (the same order on every rank; a VarStore's own order is a hash map's).
+    pub shared: Vec<Tensor>,
 }
 
 impl<'m> Trainer<'m> {
@@ -163,10 +168,20 @@ impl<'m> Trainer<'m> {
         for prefix in model.spec.constant_lr_prefixes() {
             opt.hold_lr(prefix, schedule.lr);
         }
+        let mut shared: Vec<(String, Tensor)> = model
+            .vs
+            .variables()
+            .into_iter()
+            .filter(|(_, t)| t.requires_grad())
+            .collect();
+        shared.sort_by(|a, b| a.0.cmp(&b.0));
+        // every rank starts from rank 0's weights and state
+        crate::dist::broadcast_from_root(&model.vs);
         Trainer {
             model,
             opt,
             schedule,
+            shared: shared.into_iter().map(|(_, t)| t).collect(),
         }
     }
 
@@ -188,6 +203,7 @@ impl<'m> Trainer<'m> {
             let done = sgd_step(
                 self.model,
                 &mut self.opt,
+                &self.shared,
                 &batch.views,
                 batch.targets.as_ref(),
                 &ctx,
