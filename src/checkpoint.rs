@@ -210,6 +210,18 @@ mod tests {
         }
     }
 
+    /// Tensors of the training device (a GPU where libtorch sees one, else the CPU) are written
+    /// from host copies and load as CPU tensors: checkpoints cross devices both ways.
+    #[test]
+    fn tensors_of_the_training_device_load_on_the_cpu() {
+        let device = crate::device::resolve("auto").unwrap();
+        let t = Tensor::arange(6, (Kind::Float, device)).view([2, 3]);
+        let bytes = to_bytes(&[("w".into(), t.shallow_clone())], HashMap::new());
+        let (back, _) = from_bytes(&bytes).unwrap();
+        assert_eq!(back[0].1.device(), Device::Cpu);
+        assert!(back[0].1.equal(&t.to_device(Device::Cpu)));
+    }
+
     #[test]
     fn round_trip_keeps_values_shapes_and_metadata() {
         let dir = tempfile::tempdir().unwrap();

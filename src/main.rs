@@ -390,7 +390,9 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.is::<train::interrupt::Interrupted>() => {
-            eprintln!("{e}");
+            if selfsup::dist::is_root() {
+                eprintln!("{e}"); // every rank stopped at the same step; one says so
+            }
             ExitCode::from(130)
         }
         // one rank's error ends the whole job: the others would wait for it forever

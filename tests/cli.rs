@@ -289,6 +289,16 @@ fn bad_flags_and_values_get_one_clear_message() {
         ),
         (vec!["finetune", "--run", "/no/such/run"], "/no/such/run"),
         (
+            vec!["pretrain", "--device", "gpu"],
+            "train.device is \"gpu\"",
+        ),
+        (vec!["pretrain", "--device", "cuda:x"], "cuda:N"),
+        (
+            vec!["pretrain", "--set", "train.collective_timeout=0"],
+            "train.collective_timeout",
+        ),
+        (vec!["dist-check", "--images", "1"], "--images is 1"),
+        (
             vec![
                 "pretrain",
                 "--method",
@@ -630,4 +640,87 @@ fn finetune_reports_test_accuracy_for_a_run_and_its_random_init() {
         "{}",
         text(&o)
     );
+}
+
+#[test]
+fn asking_for_a_gpu_where_libtorch_sees_none_says_what_to_pass() {
+    if tch::Cuda::is_available() {
+        return; // a GPU machine: scripts/gpu-check.sh trains there
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r");
+    for args in [
+        vec![
+            "pretrain",
+            "--device",
+            "cuda",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        vec!["bench", "--device", "cuda:0"],
+    ] {
+        let o = run(selfsup().args(&args));
+        let t = text(&o);
+        assert!(!o.status.success(), "{args:?}: {t}");
+        assert!(
+            t.contains("no CUDA device") && t.contains("--device cpu"),
+            "{args:?}: {t}"
+        );
+        assert!(!t.contains("panicked"), "{t}");
+    }
+    assert!(!out.join("checkpoint.safetensors").exists());
+}
+
+#[test]
+fn the_run_header_names_the_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r");
+    let mut args = vec![
+        "pretrain".to_string(),
+        "--epochs".into(),
+        "1".into(),
+        "--no-eval".into(),
+    ];
+    args.extend(tiny(&out));
+    args.extend(["--device".into(), "cpu".into()]);
+    let o = run(selfsup().args(&args));
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("device: cpu"), "{}", text(&o));
+    // a run trained on one device evaluates on another (here both the CPU; on a GPU machine auto)
+    let o = run(selfsup().args(["eval", "--run", out.to_str().unwrap(), "--device", "auto"]));
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+/// A build without `--features mpi` started by mpirun as one of several ranks would train alone
+/// W times: it refuses, saying how to build with MPI.
+#[cfg(not(feature = "mpi"))]
+#[test]
+fn a_build_without_mpi_started_as_several_ranks_refuses_to_train_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r");
+    let o = run(selfsup().env("OMPI_COMM_WORLD_SIZE", "2").args([
+        "pretrain",
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    let t = text(&o);
+    assert!(!o.status.success(), "{t}");
+    assert!(t.contains("--features mpi") && t.contains("2 ranks"), "{t}");
+    assert!(!out.exists());
+}
+
+/// The linker's `--as-needed` drops `libtorch_cuda` (nothing references its symbols), and then
+/// libtorch sees no GPU on a GPU machine: build.rs links it explicitly where libtorch has it.
+#[test]
+fn the_binary_links_libtorch_cuda_where_libtorch_has_it() {
+    let lib = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/libtorch/lib");
+    if !lib.join("libtorch_cuda.so").exists() {
+        return; // a CPU-only libtorch: nothing to link
+    }
+    let o = std::process::Command::new("readelf")
+        .args(["-d", env!("CARGO_BIN_EXE_selfsup")])
+        .output()
+        .expect("readelf (binutils) runs");
+    let t = String::from_utf8_lossy(&o.stdout);
+    assert!(t.contains("[libtorch_cuda.so]"), "not linked: {t}");
 }
