@@ -25,8 +25,8 @@ mod mpi_world;
 mod tensor;
 
 pub use tensor::{
-    all_reduce_gradients, any_rank, broadcast_from_root, gather_rows, global_mean, ranks_agree,
-    share_running_stats,
+    all_reduce_gradients, any_rank, broadcast_from_root, gather_rows, global_mean, mean_over_ranks,
+    ranks_agree, share_running_stats,
 };
 
 use std::sync::OnceLock;

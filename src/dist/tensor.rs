@@ -49,6 +49,20 @@ pub fn global_mean(loss: &Tensor) -> Tensor {
     share + rest
 }
 
+/// The mean over the ranks of `t` (detached; the same on every rank): the global batch's
+/// mean of a per-rank batch mean, for equal shards (DINO's centre). One process: `t`.
+pub fn mean_over_ranks(t: &Tensor) -> Tensor {
+    let w = world();
+    if w.world() == 1 {
+        return t.detach();
+    }
+    let mut buf: Vec<f32> = host_vec(&t.detach().to_kind(Kind::Float));
+    w.all_reduce_sum_f32(&mut buf, "all-reduce of a batch mean");
+    (Tensor::from_slice(&buf).view(t.size().as_slice()) / w.world() as f64)
+        .to_kind(t.kind())
+        .to_device(t.device())
+}
+
 /// `g ← Σ_ranks g` for the gradient of every tensor in `params` (one flat f32 buffer, as
 /// Horovod fuses them; a parameter without a gradient contributes zeros). Returns the bytes
 /// this rank sends per step (the buffer's size). One process: nothing, 0.

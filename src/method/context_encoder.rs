@@ -81,6 +81,11 @@ const DISC: &str = "disc";
 const DISC_OPT: &str = "disc_opt";
 
 impl MethodSpec for ContextEncoderConfig {
+    /// Data-parallel: global means of the generator and discriminator losses; the discriminator's gradients are summed over the ranks before its own update.
+    fn data_parallel(&self) -> bool {
+        true
+    }
+
     fn check(&self) -> Result<(), String> {
         let s = "method.context_encoder";
         unit_interval(&format!("{s}.region_fraction"), self.region_fraction)?;
@@ -195,13 +200,19 @@ impl Method for ContextEncoder {
         let x = views[0].contiguous();
         let (hidden, m) = self.hide(&x, ctx.step);
         let (recon, h) = self.net.forward(&hidden, true);
-        let rec = ((&recon - &x).square() * &m).sum(Kind::Float)
-            / (m.sum(Kind::Float) * 3.0).clamp_min(1.0);
+        // data-parallel: each a global mean (the same hole size in every image: equal weights)
+        let mean = crate::dist::global_mean;
+        let rec = mean(
+            &(((&recon - &x).square() * &m).sum(Kind::Float)
+                / (m.sum(Kind::Float) * 3.0).clamp_min(1.0)),
+        );
         let completed = &hidden + &recon * &m;
-        let adv = bce(&self.disc.forward(&completed), 1.0);
-        let d_loss = (bce(&self.disc.forward(&x), 1.0)
-            + bce(&self.disc.forward(&completed.detach()), 0.0))
-            * 0.5;
+        let adv = mean(&bce(&self.disc.forward(&completed), 1.0));
+        let d_loss = mean(
+            &((bce(&self.disc.forward(&x), 1.0)
+                + bce(&self.disc.forward(&completed.detach()), 0.0))
+                * 0.5),
+        );
         let d = d_loss.double_value(&[]);
         if !d.is_finite() {
             self.pending = None;
@@ -233,6 +244,13 @@ impl Method for ContextEncoder {
         if let Some(d_loss) = self.pending.take() {
             self.opt.zero_grad();
             d_loss.backward();
+            let params: Vec<Tensor> = self
+                .opt
+                .params()
+                .iter()
+                .map(|(_, p)| p.shallow_clone())
+                .collect();
+            crate::dist::all_reduce_gradients(&params); // data-parallel: summed over the ranks
             self.opt.step(self.cfg.disc_lr);
         }
     }

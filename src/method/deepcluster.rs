@@ -63,6 +63,11 @@ impl MethodSection for DeepClusterConfig {
 }
 
 impl MethodSpec for DeepClusterConfig {
+    /// Data-parallel: the global mean of the loss; every rank writes the gathered global batch into its bank (each builds and clusters the same bank).
+    fn data_parallel(&self) -> bool {
+        true
+    }
+
     fn check(&self) -> Result<(), String> {
         check_prototypes("deepcluster", self.prototypes)?;
         positive(
@@ -259,9 +264,11 @@ impl Method for DeepCluster {
             .index_select(0, idx)
             .to_kind(Kind::Int64)
             .repeat([views.len() as i64]); // [VK]
-        let loss = logits.cross_entropy_for_logits(&y);
+        let loss = crate::dist::global_mean(&logits.cross_entropy_for_logits(&y));
         let za = z[0].narrow(0, 0, k).detach();
-        self.pending = Some((za.shallow_clone(), idx.shallow_clone()));
+        // data-parallel: the global batch's rows and indices, the same bank on every rank
+        let gathered = (crate::dist::gather_rows(&za), crate::dist::gather_rows(idx));
+        self.pending = Some(gathered);
         Ok(StepOutput {
             loss,
             embeddings: za,

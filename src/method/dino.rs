@@ -70,6 +70,11 @@ impl MethodSection for DinoConfig {
 }
 
 impl MethodSpec for DinoConfig {
+    /// Data-parallel: the global mean of the cross-view loss; the centre moves by the global batch mean of the teacher outputs.
+    fn data_parallel(&self) -> bool {
+        true
+    }
+
     fn check(&self) -> Result<(), String> {
         check_prototypes("dino", self.prototypes)?;
         positive(
@@ -183,8 +188,14 @@ impl Method for Dino {
             .softmax(1, Kind::Float)
             .split(k, 0);
         let loss = cross_view_loss(&targets, &student, self.cfg.prototype_temperature)?;
+        let loss = crate::dist::global_mean(&loss); // data-parallel: the global batch's mean
         tch::no_grad(|| {
-            let batch_mean = teacher_out.mean_dim([0i64].as_slice(), true, Kind::Float);
+            // data-parallel: the global batch's mean (equal shards), the same centre on every rank
+            let batch_mean = crate::dist::mean_over_ranks(&teacher_out.mean_dim(
+                [0i64].as_slice(),
+                true,
+                Kind::Float,
+            ));
             let mut c = self.center.shallow_clone();
             let m = self.cfg.center_momentum;
             let _ = c.g_mul_scalar_(m).g_add_(&(batch_mean * (1.0 - m)));

@@ -51,6 +51,11 @@ impl MethodSection for NnclrConfig {
 }
 
 impl MethodSpec for NnclrConfig {
+    /// Data-parallel: in-batch InfoNCE over the gathered global batch; every rank enqueues the same global embeddings.
+    fn data_parallel(&self) -> bool {
+        true
+    }
+
     fn check(&self) -> Result<(), String> {
         positive("method.nnclr.temperature", self.temperature)?;
         check_queue_size("nnclr", self.queue_size)
@@ -121,11 +126,13 @@ impl Method for Nnclr {
         let z = l2_normalize(&g.detach()); // [2K, D]
         let support = self.support.negatives(); // [S, D]
         let nn_z = nearest_neighbours(&z, &support); // [2K, D], no gradient
-        let (nn_a, nn_b) = (nn_z.narrow(0, 0, k), nn_z.narrow(0, k, k));
-        let (p_a, p_b) = (p.narrow(0, 0, k), p.narrow(0, k, k));
+                                                     // data-parallel: the global batch [W·K, D] (identity in one process)
+        let all = |t: Tensor| crate::dist::gather_rows(&t);
+        let (nn_a, nn_b) = (all(nn_z.narrow(0, 0, k)), all(nn_z.narrow(0, k, k)));
+        let (p_a, p_b) = (all(p.narrow(0, 0, k)), all(p.narrow(0, k, k)));
         let t = self.temperature;
         let loss = (info_nce_in_batch(&nn_a, &p_b, t)? + info_nce_in_batch(&nn_b, &p_a, t)?) * 0.5;
-        self.pending = Some(z.narrow(0, 0, k));
+        self.pending = Some(all(z.narrow(0, 0, k)));
         Ok(StepOutput {
             loss,
             embeddings: g.narrow(0, 0, k).detach(),

@@ -32,6 +32,11 @@ impl MethodSection for SupConConfig {
 }
 
 impl MethodSpec for SupConConfig {
+    /// Data-parallel: the supervised contrastive loss of the gathered global batch and its labels.
+    fn data_parallel(&self) -> bool {
+        true
+    }
+
     fn check(&self) -> Result<(), String> {
         positive("method.supcon.temperature", self.temperature)
     }
@@ -79,7 +84,12 @@ impl Method for SupCon {
         let z = self
             .projection
             .forward_t(&self.backbone.forward_t(&x, true), true);
-        let loss = supcon(&z, &Tensor::cat(&[y, y], 0), self.temperature)?;
+        // data-parallel: the global batch and its labels (identity in one process)
+        let (z_all, y_all) = (
+            crate::dist::gather_rows(&z),
+            crate::dist::gather_rows(&Tensor::cat(&[y, y], 0)),
+        );
+        let loss = supcon(&z_all, &y_all, self.temperature)?;
         Ok(StepOutput {
             loss,
             embeddings: z.narrow(0, 0, k).detach(),

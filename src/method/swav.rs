@@ -54,6 +54,11 @@ pub fn check_prototypes(method: &str, p: usize) -> Result<(), String> {
 }
 
 impl MethodSpec for SwAVConfig {
+    /// Data-parallel: Sinkhorn codes of the gathered global batch (each rank keeps its rows) and the global mean of the loss.
+    fn data_parallel(&self) -> bool {
+        true
+    }
+
     fn check(&self) -> Result<(), String> {
         check_prototypes("swav", self.prototypes)?;
         positive(
@@ -156,11 +161,18 @@ impl Method for SwAV {
             .iter()
             .flat_map(|z| z.matmul(&self.prototypes.tr()).split(k, 0))
             .collect(); // V × [K, P]
+                        // data-parallel: codes of the global batch [W·K, P] (its normalisation couples the
+                        // images), this rank's rows kept; identity in one process
+        let first = crate::dist::first_row(k);
         let codes: Vec<Tensor> = scores[..2]
             .iter()
-            .map(|s| sinkhorn(s, self.epsilon, SINKHORN_ITERATIONS))
+            .map(|s| {
+                let all = crate::dist::gather_rows(&s.detach());
+                sinkhorn(&all, self.epsilon, SINKHORN_ITERATIONS).narrow(0, first, k)
+            })
             .collect();
         let loss = cross_view_loss(&codes, &scores, self.temperature)?;
+        let loss = crate::dist::global_mean(&loss);
         Ok(StepOutput {
             loss,
             embeddings: z[0].narrow(0, 0, k).detach(),
