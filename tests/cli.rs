@@ -350,60 +350,7 @@ fn batch_larger_than_the_data_is_refused_before_training() {
 #[test]
 fn every_method_and_two_view_loss_trains_from_the_cli() {
     let dir = tempfile::tempdir().unwrap();
-    let runs: Vec<Vec<&str>> = vec![
-        vec!["--method", "moco", "--set", "method.queue_size=64"],
-        vec!["--method", "byol"],
-        vec!["--method", "simsiam"],
-        vec!["--method", "barlow_twins"],
-        vec!["--method", "vicreg"],
-        vec![
-            "--method",
-            "swav",
-            "--small-crops",
-            "2",
-            "--set",
-            "method.prototypes=20",
-        ],
-        vec![
-            "--method",
-            "dino",
-            "--small-crops",
-            "2",
-            "--set",
-            "method.prototypes=32",
-        ],
-        vec!["--method", "supcon"],
-        vec![
-            "--method",
-            "deepcluster",
-            "--small-crops",
-            "2",
-            "--set",
-            "method.prototypes=20",
-            "--set",
-            "train.epochs=2", // re-clusters at the start of epoch 2
-        ],
-        vec!["--method", "nnclr", "--set", "method.queue_size=64"],
-        // the pretext tasks at their default sizes (the 16-px shapes upsampled to 64 and 96)
-        vec!["--method", "rotation"],
-        vec!["--method", "relative_patch"],
-        vec!["--method", "jigsaw", "--set", "method.permutations=10"],
-        // self-prediction, and DINO on a ViT
-        vec!["--method", "mae", "--backbone", "vit_tiny"],
-        vec!["--method", "denoising_ae"],
-        vec!["--method", "context_encoder"],
-        vec![
-            "--method",
-            "dino",
-            "--backbone",
-            "vit_tiny",
-            "--set",
-            "method.prototypes=32",
-        ],
-        vec!["--loss", "dcl"],
-        vec!["--loss", "nt_xent_tiled", "--set", "method.tile_rows=5"],
-        vec!["--loss", "triplet"],
-    ];
+    let runs = common::method_runs();
     // every registered method is here (simclr is the default, the --loss runs)
     for name in selfsup::method::registry::names() {
         assert!(

@@ -48,3 +48,63 @@ pub fn text(o: &Output) -> String {
         String::from_utf8_lossy(&o.stderr)
     )
 }
+
+/// One CLI run per registered method (and a few `--loss` variants of SimCLR), at settings that
+/// fit the tiny data: the extra arguments of `pretrain`. The tests that cover every method
+/// (tests/cli.rs, tests/mpi.rs) take these; tests/cli.rs fails when a registered method has none.
+pub fn method_runs() -> Vec<Vec<&'static str>> {
+    vec![
+        vec!["--method", "moco", "--set", "method.queue_size=64"],
+        vec!["--method", "byol"],
+        vec!["--method", "simsiam"],
+        vec!["--method", "barlow_twins"],
+        vec!["--method", "vicreg"],
+        vec![
+            "--method",
+            "swav",
+            "--small-crops",
+            "2",
+            "--set",
+            "method.prototypes=20",
+        ],
+        vec![
+            "--method",
+            "dino",
+            "--small-crops",
+            "2",
+            "--set",
+            "method.prototypes=32",
+        ],
+        vec!["--method", "supcon"],
+        vec![
+            "--method",
+            "deepcluster",
+            "--small-crops",
+            "2",
+            "--set",
+            "method.prototypes=20",
+            "--set",
+            "train.epochs=2", // re-clusters at the start of epoch 2
+        ],
+        vec!["--method", "nnclr", "--set", "method.queue_size=64"],
+        // the pretext tasks at their default sizes (the 16-px shapes upsampled to 64 and 96)
+        vec!["--method", "rotation"],
+        vec!["--method", "relative_patch"],
+        vec!["--method", "jigsaw", "--set", "method.permutations=10"],
+        // self-prediction, and DINO on a ViT
+        vec!["--method", "mae", "--backbone", "vit_tiny"],
+        vec!["--method", "denoising_ae"],
+        vec!["--method", "context_encoder"],
+        vec![
+            "--method",
+            "dino",
+            "--backbone",
+            "vit_tiny",
+            "--set",
+            "method.prototypes=32",
+        ],
+        vec!["--loss", "dcl"],
+        vec!["--loss", "nt_xent_tiled", "--set", "method.tile_rows=5"],
+        vec!["--loss", "triplet"],
+    ]
+}
