@@ -43,10 +43,10 @@ pub fn global_mean(loss: &Tensor) -> Tensor {
         return loss.shallow_clone();
     }
     let share = loss / w.world() as f64;
-    let mut v = [share.double_value(&[])];
-    w.all_reduce_sum_f64(&mut v, "all-reduce of a loss");
-    let rest = v[0] - share.double_value(&[]);
-    share + rest
+    let mine = share.double_value(&[]);
+    let mut total = [mine];
+    w.all_reduce_sum_f64(&mut total, "all-reduce of a loss");
+    share + (total[0] - mine) // the others' shares as a constant: value global, gradient mine
 }
 
 /// The mean over the ranks of `t` (detached; the same on every rank): the global batch's
