@@ -42,26 +42,6 @@ fn encoder(vs: &nn::VarStore) -> nn::Sequential {
         .add(nn::linear(&p / "fc2", 32, 16, Default::default()))
 }
 
-/// The variables of `vs` with gradients, in name order.
-fn params(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
-    let mut v: Vec<(String, Tensor)> = vs.trainable_variables_named();
-    v.sort_by(|a, b| a.0.cmp(&b.0));
-    v
-}
-
-trait NamedVariables {
-    fn trainable_variables_named(&self) -> Vec<(String, Tensor)>;
-}
-
-impl NamedVariables for nn::VarStore {
-    fn trainable_variables_named(&self) -> Vec<(String, Tensor)> {
-        self.variables()
-            .into_iter()
-            .filter(|(_, t)| t.requires_grad())
-            .collect()
-    }
-}
-
 /// Runs the check on `k` image pairs (a multiple of the ranks); the same rows on every rank.
 pub fn run(k: i64) -> anyhow::Result<Vec<CheckRow>> {
     let w = world();
@@ -89,12 +69,12 @@ pub fn run(k: i64) -> anyhow::Result<Vec<CheckRow>> {
         let (xa, xb) = (x_a.narrow(0, first, local), x_b.narrow(0, first, local));
         let (dist_loss, dist_queue) = objective(loss, &f, &xa, &xb, &queue_init, true)?;
         dist_loss.backward();
-        let p = params(&vs);
+        let p = crate::optim::trainable_by_name(&vs);
         all_reduce_gradients(&p.iter().map(|(_, t)| t.shallow_clone()).collect::<Vec<_>>());
         // one process: all K rows, no communication
         let (one_loss, one_queue) = objective(loss, &g, &x_a, &x_b, &queue_init, false)?;
         one_loss.backward();
-        let q = params(&one);
+        let q = crate::optim::trainable_by_name(&one);
         let mut grad_diff = 0f64;
         let mut grad_max = 0f64;
         for ((n1, a), (n2, b)) in p.iter().zip(&q) {

@@ -116,12 +116,8 @@ impl MethodSpec for ContextEncoderConfig {
     fn build(&self, vs: &nn::VarStore, ctx: &BuildContext) -> anyhow::Result<Box<dyn Method>> {
         let net = EncoderDecoder::new(vs, ctx)?;
         let disc = discriminator(&(vs.root() / DISC));
-        let mut params: Vec<(String, Tensor)> = vs
-            .variables()
-            .into_iter()
-            .filter(|(n, t)| n.starts_with("disc.") && t.requires_grad())
-            .collect();
-        params.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut params = crate::optim::trainable_by_name(vs);
+        params.retain(|(n, _)| n.starts_with("disc."));
         let o = vs.root() / DISC_OPT;
         let steps = o.zeros_no_train("step", &[1]);
         let opt = AdamW::with_state(

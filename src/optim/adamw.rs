@@ -40,12 +40,7 @@ pub fn decays(name: &str, shape: &[i64]) -> bool {
 impl AdamW {
     /// Optimises every trainable variable of `vs`, in name order; its moments are plain tensors.
     pub fn new(vs: &VarStore, betas: (f64, f64), weight_decay: f64) -> Self {
-        let mut params: Vec<(String, Tensor)> = vs
-            .variables()
-            .into_iter()
-            .filter(|(_, t)| t.requires_grad())
-            .collect();
-        params.sort_by(|a, b| a.0.cmp(&b.0));
+        let params = super::trainable_by_name(vs);
         let steps = Tensor::zeros([1], (Kind::Float, vs.device()));
         Self::with_state(params, betas, weight_decay, |_, p| p.zeros_like(), steps)
     }

@@ -35,6 +35,19 @@ impl OptimizerName {
     }
 }
 
+/// The trainable variables of `vs` (those that require a gradient; BatchNorm statistics do
+/// not), in name order: the order optimisers keep their state in and the ranks of a
+/// data-parallel job reduce gradients in (a VarStore's own order is a hash map's).
+pub fn trainable_by_name(vs: &tch::nn::VarStore) -> Vec<(String, Tensor)> {
+    let mut params: Vec<(String, Tensor)> = vs
+        .variables()
+        .into_iter()
+        .filter(|(_, t)| t.requires_grad())
+        .collect();
+    params.sort_by(|a, b| a.0.cmp(&b.0));
+    params
+}
+
 /// AdamW's β when `optim.betas` is unset: MAE's (0.9, 0.95).
 pub fn adamw_default_betas() -> (f64, f64) {
     (0.9, 0.95)

@@ -22,13 +22,7 @@ pub struct Sgd {
 impl Sgd {
     /// Optimises every trainable variable of `vs`, in name order.
     pub fn new(vs: &VarStore, momentum: f64, weight_decay: f64) -> Self {
-        // Trainable variables are those that require a gradient (BatchNorm running stats do not).
-        let mut params: Vec<(String, Tensor)> = vs
-            .variables()
-            .into_iter()
-            .filter(|(_, t)| t.requires_grad())
-            .collect();
-        params.sort_by(|a, b| a.0.cmp(&b.0));
+        let params = super::trainable_by_name(vs);
         let momentum_buffers = params.iter().map(|(_, p)| p.zeros_like()).collect();
         Sgd {
             held_lr: vec![None; params.len()],

@@ -168,13 +168,7 @@ impl<'m> Trainer<'m> {
         for prefix in model.spec.constant_lr_prefixes() {
             opt.hold_lr(prefix, schedule.lr);
         }
-        let mut shared: Vec<(String, Tensor)> = model
-            .vs
-            .variables()
-            .into_iter()
-            .filter(|(_, t)| t.requires_grad())
-            .collect();
-        shared.sort_by(|a, b| a.0.cmp(&b.0));
+        let shared = crate::optim::trainable_by_name(&model.vs);
         // every rank starts from rank 0's weights and state
         crate::dist::broadcast_from_root(&model.vs);
         Trainer {
