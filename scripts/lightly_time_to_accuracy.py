@@ -7,7 +7,11 @@ scale (0.08, 1), CIFAR-10 normalisation; ResNet-18 CIFAR stem at width W (the mo
 τ 0.2; SGD lr 0.3, momentum 0.9, wd 5e-4; linear warm-up over half an epoch, then a cosine decay
 over the remaining *time*, so the schedule ends with the budget; DataLoader with 2 workers.
 
-    /opt/torchref/bin/python scripts/lightly_time_to_accuracy.py data/cifar10 30 0.25 256
+    /opt/torchref/bin/python scripts/lightly_time_to_accuracy.py data/cifar10 30 0.25 256 [2,5,10,20]
+
+The optional fifth argument lists minutes at which the encoder is also evaluated on the way (the
+time-to-accuracy curve of one run): the training clock stops during those evaluations, and each
+prints a line `curve: MIN min, kNN top-1 ACC %` (the final evaluation prints one too).
 """
 import math, os, sys, time
 import torch, torch.nn as nn, torchvision
@@ -44,7 +48,14 @@ def knn_top1(train, train_y, test, test_y, k=200, t=0.1, classes=10):
     return correct / len(test)
 
 
-def main(root, minutes=30.0, width=0.25, batch=256, workers=2):
+def evaluate(enc, root):
+    """kNN top-1 of the encoder's features: train split as the bank, test split as queries."""
+    tr, tr_y = features(enc, os.path.join(root, "train"))
+    te, te_y = features(enc, os.path.join(root, "test"))
+    return knn_top1(tr, tr_y, te, te_y)
+
+
+def main(root, minutes=30.0, width=0.25, batch=256, at=(), workers=2):
     torch.manual_seed(0)
     transform = SimCLRTransform(input_size=32, cj_strength=0.5, gaussian_blur=0.0, min_scale=0.08,
                                 normalize={"mean": MEAN, "std": STD})
@@ -58,9 +69,17 @@ def main(root, minutes=30.0, width=0.25, batch=256, workers=2):
     crit = NTXentLoss(temperature=0.2)
     budget, warmup = minutes * 60.0, len(loader) // 2
     step, t0, done = 0, time.perf_counter(), False
+    pending = sorted(a for a in at if a < minutes)
     while not done:
         for (x0, x1), _ in loader:
             elapsed = time.perf_counter() - t0
+            if pending and elapsed >= pending[0] * 60.0:
+                t_eval = time.perf_counter()
+                print(f"curve: {elapsed / 60:.2f} min, {step} steps, kNN top-1 {100 * evaluate(enc, root):.2f} %", flush=True)
+                model.train()
+                t0 += time.perf_counter() - t_eval  # the training clock stops while evaluating
+                pending.pop(0)
+                elapsed = time.perf_counter() - t0
             if elapsed >= budget:
                 done = True
                 break
@@ -82,9 +101,8 @@ def main(root, minutes=30.0, width=0.25, batch=256, workers=2):
                       f"{step * batch / elapsed:.0f} img/s", flush=True)
     train_s = time.perf_counter() - t0
     t1 = time.perf_counter()
-    tr, tr_y = features(enc, os.path.join(root, "train"))
-    te, te_y = features(enc, os.path.join(root, "test"))
-    acc = knn_top1(tr, tr_y, te, te_y)
+    acc = evaluate(enc, root)
+    print(f"curve: {train_s / 60:.2f} min, {step} steps, kNN top-1 {100 * acc:.2f} %", flush=True)
     print(f"lightly {__import__('lightly').__version__} torch {torch.__version__} threads={torch.get_num_threads()} "
           f"workers={workers} width={width} batch={batch}: {step} steps ({step / len(loader):.2f} epochs) in "
           f"{train_s / 60:.1f} min, {step * batch / train_s:.1f} img/s; kNN top-1 {100 * acc:.2f} % "
@@ -94,4 +112,4 @@ def main(root, minutes=30.0, width=0.25, batch=256, workers=2):
 if __name__ == "__main__":
     a = sys.argv[1:]
     main(a[0], float(a[1]) if len(a) > 1 else 30.0, float(a[2]) if len(a) > 2 else 0.25,
-         int(a[3]) if len(a) > 3 else 256)
+         int(a[3]) if len(a) > 3 else 256, [float(m) for m in a[4].split(",")] if len(a) > 4 else ())

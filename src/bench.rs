@@ -184,6 +184,7 @@ pub fn time_end_to_end(
         steps: 0..total,
         prefetch: cfg.train.prefetch,
         shard: LoaderSpec::shard_of_this_rank(),
+        early: None,
     });
     let mut batches = LoaderBatches {
         loader,

@@ -152,7 +152,9 @@ pub fn pretrain(a: &PretrainArgs) -> anyhow::Result<()> {
                 kind,
             )?;
             print_eval("after pretraining", &r);
-            run.log(&serde_json::json!({ "eval": r, "step": report.total_steps }))?;
+            run.log(&serde_json::json!({
+                "eval": r, "step": report.total_steps, "train_minutes": report.train_seconds / 60.0,
+            }))?;
         }
         None => eprintln!("no labeled test split: skipping kNN evaluation"),
     }

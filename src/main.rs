@@ -46,6 +46,10 @@ enum Command {
 /// Settings shared by every command: a TOML file and overrides. Flags are overrides too.
 #[derive(Args, Clone, Default)]
 pub struct ConfigArgs {
+    /// Named settings measured together, under the config file and the flags: fast-cpu (a
+    /// good encoder fast on a few CPU cores; README "A good encoder fast").
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(selfsup::config::presets::names()))]
+    preset: Option<String>,
     /// TOML config file (sections data, model, method, optim, train, eval). Unknown keys are errors.
     #[arg(long, short)]
     config: Option<PathBuf>,
@@ -143,6 +147,14 @@ impl ConfigArgs {
 
     /// Like [`ConfigArgs::load`], on top of `start` instead of the defaults.
     fn load_onto(&self, start: TrainConfig) -> anyhow::Result<TrainConfig> {
+        let start = match &self.preset {
+            Some(name) => {
+                let preset =
+                    selfsup::config::presets::settings(name).map_err(anyhow::Error::msg)?;
+                TrainConfig::load_onto(start, None, &preset)?
+            }
+            None => start,
+        };
         Ok(TrainConfig::load_onto(
             start,
             self.config.as_deref(),

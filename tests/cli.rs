@@ -453,6 +453,16 @@ fn a_time_budget_fits_the_schedule_to_the_steps_that_fit() {
     let t = text(&o);
     assert!(o.status.success(), "{t}");
     assert!(t.contains("time budget 0.05 min:"), "{t}");
+    // re-timed on the way, the run kept its budget (loosely: a debug build on a shared CI core)
+    assert!(t.contains("re-timed at step 25:"), "{t}");
+    let state = selfsup::train::load_checkpoint(&out.join("checkpoint.safetensors"))
+        .unwrap()
+        .state;
+    assert!(
+        (1.5..4.5).contains(&state.train_seconds),
+        "{} s trained for a 3 s budget",
+        state.train_seconds
+    );
     let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
     let last: serde_json::Value = serde_json::from_str(metrics.lines().last().unwrap()).unwrap();
     let steps = last["step"].as_u64().unwrap();
@@ -463,6 +473,84 @@ fn a_time_budget_fits_the_schedule_to_the_steps_that_fit() {
         t.contains(&format!("pretrained {steps} steps (of {steps})")),
         "{t}"
     );
+}
+
+/// Progressive resolution under a budget: both sizes calibrated, re-timed in the warm-up
+/// (the switch moves with the length) and again after the switch, the cosine run to its end.
+#[test]
+fn progressive_resolution_under_a_budget_retimes_at_both_sizes() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let o = run(selfsup().arg("pretrain").args(tiny(&out)).args([
+        "--epochs",
+        "400",
+        "--minutes",
+        "0.1",
+        "--no-eval",
+        "--set",
+        "data.progressive_size=8",
+    ]));
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(
+        t.contains("s/step at full size"),
+        "both sizes calibrated: {t}"
+    );
+    assert!(
+        t.contains("progressive resolution: 8 px views for steps 1.."),
+        "{t}"
+    );
+    let state = selfsup::train::load_checkpoint(&out.join("checkpoint.safetensors"))
+        .unwrap()
+        .state;
+    let switch = state.switch_step.unwrap();
+    assert_eq!(state.retimed_at.len(), 2, "{t}");
+    assert_eq!(state.retimed_at[1], switch + 25, "{t}");
+    assert!(
+        t.contains(&format!("s/step since step {}", switch + 5)),
+        "{t}"
+    );
+    // the switch sits at 3/4 of the final length but for the second re-timing's change
+    let second = t.split("re-timed at step").nth(2).unwrap();
+    assert!(second.contains("steps in all"), "{t}");
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let last: serde_json::Value = serde_json::from_str(metrics.lines().last().unwrap()).unwrap();
+    assert_eq!(last["step"].as_u64().unwrap(), state.total_steps);
+    assert!(last["lr"].as_f64().unwrap() < 0.02 * 0.3, "{last}");
+}
+
+#[test]
+fn progressive_resolution_refuses_what_cannot_change_size() {
+    let dir = tempfile::tempdir().unwrap();
+    for (extra, want) in [
+        (vec!["--set", "data.progressive_size=16"], "must be smaller"),
+        (
+            vec![
+                "--set",
+                "data.progressive_size=8",
+                "--backbone",
+                "vit_tiny",
+                "--patch-size",
+                "4",
+            ],
+            "position embeddings",
+        ),
+        (
+            vec![
+                "--set",
+                "data.progressive_size=8",
+                "--set",
+                "data.progressive_fraction=1",
+            ],
+            "data.progressive_fraction is 1",
+        ),
+    ] {
+        let out = dir.path().join("run");
+        let o = run(selfsup().arg("pretrain").args(tiny(&out)).args(&extra));
+        let t = text(&o);
+        assert!(!o.status.success() && t.contains(want), "{extra:?}: {t}");
+        assert!(!out.join("checkpoint.safetensors").exists(), "{t}");
+    }
 }
 
 #[test]

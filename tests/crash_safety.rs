@@ -179,6 +179,18 @@ fn an_interrupted_and_resumed_mae_run_repeats_its_losses_exactly() {
     ]);
 }
 
+/// Progressive resolution: 8-px views for the first half of the steps, then the images' 16;
+/// the resumed session crosses the switch where the uninterrupted run did.
+#[test]
+fn an_interrupted_and_resumed_progressive_resolution_run_repeats_its_losses_exactly() {
+    resumes_exactly(&[
+        "--set",
+        "data.progressive_size=8",
+        "--set",
+        "data.progressive_fraction=0.5",
+    ]);
+}
+
 /// Runs `tiny` settings (plus `extra`) for 8 epochs whole, then again killed past step 9 and
 /// resumed; the losses of every step must be equal.
 fn resumes_exactly(extra: &[&str]) {
@@ -274,15 +286,27 @@ fn a_resumed_time_budget_run_keeps_its_fitted_length_and_schedule() {
         !t.contains("time budget"),
         "a resumed run does not measure again: {t}"
     );
-    assert!(t.contains(&format!("(of {})", state.total_steps)), "{t}");
-    // every step, before and after the kill, follows the schedule fitted to the budget:
-    // 5 steps per epoch, warm-up min(round(0.5 × 5), total / 4), peak 0.3
-    let total = state.total_steps;
-    let warmup = 3u64.min(total / 4);
+    // the resumed session re-timed the run once, 25 steps after it started
+    let last = load_checkpoint(&out.join("checkpoint.safetensors"))
+        .unwrap()
+        .state;
+    let at = *last.retimed_at.first().expect("the run re-timed");
+    assert!(
+        at > state.step && t.contains(&format!("re-timed at step {at}")),
+        "{t}"
+    );
+    assert!(t.contains(&format!("(of {})", last.total_steps)), "{t}");
+    // every step, before and after the kill, follows the schedule fitted to the budget, and
+    // from the re-timing on the refitted one: 5 steps per epoch, warm-up
+    // min(round(0.5 × 5), calibrated total / 4) throughout, peak 0.3
+    let (calibrated, total) = (state.total_steps, last.total_steps);
+    let warmup = 3u64.min(calibrated / 4);
+    assert_eq!(last.warmup_steps, Some(warmup));
     let got: Vec<f64> = series(&out, "lr").into_iter().map(|(_, lr)| lr).collect();
     assert_eq!(got.len() as u64, total);
     for (s, lr) in got.iter().enumerate() {
-        let want = warmup_cosine(s as u64, total, warmup, 0.3, 0.0);
+        let length = if (s as u64) < at { calibrated } else { total };
+        let want = warmup_cosine(s as u64, length, warmup, 0.3, 0.0);
         assert!(
             (lr - want).abs() < 1e-12,
             "step {}: lr {lr}, schedule {want}",

@@ -127,6 +127,10 @@ fn valid_checkpoint() -> Vec<u8> {
         step: 3,
         total_steps: 10,
         fitted: false,
+        warmup_steps: None,
+        retimed_at: Vec::new(),
+        switch_step: None,
+        late_over_early: None,
         train_seconds: 1.5,
         config: TrainConfig::default(),
     };

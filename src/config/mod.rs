@@ -4,6 +4,7 @@
 //! once, before any work starts. The config is saved beside every checkpoint.
 
 mod load;
+pub mod presets;
 mod validate;
 
 use crate::backbone::vit::{Pool, PosEmbed};
@@ -94,6 +95,13 @@ pub struct DataConfig {
     /// Area range `[lo, hi]` of the small crops as a fraction of the image. Default [0.05, 0.14]
     /// (SwAV).
     pub small_crop_scale: (f32, f32),
+    /// Progressive resolution (FFCV-SSL): the crop side of every view in the first
+    /// `progressive_fraction` of the run's steps; after it, the training resolution
+    /// (`model.crop_size`). Cheaper steps early, the full size for the last part and for
+    /// evaluation. 0: off. Default 0.
+    pub progressive_size: usize,
+    /// The fraction of the steps at `progressive_size`. Default 0.75.
+    pub progressive_fraction: f64,
 }
 
 impl Default for DataConfig {
@@ -114,6 +122,8 @@ impl Default for DataConfig {
             small_crops: 0,
             small_crop_size: 0,
             small_crop_scale: (0.05, 0.14),
+            progressive_size: 0,
+            progressive_fraction: 0.75,
         }
     }
 }
@@ -422,6 +432,11 @@ pub struct LoopConfig {
     /// Seconds between plain progress lines when stderr is not a terminal (a log file, CI,
     /// nohup), where the progress bar is hidden. Default 30.
     pub progress_seconds: f64,
+    /// Minutes of training at which the run also evaluates kNN top-1 on the labeled test split
+    /// (e.g. `[2, 5, 10, 20]`): a time-to-accuracy curve of one run, logged to metrics.jsonl
+    /// with `train_minutes`. The training clock (and a time budget's) stops meanwhile.
+    /// Default: none.
+    pub eval_at_minutes: Vec<f64>,
 }
 
 impl Default for LoopConfig {
@@ -439,6 +454,7 @@ impl Default for LoopConfig {
             log_every: 10,
             prefetch: 2,
             progress_seconds: 30.0,
+            eval_at_minutes: Vec::new(),
         }
     }
 }

@@ -63,6 +63,15 @@ impl TrainConfig {
                 ));
             }
         }
+        if let Some(m) = t
+            .eval_at_minutes
+            .iter()
+            .find(|m| !(m.is_finite() && **m > 0.0))
+        {
+            return bad(format!(
+                "train.eval_at_minutes holds {m}: every entry must be > 0 minutes (e.g. [2, 5, 10, 20])"
+            ));
+        }
         if t.batch_size < 2 {
             return bad(format!(
                 "train.batch_size is {}: contrastive learning needs ≥ 2 images per batch",
@@ -137,6 +146,13 @@ impl TrainConfig {
             return bad(format!(
                 "data.small_crops is {}: at most 16 (the papers use 6 to 10)",
                 d.small_crops
+            ));
+        }
+        if d.progressive_size > 0 && !(0.25..=0.95).contains(&d.progressive_fraction) {
+            return bad(format!(
+                "data.progressive_fraction is {}: the share of steps at data.progressive_size must be \
+                 in [0.25, 0.95] (e.g. 0.75)",
+                d.progressive_fraction
             ));
         }
         let (lo, hi) = d.small_crop_scale;

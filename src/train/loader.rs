@@ -11,6 +11,7 @@ use crate::augment::nhwc_to_tensor;
 use crate::augment::{render_batch, Views};
 use crate::data::ImageStore;
 use crate::rng::Rng;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -98,6 +99,7 @@ struct BatchMaker {
     end: u64,
     /// The permutation of the epoch last used, cached.
     perm: (u64, Vec<usize>),
+    early: Option<EarlyViews>,
 }
 
 impl BatchMaker {
@@ -118,9 +120,12 @@ impl BatchMaker {
         }
         let k = (step % steps_per_epoch) as usize;
         let idx = &self.perm.1[k * global + rank * b..k * global + (rank + 1) * b];
+        let recipes = match &self.early {
+            Some(e) if step < e.until.load(Ordering::Relaxed) => &e.views,
+            _ => &self.views,
+        };
         let mut labels = Vec::new();
-        let views = self
-            .views
+        let views = recipes
             .iter()
             .enumerate()
             .map(|(v, views)| {
@@ -141,8 +146,8 @@ impl BatchMaker {
         Some(ViewBatch {
             step,
             views,
-            sizes: self.views.iter().map(|v| v.shape().side).collect(),
-            crops: self.views.iter().map(|v| v.shape().crops).collect(),
+            sizes: recipes.iter().map(|v| v.shape().side).collect(),
+            crops: recipes.iter().map(|v| v.shape().crops).collect(),
             targets,
             target_shape,
             batch_size: b,
@@ -182,6 +187,17 @@ pub struct LoaderSpec {
     /// `(rank, ranks)`: this process renders rows `rank·B/ranks ..` of every global batch of
     /// `batch_size` (data-parallel; `(0, 1)`: all of it). See [`LoaderSpec::shard_of_this_rank`].
     pub shard: (usize, usize),
+    /// Progressive resolution: the views of the steps before a switch step.
+    pub early: Option<EarlyViews>,
+}
+
+/// The views of a run's early steps (progressive resolution: the same recipes at a smaller
+/// crop side), rendered for steps `< until`. `until` is shared with the run, which moves it
+/// when a time budget re-times the run (before any step near it is prepared).
+#[derive(Clone)]
+pub struct EarlyViews {
+    pub views: Vec<Arc<dyn Views>>,
+    pub until: Arc<AtomicU64>,
 }
 
 impl LoaderSpec {
@@ -206,6 +222,7 @@ impl Loader {
             next_step: spec.steps.start,
             end: spec.steps.end,
             perm: (u64::MAX, Vec::new()),
+            early: spec.early,
         };
         if prefetch == 0 {
             return Loader {

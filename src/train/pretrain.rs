@@ -2,6 +2,7 @@
 //! before the folder is written) → **resume** (or start fresh) → **run** (the loop, with an
 //! observer that logs, checkpoints, shows progress and stops cleanly on Ctrl-C).
 
+use super::loader::EarlyViews;
 use super::pictures::Pictures;
 use super::resume::{check_resumable, non_finite_advice};
 use super::trainer::{Flow, LoaderBatches, Schedule, StepObserver, StepRecord, Trainer};
@@ -11,8 +12,8 @@ use super::{
 };
 use crate::augment::Views;
 use crate::config::TrainConfig;
-use crate::data::Splits;
-use crate::eval::{alignment, embedding_std, uniformity};
+use crate::data::{Dataset, Splits};
+use crate::eval::{alignment, embedding_std, uniformity, EvalKind, FrozenEncoder};
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
@@ -54,6 +55,10 @@ pub struct Pretraining {
     opt_state: Option<Vec<(String, tch::Tensor)>>,
     /// The images a reconstruction method pictures at each checkpoint.
     pictures: Pictures,
+    /// The labeled splits of the evaluations on the way (`train.eval_at_minutes`).
+    curve_data: Option<(Dataset, Dataset)>,
+    /// Progressive resolution: the views of the early steps (`data.progressive_size`).
+    early_views: Option<Vec<Arc<dyn Views>>>,
 }
 
 /// Pre-trains on `splits.train` into `cfg.train.out_dir`; see [`Pretraining`].
@@ -74,7 +79,7 @@ impl Pretraining {
         cfg.model.crop_size = Some(cfg.crop_size(&splits.train.images));
         let cfg = &cfg;
         let spec = cfg.method.spec().map_err(anyhow::Error::msg)?;
-        let (data, views) = preflight(cfg, splits, spec.as_ref())?;
+        let (data, views, early_views) = preflight(cfg, splits, spec.as_ref())?;
         let model = build_model(cfg, Some(data.images.clone()))?;
         // rank 0 alone writes the folder (the others of a data-parallel job read it)
         let run = match crate::dist::is_root() {
@@ -89,6 +94,16 @@ impl Pretraining {
             .unwrap_or(&splits.train);
         let side = cfg.crop_size(&splits.train.images);
         let pictures = Pictures::new(&shown.images, side, PICTURED_IMAGES);
+        let curve_data = match (cfg.train.eval_at_minutes.is_empty(), &splits.test) {
+            (true, _) => None,
+            (false, Some(test)) if test.labels.is_some() && splits.train.labels.is_some() => {
+                Some((splits.train.clone(), test.clone()))
+            }
+            (false, _) => bail!(
+                "train.eval_at_minutes asks for kNN evaluations during the run, but --data has no labeled \
+                 test split: give a folder with train/ and test/ of class sub-folders, or drop the setting"
+            ),
+        };
         let mut p = Pretraining {
             cfg: cfg.clone(),
             run,
@@ -99,12 +114,18 @@ impl Pretraining {
                 step: 0,
                 total_steps: schedule.total,
                 fitted: false,
+                warmup_steps: None,
+                retimed_at: Vec::new(),
+                switch_step: None,
+                late_over_early: None,
                 train_seconds: 0.0,
                 config: cfg.clone(),
             },
             schedule,
             opt_state: None,
             pictures,
+            curve_data,
+            early_views,
         };
         p.resume_or_start(resume)?;
         Ok(p)
@@ -149,8 +170,14 @@ impl Pretraining {
         s.train_seconds = loaded.state.train_seconds;
         if loaded.state.fitted {
             self.schedule = self.schedule.fitted(loaded.state.total_steps);
+            if let Some(w) = loaded.state.warmup_steps {
+                self.schedule.warmup = w;
+            }
             (s.total_steps, s.fitted) = (loaded.state.total_steps, true);
+            (s.warmup_steps, s.retimed_at) = (loaded.state.warmup_steps, loaded.state.retimed_at);
+            s.late_over_early = loaded.state.late_over_early;
         }
+        s.switch_step = loaded.state.switch_step;
         if s.step >= s.total_steps {
             bail!(
                 "{} is complete: all {} steps are trained, so there is nothing to resume. Evaluate it \
@@ -178,19 +205,30 @@ impl Pretraining {
     pub fn run(mut self) -> anyhow::Result<(PretrainReport, Model)> {
         let cfg = &self.cfg;
         let t = &cfg.train;
+        let fraction = cfg.data.progressive_fraction;
         if let (Some(minutes), false) = (t.minutes, self.state.fitted) {
             let c = budget::calibrate(cfg, &self.data, &self.views)?;
             // the run's own first step repeats the calibration's one-time work
-            let spent = c.seconds
-                + if self.state.step == 0 {
-                    c.first_step_extra_s
-                } else {
-                    0.0
-                };
-            let mut total = [budget::steps_that_fit(
-                minutes * 60.0,
-                spent,
-                c.seconds_per_step,
+            let mut measured = c.seconds;
+            let first_step_extra = match self.state.step {
+                0 => c.first_step_extra_s,
+                _ => 0.0,
+            };
+            let mut per_step = c.seconds_per_step;
+            if let Some(early) = &self.early_views {
+                // progressive resolution: the early steps' own speed, and the ratio of the two
+                let e = budget::calibrate(cfg, &self.data, early)?;
+                measured += e.seconds;
+                per_step = e.seconds_per_step;
+                self.state.late_over_early =
+                    Some(c.seconds_per_step / e.seconds_per_step.max(1e-9));
+            }
+            let switch = self.state.late_over_early.map(|rho| (fraction, rho));
+            let mut total = [budget::fit_length(
+                minutes * 60.0 - measured - first_step_extra,
+                0,
+                per_step,
+                switch,
                 self.schedule.total,
             ) as f64];
             // every rank runs rank 0's count (each measured its own speed)
@@ -198,24 +236,66 @@ impl Pretraining {
             let total = total[0] as u64;
             self.schedule = self.schedule.fitted(total);
             (self.state.total_steps, self.state.fitted) = (total, true);
-            self.state.train_seconds += c.seconds;
+            self.state.warmup_steps = Some(self.schedule.warmup);
+            // the clock counts the calibration; the run's own slow first step it will see itself
+            self.state.train_seconds += measured;
             crate::dist::is_root().then(|| eprintln!(
-                "time budget {minutes} min: {total} steps ({:.2} epochs) fit at {:.3} s/step (measured in {:.0} s)",
+                "time budget {minutes} min: {total} steps ({:.2} epochs) fit at {:.3} s/step{} (measured in {:.0} s)",
                 total as f64 / self.schedule.steps_per_epoch as f64,
-                c.seconds_per_step,
-                c.seconds
+                per_step,
+                match self.state.late_over_early {
+                    Some(rho) => format!(" early, {:.3} s/step at full size", rho * per_step),
+                    None => String::new(),
+                },
+                measured
             ));
         }
+        if self.early_views.is_some() && self.state.switch_step.is_none() {
+            self.state.switch_step = Some(budget::switch_step(fraction, self.state.total_steps));
+        }
+        let switch = Arc::new(std::sync::atomic::AtomicU64::new(
+            self.state.switch_step.unwrap_or(0),
+        ));
+        if let (Some(at), true) = (self.state.switch_step, crate::dist::is_root()) {
+            eprintln!(
+                "progressive resolution: {} px views for steps 1..{at} ({:.0} % of {}), then {} px{}",
+                cfg.data.progressive_size,
+                100.0 * fraction,
+                self.state.total_steps,
+                cfg.model.crop_size.unwrap_or(0),
+                if self.state.retimed_at.is_empty() && t.minutes.is_some() {
+                    " (moved when the budget re-times)"
+                } else {
+                    ""
+                }
+            );
+        }
         let (start, total) = (self.state.step, self.state.total_steps);
+        // a run still to be re-timed may grow up to the epochs' bound
+        let bound = Schedule::new(cfg, self.data.images.len()).total;
+        let retime = t.minutes.and_then(|minutes| {
+            Retime::next(
+                &self.state,
+                minutes * 60.0,
+                self.schedule.warmup,
+                start,
+                bound,
+            )
+        });
+        let last_batch = if retime.is_some() { bound } else { total };
         let loader = Loader::spawn(LoaderSpec {
             data: self.data.clone(),
             views: self.views.clone(),
             batch_size: t.batch_size,
             steps_per_epoch: self.schedule.steps_per_epoch,
             seed: t.seed,
-            steps: start..total,
+            steps: start..last_batch,
             prefetch: t.prefetch,
             shard: LoaderSpec::shard_of_this_rank(),
+            early: self.early_views.clone().map(|views| EarlyViews {
+                views,
+                until: switch.clone(),
+            }),
         });
         let mut batches = LoaderBatches {
             loader,
@@ -239,6 +319,23 @@ impl Pretraining {
         }
         let mut observer = RunObserver::new(cfg, &self.run, self.state.clone(), start);
         observer.pictures = Some(&self.pictures);
+        observer.retime = retime;
+        observer.switch = switch;
+        if let Some((train, test)) = &self.curve_data {
+            let trained_min = self.state.train_seconds / 60.0;
+            let mut pending: Vec<f64> = t
+                .eval_at_minutes
+                .iter()
+                .copied()
+                .filter(|&m| m > trained_min && t.minutes.is_none_or(|budget| m < budget))
+                .collect();
+            pending.sort_by(f64::total_cmp);
+            observer.curve = Some(Curve {
+                train,
+                test,
+                pending,
+            });
+        }
         let _armed = interrupt::arm();
         let world = crate::dist::world();
         world.set_timeout(Some(t.collective_timeout));
@@ -258,12 +355,13 @@ impl Pretraining {
         if let Some(stop) = observer.interrupted.take() {
             return Err(stop.into());
         }
+        let total = observer.state.total_steps;
         if crate::dist::is_root() {
             self.run
                 .export_encoder(&self.model.vs, crate::method::ENCODER_PREFIX)?;
         }
         let steps_run = total - start;
-        let secs = observer.session.elapsed().as_secs_f64();
+        let secs = observer.clock();
         let report = PretrainReport {
             steps_run,
             total_steps: total,
@@ -280,12 +378,14 @@ impl Pretraining {
 
 /// Everything refused before the run folder is written: too few images, a batch or a
 /// method's state that cannot fit in memory, view sizes the images cannot give, labels the
-/// method needs and the data lacks. Returns the loader's data and its views.
+/// method needs and the data lacks. Returns the loader's data, its views and (progressive
+/// resolution) the early steps' views.
+#[allow(clippy::type_complexity)]
 fn preflight(
     cfg: &TrainConfig,
     splits: &Splits,
     spec: &dyn crate::method::MethodSpec,
-) -> anyhow::Result<(LoaderData, Vec<Arc<dyn Views>>)> {
+) -> anyhow::Result<(LoaderData, Vec<Arc<dyn Views>>, Option<Vec<Arc<dyn Views>>>)> {
     let t = &cfg.train;
     let n = splits.train.len();
     if n < 2 {
@@ -303,7 +403,8 @@ fn preflight(
     crate::dist::local_batch(t.batch_size).map_err(anyhow::Error::msg)?;
     if crate::dist::size() > 1 && !spec.data_parallel() {
         bail!(
-            "method.name = {} does not run data-parallel yet (its loss or state is not shared across              ranks): run it in one process, or use one of {}",
+            "method.name = {} does not run data-parallel yet (its loss or state is not shared across \
+             ranks): run it in one process, or use one of {}",
             cfg.method.name,
             crate::method::registry::names_where(|s| s.data_parallel()).join(", ")
         );
@@ -332,7 +433,20 @@ fn preflight(
         memory::check_fits(&cfg.model.backbone_config(size), &shape, available)
             .map_err(anyhow::Error::msg)?;
     }
-    Ok((loader_data(&splits.train, spec)?, views))
+    let early = match cfg.data.progressive_size {
+        0 => None,
+        p if p >= size => bail!(
+            "data.progressive_size is {p} px but the crop size is {size} px: the early views must be \
+             smaller (e.g. {}), or set it to 0 to train at one size",
+            (size * 3 / 4).max(1)
+        ),
+        _ if cfg.model.is_vit() => bail!(
+            "data.progressive_size: a ViT's position embeddings fix its input size, so it cannot \
+             change resolution during the run; use a ResNet backbone or set it to 0"
+        ),
+        p => Some(method_views(&cfg.data, spec, p)?),
+    };
+    Ok((loader_data(&splits.train, spec)?, views, early))
 }
 
 /// The pretraining loop's observer: metrics lines, checkpoints (every `checkpoint_every`
@@ -353,6 +467,61 @@ struct RunObserver<'a> {
     augment_total: f64,
     interrupted: Option<interrupt::Interrupted>,
     pictures: Option<&'a Pictures>,
+    /// The time budget's re-timing, while it is still to come.
+    retime: Option<Retime>,
+    /// Progressive resolution: the first full-size step, shared with the loader.
+    switch: Arc<std::sync::atomic::AtomicU64>,
+    /// The kNN evaluations on the way, while some are still to come.
+    curve: Option<Curve<'a>>,
+    /// Seconds of this session spent in those evaluations (off the training clock).
+    paused_s: f64,
+}
+
+/// A time budget's re-timing (train/budget.rs) still to come.
+struct Retime {
+    budget_s: f64,
+    /// The step after which it re-times.
+    at: u64,
+    /// The steps after this one are timed (`SKIP` into the session, or into the full size).
+    from: u64,
+    /// The epochs' bound on the length.
+    bound: u64,
+    /// The training clock after step `from`, once it is reached.
+    clock_at_from: Option<f64>,
+}
+
+impl Retime {
+    /// The re-timing still to come for a run in `state` (warm-up `warmup` steps) whose
+    /// session starts at step `start`: the first; with progressive resolution, one more
+    /// after the switch to full size; then none.
+    fn next(state: &RunState, budget_s: f64, warmup: u64, start: u64, bound: u64) -> Option<Self> {
+        let (at, from) = match (state.retimed_at.as_slice(), state.switch_step) {
+            ([], _) => (
+                budget::retime_step(state.total_steps, warmup, start)?,
+                start + budget::SKIP,
+            ),
+            ([first], Some(switch)) if *first < switch => {
+                let from = switch.max(start) + budget::SKIP;
+                (from - budget::SKIP + budget::RETIME_AFTER, from)
+            }
+            _ => return None,
+        };
+        (at < state.total_steps).then_some(Retime {
+            budget_s,
+            at,
+            from,
+            bound,
+            clock_at_from: None,
+        })
+    }
+}
+
+/// kNN evaluations at given minutes of training (`train.eval_at_minutes`).
+struct Curve<'a> {
+    train: &'a Dataset,
+    test: &'a Dataset,
+    /// Minutes still to evaluate at, ascending.
+    pending: Vec<f64>,
 }
 
 impl<'a> RunObserver<'a> {
@@ -374,7 +543,124 @@ impl<'a> RunObserver<'a> {
             augment_total: 0.0,
             interrupted: None,
             pictures: None,
+            retime: None,
+            switch: Default::default(),
+            curve: None,
+            paused_s: 0.0,
         }
+    }
+
+    /// A line for the user (rank 0): above the progress bar, or on stderr where the bar is
+    /// hidden (no terminal: a log file, CI, nohup).
+    fn say(&self, line: String) {
+        match (crate::dist::is_root(), self.bar.is_hidden()) {
+            (false, _) => {}
+            (true, false) => self.bar.println(line),
+            (true, true) => eprintln!("{line}"),
+        }
+    }
+
+    /// Seconds this session has trained: wall clock less the evaluations on the way.
+    fn clock(&self) -> f64 {
+        self.session.elapsed().as_secs_f64() - self.paused_s
+    }
+
+    /// Seconds the run has trained over all its sessions (calibration included).
+    fn trained_s(&self) -> f64 {
+        self.seconds_before + self.clock()
+    }
+
+    /// After step `done`: the re-timed length, when this is the step to re-time at.
+    fn retimed(&mut self, done: u64) -> Option<u64> {
+        let now = self.clock();
+        let r = self.retime.as_mut()?;
+        if done == r.from {
+            r.clock_at_from = Some(now);
+        }
+        if done < r.at {
+            return None;
+        }
+        let r = self.retime.take()?;
+        let per_step = (self.clock() - r.clock_at_from?) / (done - r.from).max(1) as f64;
+        let fraction = self.cfg.data.progressive_fraction;
+        // progressive resolution, the switch still to come: the full-size steps cost more
+        let switch = self.state.switch_step.filter(|&s| done < s);
+        let phases = switch
+            .and(self.state.late_over_early)
+            .map(|rho| (fraction, rho));
+        let left = r.budget_s - self.trained_s();
+        let mut total = [budget::fit_length(left, done, per_step, phases, r.bound) as f64];
+        // every rank runs rank 0's length
+        crate::dist::world().broadcast_f64(&mut total, "broadcast of the re-timed budget's steps");
+        let total = total[0] as u64;
+        if switch.is_some() {
+            // the batches already prepared stay early ones
+            let ahead = done + self.cfg.train.prefetch as u64 + 2;
+            let at = budget::switch_step(fraction, total).max(ahead);
+            self.state.switch_step = Some(at);
+            self.switch.store(at, std::sync::atomic::Ordering::Relaxed);
+        }
+        if crate::dist::is_root() {
+            self.bar.set_length(total);
+            self.say(format!(
+                "re-timed at step {done}: {per_step:.3} s/step since step {}, {:.2} of {:.2} min spent: \
+                 {total} steps in all (was {}){}",
+                r.from,
+                self.trained_s() / 60.0,
+                r.budget_s / 60.0,
+                self.state.total_steps,
+                match self.state.switch_step.filter(|_| switch.is_some()) {
+                    Some(s) => format!(", full size from step {s}"),
+                    None => String::new(),
+                }
+            ));
+        }
+        self.state.total_steps = total;
+        self.state.retimed_at.push(done);
+        self.retime = Retime::next(&self.state, r.budget_s, 0, self.start, r.bound);
+        Some(total)
+    }
+
+    /// After a step: the kNN evaluation due at this point of the training clock, if any
+    /// (rank 0; the clock stops meanwhile).
+    fn evaluate_if_due(&mut self, done: u64, trainer: &Trainer) -> anyhow::Result<()> {
+        let trained_min = self.trained_s() / 60.0;
+        let Some(curve) = self.curve.as_mut() else {
+            return Ok(());
+        };
+        if curve.pending.first().is_none_or(|&m| trained_min < m) {
+            return Ok(());
+        }
+        while curve.pending.first().is_some_and(|&m| trained_min >= m) {
+            curve.pending.remove(0);
+        }
+        if !crate::dist::is_root() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let encoder = FrozenEncoder {
+            net: trainer.model.method.encoder(),
+            channels_last: self.cfg.model.uses_channels_last(),
+            input_side: self.cfg.crop_size(&curve.train.images),
+            layer: Default::default(),
+        };
+        let r = crate::eval::evaluate(
+            encoder,
+            curve.train,
+            curve.test,
+            &self.cfg.eval,
+            EvalKind::Knn,
+        )?;
+        self.say(format!(
+            "at {trained_min:.2} min of training (step {done}): kNN top-1 {:.2} % (evaluated in {:.0} s, off the clock)",
+            100.0 * r.knn_top1,
+            started.elapsed().as_secs_f64()
+        ));
+        self.run.log(&serde_json::json!({
+            "step": done, "train_minutes": trained_min, "eval": r,
+        }))?;
+        self.paused_s += started.elapsed().as_secs_f64();
+        Ok(())
     }
 
     fn checkpoint(&mut self, done: u64, trainer: &Trainer) -> anyhow::Result<()> {
@@ -385,7 +671,7 @@ impl<'a> RunObserver<'a> {
         if !crate::dist::is_root() {
             return Ok(());
         }
-        self.state.train_seconds = self.seconds_before + self.session.elapsed().as_secs_f64();
+        self.state.train_seconds = self.trained_s();
         self.run
             .save_checkpoint(&trainer.model.vs, &trainer.opt.state(), &self.state)?;
         if let Some(p) = self.pictures {
@@ -408,6 +694,9 @@ impl StepObserver for RunObserver<'_> {
         self.wait_total += r.wait_s;
         self.augment_total += r.augment_s;
         self.bar.inc(1);
+        // before this step's checkpoint, so that it holds the re-timed length
+        self.evaluate_if_due(done, trainer)?;
+        let refit = self.retimed(done);
         let last = done == total;
         if done % t.log_every as u64 == 0 || last {
             let secs = self.window.0.elapsed().as_secs_f64();
@@ -435,7 +724,7 @@ impl StepObserver for RunObserver<'_> {
             self.checkpoint(done, trainer)?;
         }
         if epoch_end && crate::dist::is_root() {
-            self.bar.println(format!(
+            self.say(format!(
                 "epoch {}/{}: loss {loss:.4}",
                 done / per_epoch,
                 t.epochs
@@ -446,7 +735,7 @@ impl StepObserver for RunObserver<'_> {
             .is_some_and(|p| p.elapsed().as_secs_f64() >= t.progress_seconds)
         {
             // no terminal (a log file, CI, nohup): the bar is hidden, so a plain line instead
-            let secs = self.session.elapsed().as_secs_f64();
+            let secs = self.clock();
             let eta = secs / (done - self.start) as f64 * (total - done) as f64;
             eprintln!(
                 "step {done}/{total}: loss {loss:.4}, {:.0} img/s, {:.1} min left",
@@ -467,7 +756,7 @@ impl StepObserver for RunObserver<'_> {
             });
             return Ok(Flow::Stop);
         }
-        Ok(Flow::Continue)
+        Ok(refit.map_or(Flow::Continue, Flow::Refit))
     }
 }
 

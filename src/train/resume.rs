@@ -42,6 +42,7 @@ pub const RESUMABLE_CHANGES: &[&str] = &[
     "train.log_every",
     "train.checkpoint_every",
     "train.progress_seconds",
+    "train.eval_at_minutes",
     "train.out_dir",
     "data.skip_bad",
     "data.path",

@@ -22,6 +22,20 @@ pub struct RunState {
     /// `total_steps` was fitted to the time budget `train.minutes` (and is kept on resume).
     #[serde(default)]
     pub fitted: bool,
+    /// The warm-up steps of the fitted schedule (kept when a re-timing refits the length).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup_steps: Option<u64>,
+    /// The steps after which the time budget re-timed the run (train/budget.rs): once in the
+    /// warm-up, and with progressive resolution once more after the switch to full size.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retimed_at: Vec<u64>,
+    /// Progressive resolution: the first step at the full crop size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switch_step: Option<u64>,
+    /// Progressive resolution under a time budget: seconds per full-size step over seconds per
+    /// early step, as the calibration measured them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub late_over_early: Option<f64>,
     /// Wall-clock seconds of training so far, over all sessions of the run.
     pub train_seconds: f64,
     pub config: TrainConfig,

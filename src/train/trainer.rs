@@ -48,6 +48,13 @@ impl Schedule {
         }
     }
 
+    /// The same schedule refitted to `total` steps part-way through the run (a time budget
+    /// re-timed, see train/budget.rs): the warm-up stays as it is, so the steps already taken
+    /// keep their learning rates and only the cosine tail stretches or shrinks.
+    pub fn refitted(self, total: u64) -> Self {
+        Schedule { total, ..self }
+    }
+
     /// The same schedule at a constant learning rate `lr` (calibration, benchmarks).
     pub fn constant(self, lr: f64) -> Self {
         Schedule {
@@ -133,6 +140,8 @@ pub struct StepRecord<'a> {
 pub enum Flow {
     Continue,
     Stop,
+    /// Go on, with the run's length refitted to this many steps ([`Schedule::refitted`]).
+    Refit(u64),
 }
 
 /// What a loop does after each step besides training: log, checkpoint, time.
@@ -180,16 +189,17 @@ impl<'m> Trainer<'m> {
     }
 
     /// Runs steps `steps` on `batches`, calling `observer` after each; stops early when the
-    /// observer says so. A non-finite loss or gradient stops it with a [`FaultAt`] error
-    /// before that step's update. Returns the steps taken.
+    /// observer says so, or runs to a new end when it refits the schedule ([`Flow::Refit`];
+    /// `batches` must then have batches up to it). A non-finite loss or gradient stops it with
+    /// a [`FaultAt`] error before that step's update. Returns the steps taken.
     pub fn run(
         &mut self,
         steps: std::ops::Range<u64>,
         batches: &mut dyn Batches,
         observer: &mut dyn StepObserver,
     ) -> anyhow::Result<u64> {
-        let mut taken = 0;
-        for s in steps {
+        let (mut taken, mut s, mut end) = (0, steps.start, steps.end);
+        while s < end {
             let wait = Instant::now();
             let batch = batches.next_batch()?;
             let wait_s = wait.elapsed().as_secs_f64();
@@ -218,9 +228,15 @@ impl<'m> Trainer<'m> {
                 wait_s,
                 augment_s: batch.augment_s,
             };
-            if observer.after_step(&record, self)? == Flow::Stop {
-                break;
+            match observer.after_step(&record, self)? {
+                Flow::Stop => break,
+                Flow::Continue => {}
+                Flow::Refit(total) => {
+                    self.schedule = self.schedule.refitted(total);
+                    end = total;
+                }
             }
+            s += 1;
         }
         Ok(taken)
     }
