@@ -286,7 +286,7 @@ fn a_resumed_time_budget_run_keeps_its_fitted_length_and_schedule() {
         !t.contains("time budget"),
         "a resumed run does not measure again: {t}"
     );
-    // the resumed session re-timed the run once, 25 steps after it started
+    // the resumed session re-timed the run 25 steps after it started (then every tenth)
     let last = load_checkpoint(&out.join("checkpoint.safetensors"))
         .unwrap()
         .state;
@@ -300,12 +300,20 @@ fn a_resumed_time_budget_run_keeps_its_fitted_length_and_schedule() {
     // from the re-timing on the refitted one: 5 steps per epoch, warm-up
     // min(round(0.5 × 5), calibrated total / 4) throughout, peak 0.3
     let (calibrated, total) = (state.total_steps, last.total_steps);
+    assert_eq!(last.retimed_lengths.last(), Some(&total));
     let warmup = 3u64.min(calibrated / 4);
     assert_eq!(last.warmup_steps, Some(warmup));
     let got: Vec<f64> = series(&out, "lr").into_iter().map(|(_, lr)| lr).collect();
     assert_eq!(got.len() as u64, total);
     for (s, lr) in got.iter().enumerate() {
-        let length = if (s as u64) < at { calibrated } else { total };
+        // the length in force: the calibrated one, then each re-timing's from its step on
+        let length = last
+            .retimed_at
+            .iter()
+            .zip(&last.retimed_lengths)
+            .filter(|(a, _)| s as u64 >= **a)
+            .last()
+            .map_or(calibrated, |(_, l)| *l);
         let want = warmup_cosine(s as u64, length, warmup, 0.3, 0.0);
         assert!(
             (lr - want).abs() < 1e-12,

@@ -129,6 +129,7 @@ fn valid_checkpoint() -> Vec<u8> {
         fitted: false,
         warmup_steps: None,
         retimed_at: Vec::new(),
+        retimed_lengths: Vec::new(),
         switch_step: None,
         late_over_early: None,
         train_seconds: 1.5,

@@ -116,6 +116,7 @@ impl Pretraining {
                 fitted: false,
                 warmup_steps: None,
                 retimed_at: Vec::new(),
+                retimed_lengths: Vec::new(),
                 switch_step: None,
                 late_over_early: None,
                 train_seconds: 0.0,
@@ -175,6 +176,7 @@ impl Pretraining {
             }
             (s.total_steps, s.fitted) = (loaded.state.total_steps, true);
             (s.warmup_steps, s.retimed_at) = (loaded.state.warmup_steps, loaded.state.retimed_at);
+            s.retimed_lengths = loaded.state.retimed_lengths;
             s.late_over_early = loaded.state.late_over_early;
         }
         s.switch_step = loaded.state.switch_step;
@@ -492,21 +494,32 @@ struct Retime {
 
 impl Retime {
     /// The re-timing still to come for a run in `state` (warm-up `warmup` steps) whose
-    /// session starts at step `start`: the first; with progressive resolution, one more
-    /// after the switch to full size; then none.
+    /// session starts at step `start`: the first ([`budget::retime_step`]); then one every
+    /// tenth of the run, each timing the steps since the one before (so a run whose steps
+    /// slow down or speed up later still ends on its budget), but none in the last tenth;
+    /// with progressive resolution, the one whose window would cross the switch to full size
+    /// comes just after it instead, timing full-size steps only.
     fn next(state: &RunState, budget_s: f64, warmup: u64, start: u64, bound: u64) -> Option<Self> {
-        let (at, from) = match (state.retimed_at.as_slice(), state.switch_step) {
-            ([], _) => (
-                budget::retime_step(state.total_steps, warmup, start)?,
+        let total = state.total_steps;
+        let (at, from) = match state.retimed_at.last() {
+            None => (
+                budget::retime_step(total, warmup, start)?,
                 start + budget::SKIP,
             ),
-            ([first], Some(switch)) if *first < switch => {
-                let from = switch.max(start) + budget::SKIP;
-                (from - budget::SKIP + budget::RETIME_AFTER, from)
+            Some(&last) => {
+                let from = last.max(start + budget::SKIP);
+                let at = from + (total / 10).max(budget::RETIME_AFTER);
+                match state.switch_step {
+                    Some(switch) if last < switch && at + budget::SKIP >= switch => {
+                        let from = switch.max(start) + budget::SKIP;
+                        (from - budget::SKIP + budget::RETIME_AFTER, from)
+                    }
+                    _ if at > total - total / 10 => return None,
+                    _ => (at, from),
+                }
             }
-            _ => return None,
         };
-        (at < state.total_steps).then_some(Retime {
+        (at < total).then_some(Retime {
             budget_s,
             at,
             from,
@@ -617,7 +630,12 @@ impl<'a> RunObserver<'a> {
         }
         self.state.total_steps = total;
         self.state.retimed_at.push(done);
+        self.state.retimed_lengths.push(total);
         self.retime = Retime::next(&self.state, r.budget_s, 0, self.start, r.bound);
+        let now = self.clock();
+        if let Some(next) = self.retime.as_mut().filter(|n| n.from == done) {
+            next.clock_at_from = Some(now);
+        }
         Some(total)
     }
 

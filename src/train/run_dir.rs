@@ -26,9 +26,13 @@ pub struct RunState {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warmup_steps: Option<u64>,
     /// The steps after which the time budget re-timed the run (train/budget.rs): once in the
-    /// warm-up, and with progressive resolution once more after the switch to full size.
+    /// warm-up, then every tenth of the run (with progressive resolution, once just after the
+    /// switch to full size).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub retimed_at: Vec<u64>,
+    /// The run's length in steps after each of those re-timings.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retimed_lengths: Vec<u64>,
     /// Progressive resolution: the first step at the full crop size.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub switch_step: Option<u64>,
