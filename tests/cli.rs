@@ -438,19 +438,80 @@ fn channels_last_on_one_thread_at_the_tiny_width_trains_without_aborting() {
     }
 }
 
+/// `tiny` settings for 400 epochs (2000 steps) under a budget of `minutes`, plus `extra`.
+fn budget_run(
+    out: &std::path::Path,
+    minutes: &str,
+    extra: &[&str],
+) -> (std::process::Output, String) {
+    let o = run(selfsup()
+        .arg("pretrain")
+        .args(tiny(out))
+        .args(["--epochs", "400", "--minutes", minutes])
+        .args(extra));
+    let t = text(&o);
+    (o, t)
+}
+
+/// kNN on the way (`train.eval_at_minutes`): logged with its minutes, off the budget's clock;
+/// an entry that is not a positive number of minutes is refused before the run starts.
+#[test]
+fn evaluations_on_the_way_are_logged_with_their_minutes() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let (o, t) = budget_run(&out, "0.05", &["--set", "train.eval_at_minutes=[0.01]"]);
+    assert!(o.status.success(), "{t}");
+    assert!(
+        t.contains("min of training (step") && t.contains("off the clock"),
+        "{t}"
+    );
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let evals: Vec<serde_json::Value> = metrics
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|v: &serde_json::Value| v["eval"].is_object())
+        .collect();
+    assert_eq!(
+        evals.len(),
+        2,
+        "one on the way, one after pretraining: {metrics}"
+    );
+    let on_the_way = evals[0]["train_minutes"].as_f64().unwrap();
+    assert!((0.01..0.05).contains(&on_the_way), "{on_the_way}");
+    assert!(evals[0]["eval"]["knn_top1"].as_f64().unwrap() > 0.0);
+    let bad = dir.path().join("bad");
+    let (o, t) = budget_run(&bad, "0.05", &["--set", "train.eval_at_minutes=[-1]"]);
+    assert!(
+        !o.status.success() && t.contains("train.eval_at_minutes holds -1"),
+        "{t}"
+    );
+    assert!(!bad.join("checkpoint.safetensors").exists(), "{t}");
+}
+
+#[test]
+fn a_preset_is_a_flag_and_the_flags_override_it() {
+    let o = run(selfsup().args(["config", "--preset", "fast-cpu", "--batch-size", "64"]));
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(
+        t.contains("progressive_size = 24") && t.contains("minutes = 30.0"),
+        "{t}"
+    );
+    assert!(t.contains("batch_size = 64"), "the flag wins: {t}");
+    let o = run(selfsup().args(["config", "--preset", "fastest"]));
+    assert!(
+        !o.status.success() && text(&o).contains("fast-cpu"),
+        "{}",
+        text(&o)
+    );
+}
+
 #[test]
 fn a_time_budget_fits_the_schedule_to_the_steps_that_fit() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
     // 5 steps per epoch: 400 epochs are 2000 steps, far more than fit in 3 seconds
-    let o = run(selfsup().arg("pretrain").args(tiny(&out)).args([
-        "--epochs",
-        "400",
-        "--minutes",
-        "0.05",
-        "--no-eval",
-    ]));
-    let t = text(&o);
+    let (o, t) = budget_run(&out, "0.05", &["--no-eval"]);
     assert!(o.status.success(), "{t}");
     assert!(t.contains("time budget 0.05 min:"), "{t}");
     // re-timed on the way, the run kept its budget (loosely: a debug build on a shared CI core)
@@ -481,16 +542,11 @@ fn a_time_budget_fits_the_schedule_to_the_steps_that_fit() {
 fn progressive_resolution_under_a_budget_retimes_at_both_sizes() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
-    let o = run(selfsup().arg("pretrain").args(tiny(&out)).args([
-        "--epochs",
-        "400",
-        "--minutes",
+    let (o, t) = budget_run(
+        &out,
         "0.1",
-        "--no-eval",
-        "--set",
-        "data.progressive_size=8",
-    ]));
-    let t = text(&o);
+        &["--no-eval", "--set", "data.progressive_size=8"],
+    );
     assert!(o.status.success(), "{t}");
     assert!(
         t.contains("s/step at full size"),
