@@ -60,15 +60,17 @@ fn tmp_path(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
-/// A float32 tensor as bytes, for the safetensors writer.
+/// A float32 tensor (or an int64 one: a BatchNorm's `num_batches_tracked` under torchvision's
+/// names) as bytes, for the safetensors writer.
 struct Raw {
+    dtype: safetensors::Dtype,
     shape: Vec<usize>,
     bytes: Vec<u8>,
 }
 
 impl safetensors::View for &Raw {
     fn dtype(&self) -> safetensors::Dtype {
-        safetensors::Dtype::F32
+        self.dtype
     }
     fn shape(&self) -> &[usize] {
         &self.shape
@@ -82,6 +84,15 @@ impl safetensors::View for &Raw {
 }
 
 fn to_raw(t: &Tensor) -> Raw {
+    if t.kind() == Kind::Int64 {
+        let t = t.detach().to_device(tch::Device::Cpu).contiguous();
+        let values = Vec::<i64>::try_from(t.flatten(0, -1)).expect("int64");
+        return Raw {
+            dtype: safetensors::Dtype::I64,
+            shape: t.size().iter().map(|&d| d as usize).collect(),
+            bytes: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        };
+    }
     // on the CPU, in standard layout, whatever the device and strides: a GPU run's checkpoint loads anywhere
     let t = t
         .detach()
@@ -92,12 +103,13 @@ fn to_raw(t: &Tensor) -> Raw {
     let mut values = vec![0f32; numel];
     t.copy_data(&mut values, numel);
     Raw {
+        dtype: safetensors::Dtype::F32,
         shape: t.size().iter().map(|&d| d as usize).collect(),
         bytes: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
     }
 }
 
-/// Serialises named tensors (as float32) and string metadata to safetensors bytes.
+/// Serialises named tensors (as float32; int64 ones as int64) and string metadata to safetensors bytes.
 pub fn to_bytes(tensors: &[(String, Tensor)], metadata: HashMap<String, String>) -> Vec<u8> {
     let raws: Vec<(String, Raw)> = tensors
         .iter()

@@ -311,12 +311,18 @@ pub fn embed(a: &EmbedArgs) -> anyhow::Result<()> {
     let splits = train::load_data(&cfg)?;
     describe(&splits, &cfg);
     let start = Instant::now();
+    let total = splits.train.len() + splits.test.as_ref().map_or(0, |t| t.len());
+    let mut work = selfsup::report::progress::Work::new("embedding", total, "images");
+    let test_folder = selfsup::data::image_folder::test_folder(&a.data).unwrap_or("test");
     let e = selfsup::export::embed(
         enc.frozen(&splits.train.images),
         &splits,
+        test_folder,
         cfg.eval.batch_size,
+        &mut |n| work.advance(n),
     )
     .with_context(|| format!("embedding with the encoder of {}", a.run.display()))?;
+    work.finish();
     let csv_path = e.write(&a.out)?;
     println!(
         "wrote {} embeddings of {} dims to {} and {} in {:.1} s",

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod commands;
+mod inspect;
 
 /// Self-supervised representation learning on images (SimCLR, MoCo, BYOL, DINO, …), on libtorch.
 ///
@@ -29,8 +30,17 @@ enum Command {
     /// Fine-tune a run's encoder with a linear classifier end to end on a labeled split; report
     /// test top-1 (and with --random-init, the same from random init).
     Finetune(FinetuneArgs),
-    /// Write a run's encoder features of every image as .npy and .csv (with file names).
+    /// Write a run's encoder features of every image as .npy and .csv (lightly's layout:
+    /// filenames, embedding_0…, labels).
     Embed(EmbedArgs),
+    /// Write RUN/report/index.html: training curves, a 2-D map of the embeddings, nearest-neighbour
+    /// grids, collapse diagnostics, config and figures (and each figure as a PNG).
+    Report(inspect::ReportArgs),
+    /// The images of --data most similar to a query image (or folder), with a grid picture;
+    /// near-duplicate pairs with --duplicates.
+    Neighbors(inspect::NeighborsArgs),
+    /// Write a run's encoder for other tools: safetensors under torchvision's names, or TorchScript.
+    Export(inspect::ExportArgs),
     /// The built-in demo (the default): synthetic shapes, kNN before and after pretraining.
     Demo(DemoArgs),
     /// Throughput: training-step and forward views/s, augmentation and end-to-end images/s, peak RSS.
@@ -393,6 +403,9 @@ fn main() -> ExitCode {
         Command::Pretrain(a) => commands::pretrain(&a),
         Command::Eval(a) => commands::eval(&a),
         Command::Embed(a) => commands::embed(&a),
+        Command::Report(a) => inspect::report(&a),
+        Command::Neighbors(a) => inspect::neighbors(&a),
+        Command::Export(a) => inspect::export(&a),
         Command::Finetune(a) => commands::finetune(&a),
         Command::Demo(a) => commands::demo(&a),
         Command::Bench(a) => commands::bench(&a),

@@ -355,6 +355,14 @@ fn load_test(dir: &Path, train: &Dataset, opts: &LoadOptions) -> Result<Dataset,
     decode_items(dir, items, train.class_names.clone(), opts)
 }
 
+/// The names a test split's folder may have, in the order they are looked for.
+pub const TEST_FOLDERS: [&str; 2] = ["test", "val"];
+
+/// The folder of `root` that [`load_splits`] takes as the test split, if any.
+pub fn test_folder(root: &Path) -> Option<&'static str> {
+    TEST_FOLDERS.into_iter().find(|d| root.join(d).is_dir())
+}
+
 /// Loads `root`: `train/` plus optional `test/` (or `val/`) split folders if there is a
 /// `train/`, else `root` itself as the training split.
 pub fn load_splits(root: &Path, opts: &LoadOptions) -> Result<Splits, DataError> {
@@ -366,7 +374,7 @@ pub fn load_splits(root: &Path, opts: &LoadOptions) -> Result<Splits, DataError>
         });
     }
     let train = load_folder(&train_dir, opts)?;
-    let test_dir = ["test", "val"]
+    let test_dir = TEST_FOLDERS
         .iter()
         .map(|d| root.join(d))
         .find(|d| d.is_dir());

@@ -8,7 +8,7 @@
 
 pub mod cache;
 pub mod cifar;
-mod decode;
+pub mod decode;
 pub mod error;
 pub mod idx;
 pub mod image_folder;

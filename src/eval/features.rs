@@ -9,6 +9,17 @@ use tch::{Kind, Tensor};
 
 /// Encodes every image: [N, D] float32, D the dimension of `encoder.layer`'s output.
 pub fn extract_features(encoder: FrozenEncoder, images: &ImageStore, batch_size: usize) -> Tensor {
+    extract_features_with(encoder, images, batch_size, &mut |_| {})
+}
+
+/// [`extract_features`], telling `progress` the number of images of each batch done (for a
+/// progress bar over a long extraction).
+pub fn extract_features_with(
+    encoder: FrozenEncoder,
+    images: &ImageStore,
+    batch_size: usize,
+    progress: &mut dyn FnMut(usize),
+) -> Tensor {
     let recipe = ViewRecipe::eval(encoder.input_side);
     let (net, layer) = (encoder.net, encoder.layer);
     let parts = tch::no_grad(|| {
@@ -19,9 +30,12 @@ pub fn extract_features(encoder: FrozenEncoder, images: &ImageStore, batch_size:
             encoder.channels_last,
             false,
             |x| {
-                net.features_at(&crate::device::to_device(x, net.device()), false, layer)
+                let f = net
+                    .features_at(&crate::device::to_device(x, net.device()), false, layer)
                     .to_kind(Kind::Float)
-                    .to_device(tch::Device::Cpu)
+                    .to_device(tch::Device::Cpu);
+                progress(x.size()[0] as usize);
+                f
             },
         )
     });

@@ -6,9 +6,10 @@ pub mod features;
 pub mod finetune;
 pub mod knn;
 pub mod linear;
+pub mod similarity;
 
 pub use diagnostics::{alignment, effective_rank, embedding_std, uniformity};
-pub use features::extract_features;
+pub use features::{extract_features, extract_features_with};
 pub use finetune::{finetune, FinetuneConfig, FinetuneReport};
 pub use knn::{knn_accuracy, knn_predict};
 pub use linear::{linear_probe, LinearProbe};

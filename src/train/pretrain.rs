@@ -726,6 +726,7 @@ impl StepObserver for RunObserver<'_> {
             let mut line = serde_json::json!({
                 "step": done, "epoch": (done - 1) / per_epoch, "loss": loss, "lr": r.ctx.lr,
                 "grad_norm": r.done.grad_norm, "images_per_s": ips,
+                "train_minutes": self.trained_s() / 60.0,
                 "embedding_std": embedding_std(&out.embeddings),
                 "alignment": alignment(&out.embeddings, &out.embeddings_b),
                 "uniformity": uniformity(&out.embeddings),

@@ -124,14 +124,10 @@ impl RunDir {
         Ok(())
     }
 
-    /// Writes the encoder's variables (those under `prefix`, with the prefix removed).
+    /// Writes the encoder's variables (those under `prefix`, with the prefix removed) under
+    /// torchvision's names ([`crate::export::torchvision`]).
     pub fn export_encoder(&self, vs: &VarStore, prefix: &str) -> anyhow::Result<()> {
-        let tensors: Vec<(String, Tensor)> = vs
-            .variables()
-            .into_iter()
-            .filter_map(|(n, t)| n.strip_prefix(prefix).map(|s| (s.to_string(), t)))
-            .collect();
-        checkpoint::save(&self.encoder(), &tensors, HashMap::new())?;
+        crate::export::torchvision::save(vs, prefix, &self.encoder())?;
         Ok(())
     }
 

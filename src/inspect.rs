@@ -1,0 +1,460 @@
+//! The commands that look at a trained encoder: `report`, `neighbors`, `export`.
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use selfsup::config::TrainConfig;
+use selfsup::data::{self, ImageStore, Splits};
+use selfsup::eval::similarity::{duplicate_pairs, nearest};
+use selfsup::export::{self, Embeddings};
+use selfsup::report::{self, map::MapKind, progress::Work, thumbs};
+use selfsup::train::{self, TrainedEncoder};
+use std::path::{Path, PathBuf};
+use tch::Tensor;
+
+/// A run folder and the images to look at with its encoder.
+#[derive(Args)]
+pub struct RunData {
+    /// Run folder written by `selfsup pretrain` (its checkpoint.safetensors).
+    #[arg(long)]
+    run: PathBuf,
+    /// Images (any format selfsup reads). Default: the run's own data.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Use at most this many images per split.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Resize every image to this square size when loading (default: the run's setting).
+    #[arg(long)]
+    image_size: Option<usize>,
+    /// Skip unreadable image files (they are counted and listed) instead of stopping.
+    #[arg(long)]
+    skip_bad: bool,
+    /// Folder of the decoded-image cache (default: the run's setting).
+    #[arg(long, value_name = "DIR")]
+    cache: Option<PathBuf>,
+    /// Decode image folders into memory instead of using the cache.
+    #[arg(long)]
+    no_cache: bool,
+    /// auto (a GPU when libtorch sees one, else the CPU), cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    device: String,
+}
+
+impl RunData {
+    /// The run's encoder and its config with these flags over it.
+    fn open(&self) -> anyhow::Result<(TrainedEncoder, TrainConfig)> {
+        let enc = train::open_encoder(&self.run, false, selfsup::device::resolve(&self.device)?)?;
+        let mut cfg = enc.config.clone();
+        train::set_threads(cfg.train.threads)?;
+        if self.image_size.is_some() {
+            cfg.data.image_size = self.image_size;
+        }
+        cfg.data.skip_bad |= self.skip_bad;
+        cfg.data.no_cache |= self.no_cache;
+        if self.cache.is_some() {
+            cfg.data.cache = self.cache.clone();
+        }
+        if let Some(d) = &self.data {
+            cfg.data.path = Some(d.clone());
+        }
+        cfg.data.limit = self.limit;
+        Ok((enc, cfg))
+    }
+}
+
+/// Where the images come from, in words.
+fn source(cfg: &TrainConfig) -> String {
+    match &cfg.data.path {
+        Some(p) => p.display().to_string(),
+        None => "built-in synthetic shapes".into(),
+    }
+}
+
+#[derive(Args)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    run: RunData,
+    /// The 2-D map: t-SNE, or PCA (seconds; classes overlap more).
+    #[arg(long, value_enum, default_value_t = MapKind::Tsne)]
+    map: MapKind,
+    /// Images on the map (a random sample of the test split, or of the training split).
+    #[arg(long, default_value_t = 2000)]
+    map_points: usize,
+    /// Query images of the nearest-neighbour grid.
+    #[arg(long, default_value_t = 8)]
+    queries: usize,
+    /// Neighbours per query.
+    #[arg(short, default_value_t = 8)]
+    k: usize,
+}
+
+pub fn report(a: &ReportArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        a.k >= 1 && a.k <= 32,
+        "-k is {}: give 1 to 32 neighbours",
+        a.k
+    );
+    anyhow::ensure!(
+        a.queries >= 1 && a.queries <= 64,
+        "--queries is {}: give 1 to 64",
+        a.queries
+    );
+    anyhow::ensure!(
+        a.map_points >= 2,
+        "--map-points is {}: give at least 2",
+        a.map_points
+    );
+    let (enc, cfg) = a.run.open()?;
+    let splits = train::load_data(&cfg)?;
+    let inputs = report::Inputs {
+        run_dir: &a.run.run,
+        encoder: enc.frozen(&splits.train.images),
+        config: &cfg,
+        splits: &splits,
+        data: source(&cfg),
+    };
+    let opts = report::Options {
+        map: a.map,
+        map_points: a.map_points,
+        queries: a.queries,
+        k: a.k,
+        ..Default::default()
+    };
+    let t = std::time::Instant::now();
+    let page = report::write(&inputs, &opts)?;
+    println!(
+        "report written to {} ({:.0} s); its figures are beside it as PNG files",
+        page.display(),
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct NeighborsArgs {
+    #[command(flatten)]
+    run: RunData,
+    /// An image, or a folder of images, to find the most similar images of in --data.
+    #[arg(long)]
+    query: Option<PathBuf>,
+    /// Neighbours per query.
+    #[arg(short, default_value_t = 8)]
+    k: usize,
+    /// Also list every pair of images in --data at least this similar (cosine, e.g. 0.95):
+    /// near-duplicates, to clean a collection before training.
+    #[arg(long, value_name = "THRESHOLD", allow_negative_numbers = true)]
+    duplicates: Option<f32>,
+    /// The grid picture to write (queries and their neighbours, or the duplicate pairs).
+    /// Default: neighbors.png (duplicates.png) in the run folder.
+    #[arg(long, value_name = "PNG")]
+    grid: Option<PathBuf>,
+}
+
+/// Images to show by a global row: each part's store and the row where it starts.
+struct Rows<'a> {
+    parts: Vec<(&'a ImageStore, usize)>,
+}
+
+impl Rows<'_> {
+    fn thumbnail(&self, row: usize, side: u32) -> image::RgbImage {
+        let (store, start) = self
+            .parts
+            .iter()
+            .rev()
+            .find(|(_, s)| *s <= row)
+            .expect("row 0 is in the first part");
+        thumbs::thumbnail(store, row - start, side)
+    }
+}
+
+fn gallery_rows(splits: &Splits) -> Rows<'_> {
+    let mut parts = vec![(&splits.train.images, 0)];
+    if let Some(t) = &splits.test {
+        parts.push((&t.images, splits.train.len()));
+    }
+    Rows { parts }
+}
+
+/// Embeddings of every image of `splits`, with a progress bar.
+fn embed_all(
+    enc: &TrainedEncoder,
+    cfg: &TrainConfig,
+    splits: &Splits,
+    what: &str,
+) -> anyhow::Result<Embeddings> {
+    let total = splits.train.len() + splits.test.as_ref().map_or(0, |t| t.len());
+    let mut w = Work::new(&format!("embedding {what}"), total, "images");
+    let folder = cfg
+        .data
+        .path
+        .as_deref()
+        .and_then(data::image_folder::test_folder)
+        .unwrap_or("test");
+    let e = export::embed(
+        enc.frozen(&splits.train.images),
+        splits,
+        folder,
+        cfg.eval.batch_size,
+        &mut |n| w.advance(n),
+    )?;
+    let s = w.finish();
+    eprintln!("embedded {total} {what} images in {s:.1} s");
+    Ok(e)
+}
+
+fn as_tensor(e: &Embeddings) -> Tensor {
+    Tensor::from_slice(&e.values).view([e.n as i64, e.dim as i64])
+}
+
+/// The query images: one file, or every image of a folder (all its splits).
+fn load_queries(path: &Path, cfg: &TrainConfig) -> anyhow::Result<Splits> {
+    let opts = data::LoadOptions {
+        image_size: cfg.data.image_size,
+        shorter_side: Some(cfg.stored_side()),
+        cache: None,
+        skip_bad: cfg.data.skip_bad,
+        limit: None,
+    };
+    if path.is_dir() {
+        return data::load(path, &opts).with_context(|| format!("--query {}", path.display()));
+    }
+    if !path.exists() {
+        anyhow::bail!(
+            "--query {} does not exist: give an image file or a folder of images",
+            path.display()
+        );
+    }
+    let (h, w, px) = data::decode::decode_file(path, opts.resize()).map_err(|reason| {
+        anyhow::anyhow!(
+            "--query {} is not an image selfsup can read: {reason}",
+            path.display()
+        )
+    })?;
+    let mut b = data::StoreBuilder::default();
+    b.push(h, w, &px);
+    let name = path
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    Ok(Splits {
+        train: data::Dataset {
+            images: b.finish(),
+            labels: None,
+            class_names: Vec::new(),
+            names: vec![name],
+            skipped: Vec::new(),
+        },
+        test: None,
+    })
+}
+
+/// The picture's path: `--grid`, else `default` in the run folder; its folder must exist.
+fn grid_path(given: &Option<PathBuf>, run: &Path, default: &str) -> anyhow::Result<PathBuf> {
+    let p = given.clone().unwrap_or_else(|| run.join(default));
+    let parent = p
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    anyhow::ensure!(
+        parent.is_dir(),
+        "the folder of --grid ({}) does not exist: create it first",
+        parent.display()
+    );
+    anyhow::ensure!(
+        !p.is_dir(),
+        "--grid {} is a folder: give the .png file to write",
+        p.display()
+    );
+    Ok(p)
+}
+
+fn write_png(img: &image::RgbImage, path: &Path) -> anyhow::Result<()> {
+    selfsup::checkpoint::write_atomic(path, &report::charts::png_bytes(img))
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+pub fn neighbors(a: &NeighborsArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        a.query.is_some() || a.duplicates.is_some(),
+        "give --query IMAGE|FOLDER (its most similar images in --data) or --duplicates THRESHOLD \
+         (near-duplicate pairs in --data), or both"
+    );
+    anyhow::ensure!(
+        a.run.data.is_some(),
+        "--data is missing: the images to search"
+    );
+    anyhow::ensure!(
+        a.k >= 1 && a.k <= 64,
+        "-k is {}: give 1 to 64 neighbours",
+        a.k
+    );
+    if let Some(t) = a.duplicates {
+        anyhow::ensure!(
+            t.is_finite() && t > -1.0 && t <= 1.0,
+            "--duplicates is {t}: give a cosine similarity in (-1, 1], e.g. 0.95"
+        );
+    }
+    let (enc, cfg) = a.run.open()?;
+    // every input is checked before the long work
+    let queries = a
+        .query
+        .as_deref()
+        .map(|q| load_queries(q, &cfg))
+        .transpose()?;
+    let query_grid = a
+        .query
+        .as_ref()
+        .map(|_| grid_path(&a.grid, &a.run.run, "neighbors.png"))
+        .transpose()?;
+    let dup_grid = match (a.duplicates, &a.query) {
+        (Some(_), None) => Some(grid_path(&a.grid, &a.run.run, "duplicates.png")?),
+        (Some(_), Some(_)) => Some(grid_path(&None, &a.run.run, "duplicates.png")?),
+        _ => None,
+    };
+    let splits = train::load_data(&cfg)?;
+    let data = source(&cfg);
+    let gallery = embed_all(&enc, &cfg, &splits, "data")?;
+    let g = as_tensor(&gallery);
+    let rows = gallery_rows(&splits);
+    let side = 64;
+    if let (Some(q), Some(grid)) = (&queries, &query_grid) {
+        let qe = embed_all(&enc, &cfg, q, "query")?;
+        let lists = nearest(&as_tensor(&qe), &g, a.k, false);
+        let qrows = gallery_rows(q);
+        let mut grid_rows = Vec::new();
+        for (i, list) in lists.iter().enumerate() {
+            println!(
+                "{}: the {} most similar of {} images in {data}",
+                qe.rows[i].0,
+                list.len(),
+                gallery.n
+            );
+            for n in list {
+                println!("  {:.4}  {}", n.similarity, gallery.rows[n.index].0);
+            }
+            if grid_rows.len() < 32 {
+                grid_rows.push(thumbs::GridRow {
+                    query: qrows.thumbnail(i, side),
+                    neighbours: list
+                        .iter()
+                        .map(|n| (rows.thumbnail(n.index, side), n.similarity, None))
+                        .collect(),
+                });
+            }
+        }
+        write_png(&thumbs::neighbour_grid(&grid_rows, side)?, grid)?;
+        println!(
+            "grid written to {}{}",
+            grid.display(),
+            if lists.len() > 32 {
+                " (the first 32 queries)"
+            } else {
+                ""
+            }
+        );
+    }
+    if let (Some(t), Some(grid)) = (a.duplicates, &dup_grid) {
+        let pairs = duplicate_pairs(&g, t);
+        println!(
+            "{} pairs of images with cosine similarity ≥ {t} among {} images in {data}:",
+            pairs.len(),
+            gallery.n
+        );
+        for &(i, j, s) in &pairs {
+            println!("  {s:.4}  {}  {}", gallery.rows[i].0, gallery.rows[j].0);
+        }
+        let shown: Vec<thumbs::GridRow> = pairs
+            .iter()
+            .take(32)
+            .map(|&(i, j, s)| thumbs::GridRow {
+                query: rows.thumbnail(i, side),
+                neighbours: vec![(rows.thumbnail(j, side), s, None)],
+            })
+            .collect();
+        write_png(&thumbs::neighbour_grid(&shown, side)?, grid)?;
+        println!(
+            "pairs drawn in {}{}",
+            grid.display(),
+            if pairs.len() > 32 {
+                " (the 32 most similar)"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(())
+}
+
+/// Formats of `selfsup export`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// The encoder's weights under torchvision's names (strict=True into torchvision's ResNet
+    /// with the run's stem and fc = Identity).
+    Safetensors,
+    /// A TorchScript module traced with tch: torch.jit.load(FILE)(x) gives the features.
+    Torchscript,
+}
+
+#[derive(Args)]
+pub struct ExportArgs {
+    /// Run folder written by `selfsup pretrain` (its checkpoint.safetensors).
+    #[arg(long)]
+    run: PathBuf,
+    /// What to write.
+    #[arg(long, value_enum)]
+    format: Format,
+    /// The file to write. Default: encoder.safetensors / encoder.pt in the run folder.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+pub fn export(a: &ExportArgs) -> anyhow::Result<()> {
+    let out = a.out.clone().unwrap_or_else(|| {
+        a.run.join(match a.format {
+            Format::Safetensors => "encoder.safetensors",
+            Format::Torchscript => "encoder.pt",
+        })
+    });
+    let parent = out
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    anyhow::ensure!(
+        parent.is_dir(),
+        "the folder of --out ({}) does not exist: create it first",
+        parent.display()
+    );
+    anyhow::ensure!(
+        !out.is_dir(),
+        "--out {} is a folder: give the file to write",
+        out.display()
+    );
+    // exports run on the CPU: the files load anywhere
+    let mut enc = train::open_encoder(&a.run, false, tch::Device::Cpu)?;
+    let side = enc.config.planned_crop_size();
+    match a.format {
+        Format::Safetensors => {
+            export::torchvision::save(&enc.vs, selfsup::method::ENCODER_PREFIX, &out)
+                .with_context(|| format!("cannot write {}", out.display()))?;
+            println!(
+                "encoder weights written to {} under torchvision's names",
+                out.display()
+            );
+        }
+        Format::Torchscript => {
+            export::torchscript::save(&mut enc.vs, &enc.net, side, &out)?;
+            println!("TorchScript encoder written to {}", out.display());
+        }
+    }
+    let (mean, std) = (
+        selfsup::augment::normalize::CIFAR10_MEAN,
+        selfsup::augment::normalize::CIFAR10_STD,
+    );
+    println!(
+        "input: float32 [N, 3, {side}, {side}], RGB in [0, 1], the centred square of the image resized to \
+         {side}, normalised by mean {mean:?} and std {std:?}; output: the encoder's features [N, {}]",
+        enc.net.out_dim()
+    );
+    Ok(())
+}
