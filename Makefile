@@ -8,6 +8,7 @@ setup:
 run: setup
 	cargo run --release
 
-# The test suite (debug build, optimised dependencies).
+# The test suite (debug build, optimised dependencies); Chromium for the report's browser test.
 test: setup
+	@bash scripts/setup-chromium.sh
 	cargo test

@@ -78,11 +78,21 @@ fn pretrain_eval_embed_on_tiny_synthetic_data() {
     assert!(header.contains("'shape': (3, 32)"), "{header}"); // D = 512 × 0.0625
     let csv = std::fs::read_to_string(dir.path().join("emb.csv")).unwrap();
     assert_eq!(csv.lines().count(), 4);
-    // index, split (none: a flat folder), name, label (none), features
+    // lightly's layout: file name (relative to --data), features, integer label (0: unlabeled)
     assert!(
-        csv.lines().nth(1).unwrap().starts_with("0,,0.png,,"),
+        csv.starts_with("filenames,embedding_0,embedding_1,"),
         "{csv}"
     );
+    assert!(
+        csv.lines()
+            .next()
+            .unwrap()
+            .ends_with(",embedding_31,labels"),
+        "{csv}"
+    );
+    let row = csv.lines().nth(1).unwrap();
+    assert!(row.starts_with("0.png,") && row.ends_with(",0"), "{csv}");
+    assert_eq!(row.split(',').count(), 1 + 32 + 1, "{row}");
 }
 
 /// A labeled photo folder whose images all differ in size (`n` per class, JPEG and PNG).

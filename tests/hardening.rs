@@ -408,7 +408,7 @@ fn embed_names_are_unique_across_splits() {
     let names: Vec<&str> = csv
         .lines()
         .skip(1)
-        .map(|l| l.split(',').nth(2).unwrap())
+        .map(|l| l.split(',').next().unwrap())
         .collect();
     assert_eq!(names.len(), 12);
     let unique: std::collections::HashSet<&&str> = names.iter().collect();
