@@ -72,7 +72,7 @@ pub struct Inputs<'a> {
 }
 
 /// The figure size of the curves.
-const CURVE: (u32, u32) = (460, 300);
+const CURVE: (u32, u32) = (420, 280);
 
 /// Curves drawn first, in this order; any other logged metric follows by name.
 const FIRST: &[&str] = &[
@@ -392,7 +392,7 @@ fn embeddings(
         &points,
         classes.as_deref(),
         names,
-        (720, 720),
+        (620, 620),
     )?;
     map_section
         .figures
@@ -404,7 +404,7 @@ fn embeddings(
         &thumb,
         classes.as_deref(),
         28,
-        900,
+        700,
     );
     map_section.figures.push(Figure::new(
         "map_images",

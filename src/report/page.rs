@@ -52,6 +52,8 @@ impl Fact {
 /// A titled part of the page: a paragraph and figures.
 #[derive(Serialize)]
 pub struct Section {
+    /// The anchor of its heading (`index.html#map`), from the title.
+    pub id: String,
     pub title: String,
     pub text: String,
     pub figures: Vec<Figure>,
@@ -59,7 +61,14 @@ pub struct Section {
 
 impl Section {
     pub fn new(title: &str) -> Section {
+        let id = title
+            .to_lowercase()
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .collect::<Vec<_>>()
+            .join("-");
         Section {
+            id,
             title: title.into(),
             text: String::new(),
             figures: Vec::new(),
@@ -113,7 +122,8 @@ mod tests {
     fn page_escapes_text_and_embeds_every_figure() {
         let mut p = Page::new(Path::new("run <x>"), "data & more");
         p.facts.push(Fact::new("kNN", "50 %"));
-        let mut s = Section::new("Curves");
+        let mut s = Section::new("Training curves");
+        assert_eq!(s.id, "training-curves");
         s.figures
             .push(Figure::new("loss", "the loss", RgbImage::new(3, 2)));
         p.sections.push(s);
@@ -130,5 +140,9 @@ mod tests {
         );
         assert!(html.contains("href=\"loss.png\"") && html.contains("width=\"3\" height=\"2\""));
         assert_eq!(p.figures().count(), 1);
+        assert!(
+            html.contains("<h2 id=\"training-curves\">")
+                && html.contains("href=\"#training-curves\"")
+        );
     }
 }
