@@ -7,7 +7,7 @@
 //! `train.eval_at_minutes` and the one after pretraining, each with `train_minutes`) or a log
 //! of `scripts/lightly_time_to_accuracy.py` (its `curve: M min, N steps, kNN top-1 A %`
 //! lines). Several SOURCEs under one NAME, joined by `+`, are one line (e.g. separate runs at
-//! 10 and 30 minutes). Text is drawn with DejaVu Sans (Debian's fonts-dejavu-core).
+//! 10 and 30 minutes). Text is drawn with DejaVu Sans (compiled in: the `dejavu` crate).
 //!
 //! The README's picture (docs/time_to_accuracy.png), from the runs of its "A good encoder
 //! fast" table:
@@ -20,9 +20,6 @@
 
 use plotters::prelude::*;
 use std::path::Path;
-
-/// Where Debian puts DejaVu Sans.
-const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
 
 /// (minutes, kNN top-1 in %) of one source, in order of minutes.
 fn points(source: &Path) -> Result<Vec<(f64, f64)>, String> {
@@ -82,11 +79,8 @@ fn main() -> Result<(), String> {
         pts.sort_by(|a, b| a.0.total_cmp(&b.0));
         series.push((name.to_string(), pts));
     }
-    let font = std::fs::read(FONT)
-        .map_err(|e| format!("{FONT}: {e} (apt-get install fonts-dejavu-core)"))?;
-    let font: &'static [u8] = Box::leak(font.into_boxed_slice());
-    plotters::style::register_font("sans-serif", FontStyle::Normal, font)
-        .map_err(|_| format!("{FONT}: not a font"))?;
+    plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular())
+        .map_err(|_| "the compiled-in DejaVu Sans is not a font".to_string())?;
     let max_min = series
         .iter()
         .flat_map(|s| &s.1)

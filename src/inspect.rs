@@ -364,15 +364,12 @@ pub fn neighbors(a: &NeighborsArgs) -> anyhow::Result<()> {
         for &(i, j, s) in &pairs {
             println!("  {s:.4}  {}  {}", gallery.rows[i].0, gallery.rows[j].0);
         }
-        let shown: Vec<thumbs::GridRow> = pairs
+        let shown: Vec<_> = pairs
             .iter()
             .take(32)
-            .map(|&(i, j, s)| thumbs::GridRow {
-                query: rows.thumbnail(i, side),
-                neighbours: vec![(rows.thumbnail(j, side), s, None)],
-            })
+            .map(|&(i, j, s)| (rows.thumbnail(i, side), rows.thumbnail(j, side), s))
             .collect();
-        write_png(&thumbs::neighbour_grid(&shown, side)?, grid)?;
+        write_png(&thumbs::pair_grid(&shown, side, 4)?, grid)?;
         println!(
             "pairs drawn in {}{}",
             grid.display(),

@@ -100,6 +100,20 @@ fn report_of_a_tiny_run_has_every_section_and_its_pngs() {
         .filter(|n| n.starts_with(".report"))
         .collect();
     assert!(stray.is_empty(), "{stray:?}");
+    // unlabeled photos with no test split: the map and the queries come from the training images
+    let photos = dir.path().join("photos");
+    std::fs::create_dir(&photos).unwrap();
+    for i in 0..12 {
+        pattern(i).save(photos.join(format!("{i}.png"))).unwrap();
+    }
+    let o = run(selfsup().args(["report", "--run", s(&out), "--data", s(&photos), "-k", "4"]));
+    assert!(o.status.success(), "{}", text(&o));
+    let html = std::fs::read_to_string(report.join("index.html")).unwrap();
+    assert!(
+        html.contains("12 images of the training split") && html.contains("unlabeled"),
+        "{html}"
+    );
+    assert!(!html.contains("kNN top-1 (this report"));
 }
 
 #[test]

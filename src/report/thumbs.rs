@@ -86,6 +86,39 @@ pub fn neighbour_grid(rows: &[GridRow], side: u32) -> anyhow::Result<RgbImage> {
     Ok(out)
 }
 
+/// Pairs of images side by side, `per_row` pairs a row, each pair's similarity under it
+/// (near-duplicates).
+pub fn pair_grid(
+    pairs: &[(RgbImage, RgbImage, f32)],
+    side: u32,
+    per_row: usize,
+) -> anyhow::Result<RgbImage> {
+    let (frame, gap, caption) = (3u32, 14u32, 16u32);
+    let per_row = per_row.clamp(1, pairs.len().max(1));
+    let cell_w = 2 * (side + 2 * frame) + 2 + gap;
+    let cell_h = side + 2 * frame + caption + 6;
+    let rows = pairs.len().div_ceil(per_row).max(1) as u32;
+    let mut out = RgbImage::from_pixel(gap + cell_w * per_row as u32, gap + cell_h * rows, WHITE);
+    for (k, (a, b, sim)) in pairs.iter().enumerate() {
+        let x = gap + cell_w * (k % per_row) as u32;
+        let y = gap / 2 + cell_h * (k / per_row) as u32;
+        imageops::replace(&mut out, &framed(a, GREY, frame), x as i64, y as i64);
+        imageops::replace(
+            &mut out,
+            &framed(b, GREY, frame),
+            (x + side + 2 * frame + 2) as i64,
+            y as i64,
+        );
+        label(
+            &mut out,
+            &format!("{sim:.4}"),
+            (x as i32 + 2, (y + side + 2 * frame + 1) as i32),
+            12,
+        )?;
+    }
+    Ok(out)
+}
+
 /// The 2-D map drawn with images: a thumbnail (framed in its class colour) at the place of each
 /// point of `order` that does not overlap one already drawn, on a `size`-pixel square.
 pub fn thumbnail_map(
@@ -173,6 +206,14 @@ mod tests {
                 (thumbnail(&s, 1, 16), 0.5, Some(false)),
             ],
         };
+        let pairs: Vec<_> = (0..3)
+            .map(|_| (thumbnail(&s, 0, 16), thumbnail(&s, 1, 16), 0.99f32))
+            .collect();
+        let p = pair_grid(&pairs, 16, 2).unwrap();
+        assert!(
+            p.width() > 2 * 2 * 16 && p.height() > 2 * 16,
+            "2 pairs a row, 2 rows"
+        );
         let g = neighbour_grid(&[row], 16).unwrap();
         let has = |c: Rgb<u8>| g.pixels().any(|p| *p == c);
         assert!(has(GREEN) && has(RED) && has(GREY));
