@@ -30,6 +30,7 @@ pub mod method;
 pub mod optim;
 pub mod report;
 pub mod rng;
+pub mod sequence;
 pub mod train;
 
 pub use augment::ViewRecipe;

@@ -2,6 +2,7 @@
 //! inside), each with its formula and paper in its doc comment.
 
 pub mod barlow_twins;
+pub mod cpc;
 pub mod cross_entropy;
 pub mod cross_view;
 pub mod dcl;
