@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 mod commands;
 mod inspect;
+mod make_data;
 
 /// Self-supervised representation learning on images (SimCLR, MoCo, BYOL, DINO, …), on libtorch.
 ///
@@ -41,6 +42,9 @@ enum Command {
     Neighbors(inspect::NeighborsArgs),
     /// Write a run's encoder for other tools: safetensors under torchvision's names, or TorchScript.
     Export(inspect::ExportArgs),
+    /// Write a built-in data set as an image folder: moving-shapes (filmstrips of a moving
+    /// shape, for --method temporal_order).
+    MakeData(make_data::MakeDataArgs),
     /// The built-in demo (the default): synthetic shapes, kNN before and after pretraining.
     Demo(DemoArgs),
     /// Throughput: training-step and forward views/s, augmentation and end-to-end images/s, peak RSS.
@@ -406,6 +410,7 @@ fn main() -> ExitCode {
         Command::Report(a) => inspect::report(&a),
         Command::Neighbors(a) => inspect::neighbors(&a),
         Command::Export(a) => inspect::export(&a),
+        Command::MakeData(a) => make_data::make_data(&a),
         Command::Finetune(a) => commands::finetune(&a),
         Command::Demo(a) => commands::demo(&a),
         Command::Bench(a) => commands::bench(&a),

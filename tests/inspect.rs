@@ -502,3 +502,63 @@ fn bad_input_gets_one_clear_message_and_writes_nothing() {
     assert!(!out.join("neighbors.png").exists() && !out.join("duplicates.png").exists());
     assert!(!out.join("report").exists());
 }
+
+/// `make-data moving-shapes` writes filmstrips that `--method temporal_order` trains on, and
+/// the encoder is evaluated on them like any image encoder (the eval view is the middle frame).
+#[test]
+fn moving_shapes_filmstrips_train_temporal_order_and_evaluate() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("moving");
+    let o = run(selfsup().args([
+        "make-data",
+        "moving-shapes",
+        "--out",
+        s(&data),
+        "--size",
+        "16",
+        "--train-per-class",
+        "8",
+        "--test-per-class",
+        "4",
+    ]));
+    let t = text(&o);
+    assert!(
+        o.status.success() && t.contains("wrote 60 filmstrips of 5 frames of 16x16"),
+        "{t}"
+    );
+    let img = image::open(data.join("train").join("triangle").join("00007.png")).unwrap();
+    assert_eq!((img.width(), img.height()), (80, 16));
+    assert_eq!(
+        std::fs::read_dir(data.join("test").join("cross"))
+            .unwrap()
+            .count(),
+        4
+    );
+    // a second time into the same folder: refused, the set untouched
+    let o = run(selfsup().args(["make-data", "moving-shapes", "--out", s(&data)]));
+    let t = text(&o);
+    assert!(!o.status.success() && t.contains("exists"), "{t}");
+    assert_eq!(
+        std::fs::read_dir(data.join("train").join("disk"))
+            .unwrap()
+            .count(),
+        8
+    );
+
+    let out = dir.path().join("run");
+    let o = run(selfsup().arg("pretrain").args(tiny(&out)).args([
+        "--data",
+        s(&data),
+        "--method",
+        "temporal_order",
+        "--epochs",
+        "2",
+        "--crop-size",
+        "16",
+        "--no-cache",
+    ]));
+    let t = text(&o);
+    assert!(o.status.success() && t.contains("kNN top-1"), "{t}");
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    assert!(metrics.contains("\"pretext_accuracy\""), "{metrics}");
+}

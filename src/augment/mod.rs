@@ -32,6 +32,7 @@ pub mod recipe;
 pub mod relative_patch;
 pub mod rotation;
 pub mod solarize;
+pub mod temporal_order;
 pub mod tensor;
 pub mod views;
 

@@ -12,6 +12,7 @@ pub mod decode;
 pub mod error;
 pub mod idx;
 pub mod image_folder;
+pub mod moving_shapes;
 pub mod resize;
 pub mod store;
 pub mod synthetic;

@@ -86,7 +86,7 @@ fn luma(c: [f32; 3]) -> f32 {
 }
 
 /// A random background colour and a foreground colour at least 0.3 away from it in luma.
-fn colours(rng: &mut Rng) -> ([f32; 3], [f32; 3]) {
+pub(crate) fn colours(rng: &mut Rng) -> ([f32; 3], [f32; 3]) {
     let mut random = || [rng.uniform(), rng.uniform(), rng.uniform()];
     let bg = random();
     for _ in 0..32 {
@@ -123,17 +123,17 @@ fn sd_stripes(t: f32, period: f32, phase: f32) -> f32 {
 
 /// How one image covers a pixel: the signed distance (in image widths) from the pixel centre
 /// `(u, v)` ∈ [0, 1]² to the foreground; negative inside.
-struct Pattern {
-    class: u32,
-    centre: (f32, f32),
-    radius: f32,
-    angle: f32,
+pub(crate) struct Pattern {
+    pub class: u32,
+    pub centre: (f32, f32),
+    pub radius: f32,
+    pub angle: f32,
     period: f32,
     phase: (f32, f32),
 }
 
 impl Pattern {
-    fn new(class: u32, rng: &mut Rng) -> Self {
+    pub(crate) fn new(class: u32, rng: &mut Rng) -> Self {
         let radius = rng.range(0.2, 0.36);
         let margin = radius + 0.04;
         let centre = (
@@ -195,9 +195,35 @@ impl Pattern {
 /// One `size`x`size` RGB image of `class`.
 fn draw(class: u32, size: usize, rng: &mut Rng) -> Vec<u8> {
     let pattern = Pattern::new(class, rng);
-    let (bg, fg) = colours(rng);
-    let gradient = (rng.range(-0.25, 0.25), rng.range(-0.25, 0.25));
-    let noise = rng.range(0.02, 0.1);
+    let look = Look::new(rng);
+    paint(&pattern, &look, size, rng)
+}
+
+/// How an image is coloured: background and foreground, a brightness gradient, pixel noise.
+pub(crate) struct Look {
+    bg: [f32; 3],
+    fg: [f32; 3],
+    gradient: (f32, f32),
+    noise: f32,
+}
+
+impl Look {
+    pub(crate) fn new(rng: &mut Rng) -> Self {
+        let (bg, fg) = colours(rng);
+        let gradient = (rng.range(-0.25, 0.25), rng.range(-0.25, 0.25));
+        let noise = rng.range(0.02, 0.1);
+        Look {
+            bg,
+            fg,
+            gradient,
+            noise,
+        }
+    }
+}
+
+/// `pattern` painted with `look` on a `size`x`size` RGB image (noise drawn from `rng`).
+pub(crate) fn paint(pattern: &Pattern, look: &Look, size: usize, rng: &mut Rng) -> Vec<u8> {
+    let (bg, fg, gradient, noise) = (look.bg, look.fg, look.gradient, look.noise);
     let px = 1.0 / size as f32;
     let mut out = Vec::with_capacity(size * size * 3);
     for y in 0..size {

@@ -34,6 +34,7 @@ pub mod simsiam;
 pub mod sinkhorn;
 pub mod supcon;
 pub mod swav;
+pub mod temporal_order;
 pub mod vicreg;
 
 pub use ema::Ema;

@@ -47,6 +47,7 @@ pub static REGISTRY: &[MethodEntry] = &[
     row::<super::rotation::RotationConfig>(),
     row::<super::relative_patch::RelativePatchConfig>(),
     row::<super::jigsaw::JigsawConfig>(),
+    row::<super::temporal_order::TemporalOrderConfig>(),
     row::<super::mae::MaeConfig>(),
     row::<super::denoising_ae::DenoisingAeConfig>(),
     row::<super::context_encoder::ContextEncoderConfig>(),

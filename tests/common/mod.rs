@@ -91,6 +91,8 @@ pub fn method_runs() -> Vec<Vec<&'static str>> {
         vec!["--method", "rotation"],
         vec!["--method", "relative_patch"],
         vec!["--method", "jigsaw", "--set", "method.permutations=10"],
+        // on still images each "frame" is a strip of the image: a smoke test of the method
+        vec!["--method", "temporal_order", "--set", "method.frames=3"],
         // self-prediction, and DINO on a ViT
         vec!["--method", "mae", "--backbone", "vit_tiny"],
         vec!["--method", "denoising_ae"],
