@@ -42,8 +42,8 @@ enum Command {
     Neighbors(inspect::NeighborsArgs),
     /// Write a run's encoder for other tools: safetensors under torchvision's names, or TorchScript.
     Export(inspect::ExportArgs),
-    /// Write a built-in data set as an image folder: moving-shapes (filmstrips of a moving
-    /// shape, for --method temporal_order).
+    /// Write sequences as filmstrip images for --method temporal_order: moving-shapes (a
+    /// built-in set of moving, turning shapes) or filmstrips (from your folders of frames).
     MakeData(make_data::MakeDataArgs),
     /// The built-in demo (the default): synthetic shapes, kNN before and after pretraining.
     Demo(DemoArgs),

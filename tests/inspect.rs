@@ -562,3 +562,80 @@ fn moving_shapes_filmstrips_train_temporal_order_and_evaluate() {
     let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
     assert!(metrics.contains("\"pretext_accuracy\""), "{metrics}");
 }
+
+/// `make-data filmstrips` turns folders of frames into filmstrips: evenly spaced frames, in
+/// the same split and class layout; a sequence with too few frames is named, nothing written.
+#[test]
+fn frame_folders_become_filmstrips() {
+    let dir = tempfile::tempdir().unwrap();
+    let from = dir.path().join("frames");
+    // frame k of every sequence is a solid grey of 30·k
+    let sequence = |rel: &str, n: u8| {
+        let d = from.join(rel);
+        std::fs::create_dir_all(&d).unwrap();
+        for k in 0..n {
+            image::RgbImage::from_pixel(12, 10, image::Rgb([30 * k; 3]))
+                .save(d.join(format!("f{k:02}.png")))
+                .unwrap();
+        }
+    };
+    sequence("train/walk/s1", 7);
+    sequence("train/jump/s2", 5);
+    sequence("test/walk/s3", 3);
+    let out = dir.path().join("strips");
+    let o = run(selfsup().args([
+        "make-data",
+        "filmstrips",
+        "--from",
+        s(&from),
+        "--out",
+        s(&out),
+        "--frames",
+        "3",
+        "--size",
+        "8",
+    ]));
+    let t = text(&o);
+    assert!(
+        o.status.success() && t.contains("wrote 3 filmstrips of 3 frames of 8x8"),
+        "{t}"
+    );
+    let strip = image::open(out.join("train/walk/s1.png"))
+        .unwrap()
+        .to_rgb8();
+    assert_eq!(strip.dimensions(), (24, 8));
+    // frames 0, 3 and 6 of 7
+    for (k, want) in [(0, 0u8), (1, 90), (2, 180)] {
+        assert_eq!(strip.get_pixel(8 * k + 4, 4).0, [want; 3], "frame slot {k}");
+    }
+    assert!(out.join("test/walk/s3.png").is_file() && out.join("train/jump/s2.png").is_file());
+    // too few frames for --frames 5: named, and no output folder
+    let bad = dir.path().join("strips5");
+    let o = run(selfsup().args([
+        "make-data",
+        "filmstrips",
+        "--from",
+        s(&from),
+        "--out",
+        s(&bad),
+        "--frames",
+        "5",
+    ]));
+    let t = text(&o);
+    assert!(
+        !o.status.success() && t.contains("s3") && t.contains("3 frame image(s)"),
+        "{t}"
+    );
+    assert!(!bad.exists());
+    let stray = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with('.')
+        })
+        .count();
+    assert_eq!(stray, 0, "no temporary folder left");
+}
