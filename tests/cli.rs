@@ -388,7 +388,7 @@ fn every_method_and_two_view_loss_trains_from_the_cli() {
         );
         let pretext = extra
             .iter()
-            .any(|a| ["rotation", "relative_patch", "jigsaw"].contains(a));
+            .any(|a| ["rotation", "relative_patch", "jigsaw", "temporal_order"].contains(a));
         assert_eq!(
             metrics.contains("\"pretext_accuracy\""),
             pretext,

@@ -78,6 +78,10 @@ fn cases() -> Vec<(&'static str, Vec<&'static str>)> {
             "jigsaw",
             vec!["--method", "jigsaw", "--set", "method.permutations=10"],
         ),
+        (
+            "temporal_order",
+            vec!["--method", "temporal_order", "--set", "method.frames=3"],
+        ),
         ("mae", vec!["--method", "mae", "--backbone", "vit_tiny"]),
         ("denoising_ae", m("denoising_ae")),
         ("context_encoder", m("context_encoder")),
