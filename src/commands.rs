@@ -19,6 +19,21 @@ fn frozen<'a>(model: &'a train::Model, cfg: &TrainConfig, splits: &Splits) -> Fr
     }
 }
 
+/// The folder `path` will be written into (`.` for a bare file name); an error naming `flag`
+/// when it does not exist, before any long work.
+pub fn existing_parent<'a>(path: &'a Path, flag: &str) -> anyhow::Result<&'a Path> {
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    anyhow::ensure!(
+        parent.is_dir(),
+        "the folder of {flag} ({}) does not exist: create it first",
+        parent.display()
+    );
+    Ok(parent)
+}
+
 fn describe(splits: &Splits, cfg: &TrainConfig) {
     let tr = &splits.train;
     let source = match &cfg.data.path {
@@ -281,17 +296,7 @@ pub fn embed(a: &EmbedArgs) -> anyhow::Result<()> {
         cfg.data.cache = a.cache.clone();
     }
     cfg.data.limit = None;
-    let out_dir = a
-        .out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    if !out_dir.is_dir() {
-        anyhow::bail!(
-            "the folder of --out ({}) does not exist: create it first",
-            out_dir.display()
-        );
-    }
+    let out_dir = existing_parent(&a.out, "--out")?;
     if a.out.is_dir() {
         anyhow::bail!(
             "--out {} is a folder: give the .npy file to write, e.g. {}",

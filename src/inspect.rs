@@ -252,15 +252,7 @@ fn load_queries(path: &Path, cfg: &TrainConfig) -> anyhow::Result<Splits> {
 /// The picture's path: `--grid`, else `default` in the run folder; its folder must exist.
 fn grid_path(given: &Option<PathBuf>, run: &Path, default: &str) -> anyhow::Result<PathBuf> {
     let p = given.clone().unwrap_or_else(|| run.join(default));
-    let parent = p
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    anyhow::ensure!(
-        parent.is_dir(),
-        "the folder of --grid ({}) does not exist: create it first",
-        parent.display()
-    );
+    crate::commands::existing_parent(&p, "--grid")?;
     anyhow::ensure!(
         !p.is_dir(),
         "--grid {} is a folder: give the .png file to write",
@@ -413,15 +405,7 @@ pub fn export(a: &ExportArgs) -> anyhow::Result<()> {
             Format::Torchscript => "encoder.pt",
         })
     });
-    let parent = out
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    anyhow::ensure!(
-        parent.is_dir(),
-        "the folder of --out ({}) does not exist: create it first",
-        parent.display()
-    );
+    crate::commands::existing_parent(&out, "--out")?;
     anyhow::ensure!(
         !out.is_dir(),
         "--out {} is a folder: give the file to write",

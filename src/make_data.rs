@@ -65,16 +65,7 @@ pub fn make_data(a: &MakeDataArgs) -> anyhow::Result<()> {
         "--out {} exists: give a new folder",
         a.out.display()
     );
-    let parent = a
-        .out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    anyhow::ensure!(
-        parent.is_dir(),
-        "the folder of --out ({}) does not exist: create it first",
-        parent.display()
-    );
+    let parent = crate::commands::existing_parent(&a.out, "--out")?;
     anyhow::ensure!(
         a.from.is_none() || a.kind == Kind::Filmstrips,
         "--from is for `make-data filmstrips`: moving-shapes draws its own frames"
