@@ -15,8 +15,8 @@ use crate::data::{Dataset, ImageStore};
 use crate::method::Targets;
 use crate::train::trainer::{median, LoaderBatches, SameBatch, Timing};
 use crate::train::{
-    build_model, loader_data, method_views, view_recipe, Batch, Loader, LoaderSpec, Schedule,
-    Trainer,
+    build_model, loader_data, method_views, view_recipe, Batch, Loader, LoaderData, LoaderSpec,
+    Schedule, Trainer,
 };
 use std::sync::Arc;
 use std::time::Instant;
@@ -62,7 +62,7 @@ pub fn time_train_step(
         "the data has {} images, fewer than the batch size {batch}",
         images.len()
     );
-    let mut model = build_model(cfg, Some(images.clone()))?;
+    let mut model = build_model(cfg, Some(&LoaderData::images(images.clone())), None)?;
     let channels_last = cfg.model.uses_channels_last();
     let shapes: Vec<_> = method_views(&cfg.data, model.spec.as_ref(), size)?
         .iter()
@@ -169,7 +169,7 @@ pub fn time_end_to_end(
     );
     let spec = cfg.method.spec().map_err(anyhow::Error::msg)?;
     let data = loader_data(train, spec.as_ref())?;
-    let mut model = build_model(cfg, Some(data.images.clone()))?;
+    let mut model = build_model(cfg, Some(&data), None)?;
     let size = cfg.crop_size(&train.images);
     let total = (warm + steps) as u64;
     let schedule = Schedule::new(cfg, train.len())

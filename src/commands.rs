@@ -183,24 +183,12 @@ pub fn eval(a: &EvalArgs) -> anyhow::Result<()> {
              --method names a training method"
         );
     }
+    if a.zero_shot {
+        return zero_shot(a);
+    }
     // the random-init baseline needs only the architecture, from the run's config.toml
     let enc = train::open_encoder(&a.run, a.random_init, selfsup::device::resolve(&a.device)?)?;
-    let mut cfg = enc.config.clone();
-    train::set_threads(cfg.train.threads)?;
-    if a.image_size.is_some() {
-        cfg.data.image_size = a.image_size;
-    }
-    cfg.data.skip_bad |= a.skip_bad;
-    cfg.data.no_cache |= a.no_cache;
-    if a.cache.is_some() {
-        cfg.data.cache = a.cache.clone();
-    }
-    if let Some(d) = &a.data {
-        cfg.data.path = Some(d.clone());
-    }
-    if a.limit.is_some() {
-        cfg.data.limit = a.limit;
-    }
+    let cfg = eval_config(a, enc.config.clone())?;
     let splits = train::load_data(&cfg)?;
     describe(&splits, &cfg);
     let test = test_split(&splits)
@@ -220,6 +208,165 @@ pub fn eval(a: &EvalArgs) -> anyhow::Result<()> {
             _ => print_eval(&format!("{who}, {}", layer.name()), &r),
         }
     }
+    Ok(())
+}
+
+/// The run's config with eval's data flags on it; sets the thread count.
+fn eval_config(a: &EvalArgs, mut cfg: TrainConfig) -> anyhow::Result<TrainConfig> {
+    train::set_threads(cfg.train.threads)?;
+    if a.image_size.is_some() {
+        cfg.data.image_size = a.image_size;
+    }
+    cfg.data.skip_bad |= a.skip_bad;
+    cfg.data.no_cache |= a.no_cache;
+    if a.cache.is_some() {
+        cfg.data.cache = a.cache.clone();
+    }
+    if let Some(d) = &a.data {
+        cfg.data.path = Some(d.clone());
+    }
+    if a.limit.is_some() {
+        cfg.data.limit = a.limit;
+    }
+    Ok(cfg)
+}
+
+/// `eval --zero-shot`: zero-shot top-1 over the chosen classes (and over those no training
+/// caption names), then retrieval recall@1/5 when the test split has captions.
+fn zero_shot(a: &EvalArgs) -> anyhow::Result<()> {
+    use selfsup::eval::zero_shot as zs;
+    anyhow::ensure!(
+        !a.random_init,
+        "eval --zero-shot --random-init: zero-shot needs the trained text tower; its baseline is \
+         chance (1 / the number of classes), which it prints"
+    );
+    let (cfg, model) = train::open_model(&a.run, &a.device)?;
+    let Some(towers) = model.method.text_image() else {
+        anyhow::bail!(
+            "eval --zero-shot needs a run trained with --method clip (images and captions); {} was \
+             trained with {}: evaluate it with --kind knn|linear|both",
+            a.run.display(),
+            cfg.method.name
+        );
+    };
+    let cfg = eval_config(a, cfg)?;
+    let splits = train::load_data(&cfg)?;
+    describe(&splits, &cfg);
+    let test = splits
+        .test
+        .as_ref()
+        .filter(|t| t.labels.is_some())
+        .context("eval --zero-shot needs a test split of class folders (test/<class>/…): their names are the classes")?;
+    let classes: Vec<String> = match a.classes.is_empty() {
+        true => test.class_names.clone(),
+        false => a.classes.iter().map(|c| c.trim().to_string()).collect(),
+    };
+    let mut class_index = Vec::with_capacity(classes.len());
+    for c in &classes {
+        let i = test
+            .class_names
+            .iter()
+            .position(|t| t == c)
+            .with_context(|| {
+                format!(
+                    "--classes: {c:?} is not a class folder of the test split (its classes: {})",
+                    test.class_names.join(", ")
+                )
+            })?;
+        class_index.push(i as u32);
+    }
+    anyhow::ensure!(
+        classes.len() >= 2,
+        "--classes: give at least 2 classes to choose between"
+    );
+    let templates: Vec<String> = match a.templates.is_empty() {
+        true => vec![zs::DEFAULT_TEMPLATE.to_string()],
+        false => a.templates.clone(),
+    };
+    zs::check_templates(&templates).map_err(anyhow::Error::msg)?;
+    let input = zs::ImageInput {
+        input_side: cfg.crop_size(&splits.train.images),
+        channels_last: cfg.model.uses_channels_last(),
+        batch_size: cfg.eval.batch_size,
+    };
+    // the test images of the chosen classes, labelled by their place in `classes`
+    let labels = test.labels.as_ref().expect("labeled");
+    let keep: Vec<usize> = (0..test.len())
+        .filter(|&i| class_index.contains(&labels[i]))
+        .collect();
+    let truth: Vec<i64> = keep
+        .iter()
+        .map(|&i| {
+            class_index
+                .iter()
+                .position(|&c| c == labels[i])
+                .expect("kept") as i64
+        })
+        .collect();
+    let shown = test.subset(&keep);
+    let started = Instant::now();
+    let u = zs::embed_images(towers, &shown.images, input); // [N, D]
+    let w = zs::class_embeddings(towers, &classes, &templates)?; // [C, D]
+    let pred: Vec<i64> = Vec::try_from(&zs::predict(&u, &w))?;
+    let unseen = splits
+        .train
+        .captions
+        .as_ref()
+        .map(|c| zs::unseen_in_captions(&classes, c));
+    let top1 = |which: &dyn Fn(usize) -> bool| -> (f64, usize) {
+        let idx: Vec<usize> = (0..truth.len())
+            .filter(|&i| which(truth[i] as usize))
+            .collect();
+        let hits = idx.iter().filter(|&&i| pred[i] == truth[i]).count();
+        (100.0 * hits as f64 / idx.len().max(1) as f64, idx.len())
+    };
+    let (all, n) = top1(&|_| true);
+    println!(
+        "zero-shot top-1: {all:.2} % on {n} test images of {} classes (chance {:.2} %), {} template(s)",
+        classes.len(),
+        100.0 / classes.len() as f64,
+        templates.len()
+    );
+    if let Some(unseen) = &unseen {
+        for (label, want) in [
+            ("named in no training caption", true),
+            ("named in training captions", false),
+        ] {
+            let (acc, n) = top1(&|c| unseen[c] == want);
+            let k = unseen.iter().filter(|&&u| u == want).count();
+            if k > 0 {
+                println!("  classes {label} ({k}): {acc:.2} % on {n} images");
+            }
+        }
+    }
+    for (c, name) in classes.iter().enumerate() {
+        let (acc, n) = top1(&|k| k == c);
+        let mark = match &unseen {
+            Some(u) if u[c] => "  (never named in training)",
+            _ => "",
+        };
+        println!("  {name:<24} {acc:6.2} % of {n}{mark}");
+    }
+    if let Some(captions) = &test.captions {
+        let u_all = zs::embed_images(towers, &test.images, input);
+        let (distinct, caption_of) = zs::distinct_captions(captions);
+        let v = towers
+            .embed_texts(&distinct)?
+            .to_kind(tch::Kind::Float)
+            .to_device(tch::Device::Cpu);
+        let r = zs::retrieval_recall(&u_all, &v, &caption_of, &[1, 5]);
+        println!(
+            "retrieval on {} test images, {} distinct captions: image→text R@1 {:.2} %, R@5 {:.2} %; \
+             text→image R@1 {:.2} %, R@5 {:.2} %",
+            test.len(),
+            distinct.len(),
+            100.0 * r[0].0,
+            100.0 * r[1].0,
+            100.0 * r[0].1,
+            100.0 * r[1].1
+        );
+    }
+    eprintln!("evaluated in {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
 }
 

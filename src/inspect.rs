@@ -244,6 +244,7 @@ fn load_queries(path: &Path, cfg: &TrainConfig) -> anyhow::Result<Splits> {
             class_names: Vec::new(),
             names: vec![name],
             skipped: Vec::new(),
+            captions: None,
         },
         test: None,
     })

@@ -31,6 +31,7 @@ pub mod optim;
 pub mod report;
 pub mod rng;
 pub mod sequence;
+pub mod text;
 pub mod train;
 
 pub use augment::ViewRecipe;

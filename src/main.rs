@@ -303,6 +303,20 @@ pub struct EvalArgs {
     /// auto (a GPU when libtorch sees one, else the CPU), cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     device: String,
+    /// Zero-shot classification with a `clip` run (no labeled training image used): each class
+    /// name put into every template, embedded by the text tower, averaged; each test image
+    /// takes the nearest class. With captions in the test split, also image↔text retrieval
+    /// recall@1/5.
+    #[arg(long)]
+    zero_shot: bool,
+    /// --zero-shot: the classes, comma-separated test class folder names (`_` reads as a space
+    /// in the prompts). Default: every class folder of the test split.
+    #[arg(long, value_delimiter = ',', requires = "zero_shot")]
+    classes: Vec<String>,
+    /// --zero-shot: prompt templates, comma-separated, each with {} where the class name goes.
+    /// Default: "a photo of a {}.".
+    #[arg(long, value_delimiter = ',', requires = "zero_shot")]
+    templates: Vec<String>,
 }
 
 #[derive(Args)]

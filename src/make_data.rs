@@ -11,6 +11,11 @@ use std::path::{Path, PathBuf};
 pub enum Kind {
     /// Filmstrips (frames side by side) of a shape moving and turning; class = the shape.
     MovingShapes,
+    /// One coloured shape per image with a caption ("a small red circle on the left"), for
+    /// CLIP: train/ (flat, captions.csv) without the held-out colour–shape pairs of
+    /// held_out.txt, test/ with every pair in `<colour>_<shape>` class folders (captions.csv).
+    /// `--train-per-class` and `--test-per-class` × 20 pairs images.
+    CaptionedShapes,
     /// Filmstrips made from your frames: --from a folder of sequence folders of frame images
     /// (in class folders, optionally under train/ and test/ or val/), `--frames` evenly
     /// spaced frames of each, their centred squares resized to `--size`.
@@ -70,6 +75,9 @@ pub fn make_data(a: &MakeDataArgs) -> anyhow::Result<()> {
         a.from.is_none() || a.kind == Kind::Filmstrips,
         "--from is for `make-data filmstrips`: moving-shapes draws its own frames"
     );
+    if a.kind == Kind::CaptionedShapes {
+        return captioned_shapes(a, parent);
+    }
     let splits = match a.kind {
         Kind::MovingShapes => moving_shapes::generate(
             a.train_per_class,
@@ -85,6 +93,7 @@ pub fn make_data(a: &MakeDataArgs) -> anyhow::Result<()> {
                 .context("filmstrips needs --from: the folder of sequence folders")?;
             return filmstrips_from(from, a, parent);
         }
+        Kind::CaptionedShapes => unreachable!("written above"),
     };
     // written under a temporary name, renamed when whole
     let tmp = parent.join(format!(
@@ -276,6 +285,80 @@ fn filmstrips_from(from: &Path, a: &MakeDataArgs, parent: &Path) -> anyhow::Resu
         a.size,
         a.size,
         a.out.display()
+    );
+    Ok(())
+}
+
+/// `selfsup make-data captioned-shapes`: train/ (flat) and test/ (class folders), each with its
+/// captions.csv, and held_out.txt; written under a temporary name, renamed when whole.
+fn captioned_shapes(a: &MakeDataArgs, parent: &Path) -> anyhow::Result<()> {
+    use selfsup::data::captioned_shapes::{self as cs, Captioned};
+    let classes = cs::all_classes().len();
+    let tmp = parent.join(format!(
+        ".{}.tmp-{}",
+        a.out.file_name().unwrap_or_default().to_string_lossy(),
+        std::process::id()
+    ));
+    let write_split =
+        |name: &str, images: &[Captioned], in_class_folders: bool| -> anyhow::Result<()> {
+            let dir = tmp.join(name);
+            std::fs::create_dir_all(&dir)?;
+            let files: Vec<String> = images
+                .iter()
+                .enumerate()
+                .map(|(i, x)| match in_class_folders {
+                    true => format!("{}/{i:05}.png", x.class),
+                    false => format!("{i:05}.png"),
+                })
+                .collect();
+            for f in &files {
+                if let Some(p) = Path::new(f).parent() {
+                    std::fs::create_dir_all(dir.join(p))?;
+                }
+            }
+            images.par_iter().zip(files.par_iter()).try_for_each(
+                |(x, f)| -> anyhow::Result<()> {
+                    let side = a.size as u32;
+                    let img = image::RgbImage::from_raw(side, side, x.pixels.clone())
+                        .expect("size²·3 bytes");
+                    img.save(dir.join(f))?;
+                    Ok(())
+                },
+            )?;
+            let rows: Vec<(String, String)> = files
+                .into_iter()
+                .zip(images.iter().map(|x| x.caption.clone()))
+                .collect();
+            selfsup::data::captions::write_csv(&dir, &rows)?;
+            Ok(())
+        };
+    let train = cs::generate(a.train_per_class * classes, a.size, true, a.seed);
+    let test = cs::generate(a.test_per_class * classes, a.size, false, a.seed);
+    let written = (|| -> anyhow::Result<()> {
+        write_split("train", &train, false)?;
+        if !test.is_empty() {
+            write_split("test", &test, true)?;
+        }
+        let held: Vec<String> = cs::HELD_OUT
+            .iter()
+            .map(|(c, s)| cs::class_name(c, s))
+            .collect();
+        std::fs::write(tmp.join("held_out.txt"), held.join("\n") + "\n")?;
+        Ok(())
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e).with_context(|| format!("cannot write into {}", parent.display()));
+    }
+    std::fs::rename(&tmp, &a.out)?;
+    println!(
+        "wrote {} training and {} test images of {}x{} with captions to {} (held out of training: {})",
+        train.len(),
+        test.len(),
+        a.size,
+        a.size,
+        a.out.display(),
+        cs::HELD_OUT.iter().map(|(c, s)| format!("{c} {s}")).collect::<Vec<_>>().join(", ")
     );
     Ok(())
 }

@@ -158,13 +158,20 @@ impl Attention {
 
     /// `softmax(q kᵀ / √d_h) v` per head, then the output projection.
     pub fn forward(&self, x: &Tensor) -> Tensor {
+        self.forward_masked(x, None)
+    }
+
+    /// [`forward`](Self::forward) where each token attends only to the keys `keep` allows:
+    /// `keep` [N, 1, 1, T] bool, true for a key that may be attended to (a text's tokens, not
+    /// its padding); None: every key.
+    pub fn forward_masked(&self, x: &Tensor, keep: Option<&Tensor>) -> Tensor {
         let (n, t, d) = x.size3().expect("tokens are [N, T, D]");
         let qkv = x
             .apply(&self.qkv) // [N, T, 3D]
             .view([n, t, 3, self.heads, d / self.heads])
             .permute([2, 0, 3, 1, 4]); // [3, N, H, T, D/H]
         let (q, k, v) = (qkv.get(0), qkv.get(1), qkv.get(2));
-        Tensor::scaled_dot_product_attention(&q, &k, &v, None::<Tensor>, 0.0, false, None, false) // [N, H, T, D/H]
+        Tensor::scaled_dot_product_attention(&q, &k, &v, keep, 0.0, false, None, false) // [N, H, T, D/H]
             .transpose(1, 2)
             .reshape([n, t, d])
             .apply(&self.proj)
@@ -195,7 +202,13 @@ impl Block {
 
     /// [N, T, D] → [N, T, D]: `x + Attn(LN₁ x)`, then `x + fc₂ GELU(fc₁ LN₂ x)`.
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        let x = x + self.attn.forward(&x.apply(&self.norm1));
+        self.forward_masked(x, None)
+    }
+
+    /// [`forward`](Self::forward) with the attention restricted by `keep` [N, 1, 1, T]
+    /// ([`Attention::forward_masked`]).
+    pub fn forward_masked(&self, x: &Tensor, keep: Option<&Tensor>) -> Tensor {
+        let x = x + self.attn.forward_masked(&x.apply(&self.norm1), keep);
         let h = x.apply(&self.norm2).apply(&self.fc1).gelu("none");
         x + h.apply(&self.fc2)
     }

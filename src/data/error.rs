@@ -189,6 +189,37 @@ pub enum DataError {
         height: usize,
     },
 
+    #[error(
+        "{count} image(s) of '{}' have no caption ({source_kind}): {examples}; give each image one \
+         (a `file,caption` row of captions.csv, or a .txt of the same name beside it) or remove it",
+        .path.display()
+    )]
+    ImagesWithoutCaption {
+        path: PathBuf,
+        source_kind: &'static str,
+        count: usize,
+        examples: String,
+    },
+
+    #[error(
+        "{count} caption(s) in '{}' name no image of that folder: {examples}; fix the names (paths \
+         relative to the folder of captions.csv, or a .txt beside its image with the image's name) or \
+         remove those captions",
+        .path.display()
+    )]
+    CaptionsWithoutImage {
+        path: PathBuf,
+        count: usize,
+        examples: String,
+    },
+
+    #[error("'{}' line {line}: {reason}", .path.display())]
+    BadCaptions {
+        path: PathBuf,
+        line: u64,
+        reason: String,
+    },
+
     #[error("invalid {name} {value}: {reason}")]
     InvalidOption {
         name: &'static str,

@@ -312,15 +312,23 @@ fn decode_items(
         class_names,
         names: d.kept.iter().map(|&i| items[i].rel.clone()).collect(),
         skipped: d.skipped,
+        captions: None,
     })
 }
 
 /// Loads one split folder: class sub-folders (labeled) or a flat folder of images (unlabeled).
 pub fn load_folder(dir: &Path, opts: &LoadOptions) -> Result<Dataset, DataError> {
-    match scan(dir)? {
+    let d = match scan(dir)? {
         Layout::Flat(items) => decode_items(dir, items, Vec::new(), opts),
         Layout::Classes(classes, items) => decode_items(dir, items, classes, opts),
-    }
+    }?;
+    with_captions(dir, d)
+}
+
+/// `d` with the captions of its folder `dir`, if it has any ([`super::captions`]).
+fn with_captions(dir: &Path, mut d: Dataset) -> Result<Dataset, DataError> {
+    d.captions = super::captions::read(dir, &d.names)?;
+    Ok(d)
 }
 
 /// Loads a test split whose labels must use the training split's class indices.
@@ -334,7 +342,7 @@ fn load_test(dir: &Path, train: &Dataset, opts: &LoadOptions) -> Result<Dataset,
         Layout::Classes(classes, items) => (classes, items),
     };
     if train.class_names.is_empty() {
-        return decode_items(dir, items, classes, opts);
+        return with_captions(dir, decode_items(dir, items, classes, opts)?);
     }
     let mut to_train = Vec::with_capacity(classes.len());
     for c in &classes {
@@ -352,7 +360,10 @@ fn load_test(dir: &Path, train: &Dataset, opts: &LoadOptions) -> Result<Dataset,
     for it in &mut items {
         it.label = it.label.map(|l| to_train[l as usize]);
     }
-    decode_items(dir, items, train.class_names.clone(), opts)
+    with_captions(
+        dir,
+        decode_items(dir, items, train.class_names.clone(), opts)?,
+    )
 }
 
 /// The names a test split's folder may have, in the order they are looked for.

@@ -7,6 +7,8 @@
 //! [`synthetic::generate`] makes the built-in labeled dataset that needs no download.
 
 pub mod cache;
+pub mod captioned_shapes;
+pub mod captions;
 pub mod cifar;
 pub mod decode;
 pub mod error;
@@ -41,6 +43,9 @@ pub struct Dataset {
     pub names: Vec<String>,
     /// Files skipped with `skip_bad`, as "path: reason"; empty otherwise.
     pub skipped: Vec<String>,
+    /// One caption per image (image folders with `captions.csv` or `.txt` files beside the
+    /// images, [`captions`]); None without captions.
+    pub captions: Option<Vec<String>>,
 }
 
 impl Dataset {
@@ -67,6 +72,10 @@ impl Dataset {
             class_names: self.class_names.clone(),
             names: idx.iter().map(|&i| self.names[i].clone()).collect(),
             skipped: self.skipped.clone(),
+            captions: self
+                .captions
+                .as_ref()
+                .map(|c| idx.iter().map(|&i| c[i].clone()).collect()),
         }
     }
 }
@@ -240,6 +249,7 @@ pub(crate) fn raw_dataset(
         class_names,
         names: (0..n).map(|i| format!("{split}[{i}]")).collect(),
         skipped: Vec::new(),
+        captions: None,
     })
 }
 
@@ -264,6 +274,7 @@ mod tests {
             class_names: vec!["a".into(), "b".into(), "c".into()],
             names: vec!["x".into(), "y".into(), "z".into()],
             skipped: vec![],
+            captions: Some(vec!["x".into(), "y".into(), "z".into()]),
         };
         let s = d.subset(&[2, 0]);
         assert_eq!(s.len(), 2);
@@ -271,6 +282,7 @@ mod tests {
         assert_eq!(s.images.image(1).pixels, d.images.image(0).pixels);
         assert_eq!(s.labels, Some(vec![2, 0]));
         assert_eq!(s.names, vec!["z", "x"]);
+        assert_eq!(s.captions, Some(vec!["z".into(), "x".into()]));
         assert_eq!(s.num_classes(), 3);
     }
 

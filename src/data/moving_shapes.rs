@@ -90,6 +90,7 @@ pub fn generate(
                 .collect(),
             names: (0..n).map(|i| format!("{name}[{i}]")).collect(),
             skipped: Vec::new(),
+            captions: None,
         }
     };
     Splits {

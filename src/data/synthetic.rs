@@ -77,6 +77,7 @@ fn split(name: &str, stream: u64, n: usize, size: usize, seed: u64) -> Dataset {
         class_names: CLASS_NAMES.iter().map(|s| s.to_string()).collect(),
         names: (0..n).map(|i| format!("{name}[{i}]")).collect(),
         skipped: Vec::new(),
+        captions: None,
     }
 }
 
@@ -208,6 +209,18 @@ pub(crate) struct Look {
 }
 
 impl Look {
+    /// Given colours, with a random gradient and noise as [`Look::new`] draws them.
+    pub(crate) fn with_colours(bg: [f32; 3], fg: [f32; 3], rng: &mut Rng) -> Self {
+        let gradient = (rng.range(-0.25, 0.25), rng.range(-0.25, 0.25));
+        let noise = rng.range(0.02, 0.1);
+        Look {
+            bg,
+            fg,
+            gradient,
+            noise,
+        }
+    }
+
     pub(crate) fn new(rng: &mut Rng) -> Self {
         let (bg, fg) = colours(rng);
         let gradient = (rng.range(-0.25, 0.25), rng.range(-0.25, 0.25));

@@ -7,6 +7,7 @@ pub mod finetune;
 pub mod knn;
 pub mod linear;
 pub mod similarity;
+pub mod zero_shot;
 
 pub use diagnostics::{alignment, effective_rank, embedding_std, uniformity};
 pub use features::{extract_features, extract_features_with};

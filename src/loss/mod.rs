@@ -2,6 +2,7 @@
 //! inside), each with its formula and paper in its doc comment.
 
 pub mod barlow_twins;
+pub mod clip;
 pub mod cpc;
 pub mod cross_entropy;
 pub mod cross_view;
@@ -19,6 +20,7 @@ pub mod two_view;
 pub mod vicreg;
 
 pub use barlow_twins::barlow_twins;
+pub use clip::clip_loss;
 pub use cross_entropy::cross_entropy;
 pub use cross_view::cross_view_loss;
 pub use dcl::dcl;

@@ -13,6 +13,7 @@
 
 pub mod barlow_twins;
 pub mod byol;
+pub mod clip;
 pub mod context_encoder;
 pub mod deepcluster;
 pub mod denoising_ae;
@@ -136,6 +137,14 @@ pub struct BuildContext {
     pub images: Option<Arc<ImageStore>>,
     /// The training resolution: side of the square views.
     pub input_side: usize,
+    /// The training images' captions, in image order (methods that learn from text, which
+    /// look them up by image index with [`Targets::ImageIndices`]); None without captions or
+    /// when nothing trains.
+    pub captions: Option<Arc<Vec<String>>>,
+    /// The run folder whose checkpoint the variables will be restored from (a resumed run, an
+    /// evaluation): a method reads the files it keeps there ([`Method::run_files`]) back rather
+    /// than making them anew. None for a fresh run.
+    pub restore_from: Option<std::path::PathBuf>,
 }
 
 impl BuildContext {
@@ -190,6 +199,28 @@ pub trait Method {
     fn reconstruct(&self, _x: &Tensor) -> Option<(Tensor, Tensor)> {
         None
     }
+    /// Files the method keeps in the run folder beside its checkpoint, by name (CLIP's
+    /// `tokenizer.json`): written atomically before each checkpoint, read back through
+    /// [`BuildContext::restore_from`].
+    fn run_files(&self) -> anyhow::Result<Vec<(&'static str, Vec<u8>)>> {
+        Ok(Vec::new())
+    }
+    /// For methods that embed texts beside images (CLIP): the two embedders, for zero-shot
+    /// classification and retrieval. None: images only.
+    fn text_image(&self) -> Option<&dyn TextImage> {
+        None
+    }
+}
+
+/// Images and texts embedded into one space (CLIP).
+pub trait TextImage {
+    /// Eval-mode image embeddings: normalised views [n, 3, S, S] (the eval transform, on the
+    /// method's device) → [n, D] unit rows.
+    fn embed_images(&self, x: &Tensor) -> Tensor;
+    /// Texts → [m, D] unit rows (eval mode, no gradient).
+    fn embed_texts(&self, texts: &[String]) -> anyhow::Result<Tensor>;
+    /// The device the embedders run on.
+    fn device(&self) -> tch::Device;
 }
 
 /// What a method's config section knows about the method before it is built.
@@ -314,6 +345,8 @@ pub(crate) mod testing {
             batch_size: 8,
             images: None,
             input_side: 16,
+            captions: None,
+            restore_from: None,
         }
     }
 

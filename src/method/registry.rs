@@ -51,6 +51,7 @@ pub static REGISTRY: &[MethodEntry] = &[
     row::<super::mae::MaeConfig>(),
     row::<super::denoising_ae::DenoisingAeConfig>(),
     row::<super::context_encoder::ContextEncoderConfig>(),
+    row::<super::clip::ClipConfig>(),
 ];
 
 /// The method of `method.name` when none is given.

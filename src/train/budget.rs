@@ -110,7 +110,7 @@ pub fn calibrate(
     views: &[Arc<dyn Views>],
 ) -> anyhow::Result<Calibration> {
     let start = Instant::now();
-    let mut model = build_model(cfg, Some(data.images.clone()))?;
+    let mut model = build_model(cfg, Some(data), None)?;
     let total = SKIP + MEASURE;
     let schedule = Schedule::new(cfg, data.images.len())
         .constant(0.0)
@@ -211,10 +211,7 @@ mod tests {
         cfg.data.synthetic_test_per_class = 1;
         cfg.data.synthetic_size = 16;
         let splits = crate::train::load_data(&cfg).unwrap();
-        let data = LoaderData {
-            images: std::sync::Arc::new(splits.train.images.clone()),
-            targets: None,
-        };
+        let data = LoaderData::images(std::sync::Arc::new(splits.train.images.clone()));
         let spec = cfg.method.spec().unwrap();
         let views = crate::train::method_views(&cfg.data, spec.as_ref(), 16).unwrap();
         let c = calibrate(&cfg, &data, &views).unwrap();

@@ -63,6 +63,20 @@ impl ViewBatch {
 pub struct LoaderData {
     pub images: Arc<ImageStore>,
     pub targets: Option<Arc<Vec<i64>>>,
+    /// The images' captions, for methods that learn from text too (the loader does not read
+    /// them: the method looks them up by image index).
+    pub captions: Option<Arc<Vec<String>>>,
+}
+
+impl LoaderData {
+    /// Images alone: no targets, no captions.
+    pub fn images(images: Arc<ImageStore>) -> Self {
+        LoaderData {
+            images,
+            targets: None,
+            captions: None,
+        }
+    }
 }
 
 /// The image order of epoch `epoch`.

@@ -31,10 +31,10 @@ pub use views::{loader_data, method_views, small_crop_size, view_recipe, view_re
 
 use crate::backbone::to_channels_last;
 use crate::config::TrainConfig;
-use crate::data::{self, ImageStore, Splits};
+use crate::data::{self, Splits};
 use crate::method::{BuildContext, Method, MethodSpec};
 use anyhow::bail;
-use std::sync::Arc;
+use std::path::Path;
 use tch::nn::VarStore;
 
 /// Uses `threads` CPU threads for libtorch and rayon (0: all cores, shared among the ranks of a
@@ -106,6 +106,27 @@ pub fn load_data(cfg: &TrainConfig) -> anyhow::Result<Splits> {
     Ok(splits)
 }
 
+/// Opens the whole trained model of the run in `dir` (the method with its heads and state, not
+/// only the encoder), for what needs more than the encoder (CLIP's text tower): its checkpoint's
+/// config (with `train.out_dir` = `dir`, where the run's files are read from) and every variable.
+/// `device` is a `train.device` setting (`auto`, `cpu`, `cuda:0`).
+pub fn open_model(dir: &Path, device: &str) -> anyhow::Result<(TrainConfig, Model)> {
+    let ckpt = RunDir::open(dir).checkpoint();
+    if !ckpt.is_file() {
+        bail!(
+            "{} has no checkpoint.safetensors: pass the --out folder of a `selfsup pretrain` run",
+            dir.display()
+        );
+    }
+    let loaded = load_checkpoint(&ckpt)?;
+    let mut cfg = loaded.state.config;
+    cfg.train.out_dir = dir.to_path_buf();
+    cfg.train.device = device.to_string();
+    let model = build_model(&cfg, None, Some(dir))?;
+    restore_variables(&model.vs, &loaded.model, &ckpt)?;
+    Ok((cfg, model))
+}
+
 /// A method, its spec and the variables it trains.
 pub struct Model {
     pub vs: VarStore,
@@ -113,9 +134,15 @@ pub struct Model {
     pub spec: Box<dyn MethodSpec>,
 }
 
-/// What the method of `cfg` is built from; `images`: the training images, for methods with a
-/// per-image memory.
-pub fn build_context(cfg: &TrainConfig, images: Option<Arc<ImageStore>>) -> BuildContext {
+/// What the method of `cfg` is built from; `data`: the training images (for methods with a
+/// per-image memory) and their captions; `restore_from`: the run folder whose checkpoint the
+/// model will be loaded from (resume, evaluation).
+pub fn build_context(
+    cfg: &TrainConfig,
+    data: Option<&LoaderData>,
+    restore_from: Option<&Path>,
+) -> BuildContext {
+    let images = data.map(|d| d.images.clone());
     let input_side = images
         .as_ref()
         .map_or_else(|| cfg.planned_crop_size(), |i| cfg.crop_size(i));
@@ -128,12 +155,19 @@ pub fn build_context(cfg: &TrainConfig, images: Option<Arc<ImageStore>>) -> Buil
         batch_size: cfg.train.batch_size,
         input_side,
         images,
+        captions: data.and_then(|d| d.captions.clone()),
+        restore_from: restore_from.map(Path::to_path_buf),
     }
 }
 
 /// Builds the method of `cfg` with freshly initialised variables (seeded), for training on
-/// `images` (None where nothing trains).
-pub fn build_model(cfg: &TrainConfig, images: Option<Arc<ImageStore>>) -> anyhow::Result<Model> {
+/// `data` (None where nothing trains); `restore_from`: the run folder the variables will be
+/// restored from, whose files ([`Method::run_files`]) the method reads back.
+pub fn build_model(
+    cfg: &TrainConfig,
+    data: Option<&LoaderData>,
+    restore_from: Option<&Path>,
+) -> anyhow::Result<Model> {
     let spec = cfg.method.spec().map_err(anyhow::Error::msg)?;
     tch::manual_seed(cfg.train.seed as i64);
     let device = crate::device::resolve(&cfg.train.device)?;
@@ -141,7 +175,7 @@ pub fn build_model(cfg: &TrainConfig, images: Option<Arc<ImageStore>>) -> anyhow
         tch::Cuda::cudnn_set_benchmark(true); // fixed input sizes: cuDNN picks its fastest kernels once
     }
     let vs = VarStore::new(device);
-    let method = spec.build(&vs, &build_context(cfg, images))?;
+    let method = spec.build(&vs, &build_context(cfg, data, restore_from))?;
     if cfg.model.uses_channels_last() {
         to_channels_last(&vs);
     } else if cfg.model.channels_last && !cfg.model.is_vit() {

@@ -80,7 +80,10 @@ impl Pretraining {
         let cfg = &cfg;
         let spec = cfg.method.spec().map_err(anyhow::Error::msg)?;
         let (data, views, early_views) = preflight(cfg, splits, spec.as_ref())?;
-        let model = build_model(cfg, Some(data.images.clone()))?;
+        // a resumed run reads back what its method keeps in the folder (a tokenizer)
+        let restore_from = (resume && RunDir::open(&cfg.train.out_dir).checkpoint().exists())
+            .then_some(cfg.train.out_dir.as_path());
+        let model = build_model(cfg, Some(&data), restore_from)?;
         // rank 0 alone writes the folder (the others of a data-parallel job read it)
         let run = match crate::dist::is_root() {
             true => RunDir::create(&cfg.train.out_dir)?,
@@ -690,6 +693,10 @@ impl<'a> RunObserver<'a> {
             return Ok(());
         }
         self.state.train_seconds = self.trained_s();
+        // the method's files first: a checkpoint never exists without them
+        for (name, bytes) in trainer.model.method.run_files()? {
+            crate::checkpoint::write_atomic(&self.run.dir.join(name), &bytes)?;
+        }
         self.run
             .save_checkpoint(&trainer.model.vs, &trainer.opt.state(), &self.state)?;
         if let Some(p) = self.pictures {

@@ -81,6 +81,7 @@ pub fn loader_data(train: &Dataset, spec: &dyn MethodSpec) -> anyhow::Result<Loa
     Ok(LoaderData {
         images: Arc::new(train.images.clone()),
         targets,
+        captions: train.captions.clone().map(Arc::new),
     })
 }
 
