@@ -50,10 +50,11 @@ fn describe(splits: &Splits, cfg: &TrainConfig) {
         tr.len(),
         cfg.crop_size(&tr.images),
         cfg.crop_size(&tr.images),
-        if tr.labels.is_some() {
-            format!(", {} classes", tr.num_classes())
-        } else {
-            ", unlabeled".into()
+        match (tr.labels.is_some(), tr.captions.is_some()) {
+            (true, false) => format!(", {} classes", tr.num_classes()),
+            (true, true) => format!(", {} classes, captioned", tr.num_classes()),
+            (false, true) => ", unlabeled, captioned".into(),
+            (false, false) => ", unlabeled".into(),
         },
         match &splits.test {
             Some(t) => format!("{} test images", t.len()),

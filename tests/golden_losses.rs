@@ -85,6 +85,7 @@ fn cases() -> Vec<(&'static str, Vec<&'static str>)> {
         ("mae", vec!["--method", "mae", "--backbone", "vit_tiny"]),
         ("denoising_ae", m("denoising_ae")),
         ("context_encoder", m("context_encoder")),
+        ("clip", m("clip")),
         (
             "loss=nt_xent_tiled",
             vec!["--loss", "nt_xent_tiled", "--set", "method.tile_rows=5"],

@@ -77,7 +77,23 @@ fn split(name: &str, stream: u64, n: usize, size: usize, seed: u64) -> Dataset {
         class_names: CLASS_NAMES.iter().map(|s| s.to_string()).collect(),
         names: (0..n).map(|i| format!("{name}[{i}]")).collect(),
         skipped: Vec::new(),
-        captions: None,
+        captions: Some((0..n).map(|i| caption((i % k) as u32, i / k)).collect()),
+    }
+}
+
+/// The caption of the `j`-th image of `class`: its name in one of three phrasings ("a disk",
+/// "a picture of horizontal stripes", "dots on a background"), so that `--method clip` trains on
+/// the built-in set too (its captions name the class and nothing else).
+pub fn caption(class: u32, j: usize) -> String {
+    let name = CLASS_NAMES[class as usize];
+    let thing = match name.ends_with('s') {
+        true => name.to_string(),
+        false => format!("a {name}"),
+    };
+    match j % 3 {
+        0 => thing,
+        1 => format!("a picture of {thing}"),
+        _ => format!("{thing} on a background"),
     }
 }
 
@@ -278,6 +294,19 @@ mod tests {
             .zip(&counts)
             .map(|(s, &c)| s.iter().map(|v| v / c).collect())
             .collect()
+    }
+
+    #[test]
+    fn captions_name_the_class() {
+        let s = generate(2, 1, 8, 0);
+        let c = s.train.captions.as_ref().unwrap();
+        assert_eq!(c.len(), 20);
+        assert_eq!(c[0], "a disk");
+        assert_eq!(c[15], "a picture of horizontal stripes");
+        assert!(c
+            .iter()
+            .zip(s.train.labels.as_ref().unwrap())
+            .all(|(t, &l)| t.contains(CLASS_NAMES[l as usize])));
     }
 
     #[test]

@@ -1,27 +1,32 @@
 //! The captions' tokenizer: Hugging Face `tokenizers`' byte-pair encoding (Sennrich et al. 2016)
-//! with a vocabulary trained on the run's own captions, as open_clip trains none but CLIP's
-//! paper does (a lower-cased BPE). Text is NFKC-normalised and lower-cased, split at white
-//! space, and each word cut into the longest merges learnt; `</w>` marks a word's last piece so
-//! that decoding puts the spaces back. Saved as a `tokenizer.json` that Python's `tokenizers`
-//! reads too.
+//! with a vocabulary trained on the run's own captions (CLIP's is a lower-cased BPE too). Text is
+//! NFKC-normalised and lower-cased; each space becomes `▁` starting the next word
+//! (SentencePiece's metaspace, so that decoding puts the spaces back) and each word is cut into
+//! the merges learnt. Saved as a `tokenizer.json` that Python's `tokenizers` reads too.
+//!
+//! The same captions always give the same vocabulary and ids (ranks of a data-parallel job and
+//! reruns of a seed must agree): the trainer's initial tokens are the characters, numbered in
+//! sorted order, and ties between equally frequent pairs go to the lower pair of ids. A
+//! word-end suffix (`</w>`) would break that: the trainer numbers the suffixed characters in its
+//! hash map's (random) order.
 //!
 //! Ids: 0 is padding `[PAD]`, 1 the unknown piece `[UNK]`; a caption becomes a row of
 //! [`CaptionTokenizer::context_length`] ids, cut at that length, padded with 0.
 
 use anyhow::Context;
 use tch::Tensor;
-use tokenizers::decoders::bpe::BPEDecoder;
 use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
 use tokenizers::models::TrainerWrapper;
 use tokenizers::normalizers::{Lowercase, Sequence, NFKC};
-use tokenizers::pre_tokenizers::whitespace::WhitespaceSplit;
+use tokenizers::pre_tokenizers::metaspace::{Metaspace, PrependScheme};
 use tokenizers::{AddedToken, Tokenizer};
 
 /// The padding id: rows are filled with it after a caption's last token.
 pub const PAD: i64 = 0;
 const PAD_TOKEN: &str = "[PAD]";
 const UNK_TOKEN: &str = "[UNK]";
-const END_OF_WORD: &str = "</w>";
+/// What a space becomes: the first piece of each word starts with it.
+const METASPACE: char = '▁';
 
 /// A trained tokenizer and the length of its rows.
 pub struct CaptionTokenizer {
@@ -54,14 +59,14 @@ impl CaptionTokenizer {
         );
         let model = BPE::builder()
             .unk_token(UNK_TOKEN.into())
-            .end_of_word_suffix(END_OF_WORD.into())
             .build()
             .map_err(|e| anyhow::anyhow!("BPE model: {e}"))?;
         let mut inner = Tokenizer::new(model);
+        let metaspace = Metaspace::new(METASPACE, PrependScheme::Always, true);
         inner
             .with_normalizer(Some(Sequence::new(vec![NFKC.into(), Lowercase.into()])))
-            .with_pre_tokenizer(Some(WhitespaceSplit))
-            .with_decoder(Some(BPEDecoder::new(END_OF_WORD.into())));
+            .with_pre_tokenizer(Some(metaspace.clone()))
+            .with_decoder(Some(metaspace));
         let mut trainer: TrainerWrapper = BpeTrainerBuilder::new()
             .show_progress(false)
             .vocab_size(vocab_size)
@@ -70,7 +75,6 @@ impl CaptionTokenizer {
                 AddedToken::from(PAD_TOKEN, true),
                 AddedToken::from(UNK_TOKEN, true),
             ])
-            .end_of_word_suffix(END_OF_WORD.into())
             .build()
             .into();
         inner
@@ -199,6 +203,19 @@ mod tests {
             assert_eq!(back.ids(&c).unwrap(), t.ids(&c).unwrap());
         }
         assert!(CaptionTokenizer::from_json("{}", 16).is_err());
+    }
+
+    #[test]
+    fn the_same_captions_give_the_same_vocabulary() {
+        // the trainer's hash maps iterate in a random order per map: train several times
+        let json = CaptionTokenizer::train(&captions(), 60, 16)
+            .unwrap()
+            .to_json()
+            .unwrap();
+        for _ in 0..5 {
+            let again = CaptionTokenizer::train(&captions(), 60, 16).unwrap();
+            assert_eq!(again.to_json().unwrap(), json);
+        }
     }
 
     #[test]

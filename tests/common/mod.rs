@@ -97,6 +97,8 @@ pub fn method_runs() -> Vec<Vec<&'static str>> {
         vec!["--method", "mae", "--backbone", "vit_tiny"],
         vec!["--method", "denoising_ae"],
         vec!["--method", "context_encoder"],
+        // images and captions (the built-in set's captions name the class)
+        vec!["--method", "clip"],
         vec![
             "--method",
             "dino",
