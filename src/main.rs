@@ -42,9 +42,13 @@ enum Command {
     Neighbors(inspect::NeighborsArgs),
     /// Write a run's encoder for other tools: safetensors under torchvision's names, or TorchScript.
     Export(inspect::ExportArgs),
-    /// Write sequences as filmstrip images for --method temporal_order: moving-shapes (a
-    /// built-in set of moving, turning shapes) or filmstrips (from your folders of frames).
+    /// Write built-in or converted data sets as image folders: captioned-shapes (for --method
+    /// clip), moving-shapes (filmstrips for --method temporal_order) or filmstrips (from your
+    /// folders of frames).
     MakeData(make_data::MakeDataArgs),
+    /// CPC on generated 1-D signals against the autoregressive next-value predictor, the
+    /// untrained network and the raw samples: linear-probe top-1 on the hidden class.
+    Cpc(CpcArgs),
     /// The built-in demo (the default): synthetic shapes, kNN before and after pretraining.
     Demo(DemoArgs),
     /// Throughput: training-step and forward views/s, augmentation and end-to-end images/s, peak RSS.
@@ -320,6 +324,16 @@ pub struct EvalArgs {
 }
 
 #[derive(Args)]
+pub struct CpcArgs {
+    /// Adam steps of each objective (batch 64 sequences).
+    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    steps: u64,
+    /// Seeds (signal sets and initialisations 0..SEEDS), for the spread.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=100))]
+    seeds: u64,
+}
+
+#[derive(Args)]
 pub struct FinetuneArgs {
     /// Run folder written by `selfsup pretrain`.
     #[arg(long)]
@@ -425,6 +439,11 @@ fn main() -> ExitCode {
         Command::Neighbors(a) => inspect::neighbors(&a),
         Command::Export(a) => inspect::export(&a),
         Command::MakeData(a) => make_data::make_data(&a),
+        Command::Cpc(a) => {
+            let steps = a.steps as usize;
+            selfsup::sequence::experiment::compare(steps, a.seeds, &mut |l| eprintln!("{l}"))
+                .map(|r| print!("{}", selfsup::sequence::experiment::table(&r, steps)))
+        }
         Command::Finetune(a) => commands::finetune(&a),
         Command::Demo(a) => commands::demo(&a),
         Command::Bench(a) => commands::bench(&a),

@@ -827,3 +827,23 @@ fn the_binary_links_libtorch_cuda_where_libtorch_has_it() {
     let t = String::from_utf8_lossy(&o.stdout);
     assert!(t.contains("[libtorch_cuda.so]"), "not linked: {t}");
 }
+
+/// `selfsup cpc` runs the CPC experiment on generated signals (here 3 steps, one seed) and
+/// prints its table; a step count of 0 is refused by name.
+#[test]
+fn cpc_compares_four_representations() {
+    let o = run(selfsup().args(["cpc", "--steps", "3", "--seeds", "1"]));
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    let out = String::from_utf8_lossy(&o.stdout);
+    for row in selfsup::sequence::experiment::ROWS {
+        assert!(out.contains(row), "{row} not in {out}");
+    }
+    assert!(
+        out.contains("chance 25 %") && out.contains("3 steps"),
+        "{out}"
+    );
+    let o = run(selfsup().args(["cpc", "--steps", "0"]));
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("--steps"), "{}", text(&o));
+}

@@ -1,7 +1,7 @@
 //! CLIP (Radford et al. 2021, "Learning Transferable Visual Models From Natural Language
 //! Supervision", arXiv:2103.00020): images and their captions embedded into one space. An image
-//! tower (any selfsup backbone, then a linear projection) and a text tower (a small transformer
-//! or a bag of tokens over a BPE vocabulary learnt from the run's captions, then a linear
+//! tower (any selfsup backbone, then a linear projection) and a text tower (a bag of tokens or a
+//! small transformer over a BPE vocabulary learnt from the run's captions, then a linear
 //! projection) are trained so that in a batch each image is nearest its own caption: symmetric
 //! InfoNCE over the B×B cosine similarities scaled by a learned `exp(t)` (t starts at
 //! ln(1/0.07) and is clipped at ln 100, as CLIP and open_clip do).
@@ -38,13 +38,16 @@ pub const TOKENIZER_FILE: &str = "tokenizer.json";
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClipConfig {
-    /// `transformer` (default) or `bag` (mean of token embeddings, order ignored).
+    /// `bag` (default: the mean of the token embeddings, then an MLP layer; word order
+    /// ignored) or `transformer` (CLIP's kind, for captions whose meaning needs the order). On
+    /// the built-in captioned shapes the bag generalised better to held-out pairs and ran 1.4×
+    /// faster (README, "Beyond one image").
     pub text_tower: TextTowerKind,
     /// Width of the text tower's features. Default 128.
     pub text_width: i64,
-    /// Transformer blocks of the text tower. Default 2.
+    /// Blocks of the transformer text tower. Default 2.
     pub text_layers: usize,
-    /// Attention heads per block (must divide `text_width`). Default 4.
+    /// Attention heads per transformer block (must divide `text_width`). Default 4.
     pub text_heads: i64,
     /// Tokens per caption: longer captions are cut. Default 32.
     pub context_length: usize,
@@ -61,7 +64,7 @@ pub struct ClipConfig {
 impl Default for ClipConfig {
     fn default() -> Self {
         ClipConfig {
-            text_tower: TextTowerKind::Transformer,
+            text_tower: TextTowerKind::Bag,
             text_width: 128,
             text_layers: 2,
             text_heads: 4,
