@@ -39,13 +39,39 @@ pub const HELD_OUT: [(&str, &str); 5] = [
     ("red", "cross"),
 ];
 
-/// Places: the words and where the centre may be, (u range, v range) in [0, 1].
-const PLACES: [(&str, (f32, f32), (f32, f32)); 5] = [
-    ("on the left", (0.22, 0.3), (0.35, 0.65)),
-    ("on the right", (0.7, 0.78), (0.35, 0.65)),
-    ("at the top", (0.35, 0.65), (0.22, 0.3)),
-    ("at the bottom", (0.35, 0.65), (0.7, 0.78)),
-    ("in the middle", (0.45, 0.55), (0.45, 0.55)),
+/// A place: its words and where the centre may be (u range, v range) in [0, 1].
+struct Place {
+    words: &'static str,
+    u: (f32, f32),
+    v: (f32, f32),
+}
+
+const PLACES: [Place; 5] = [
+    Place {
+        words: "on the left",
+        u: (0.22, 0.3),
+        v: (0.35, 0.65),
+    },
+    Place {
+        words: "on the right",
+        u: (0.7, 0.78),
+        v: (0.35, 0.65),
+    },
+    Place {
+        words: "at the top",
+        u: (0.35, 0.65),
+        v: (0.22, 0.3),
+    },
+    Place {
+        words: "at the bottom",
+        u: (0.35, 0.65),
+        v: (0.7, 0.78),
+    },
+    Place {
+        words: "in the middle",
+        u: (0.45, 0.55),
+        v: (0.45, 0.55),
+    },
 ];
 
 /// Size words (two of each) and the radius range.
@@ -90,7 +116,11 @@ fn draw(size: usize, training: bool, rng: &mut Rng) -> Captioned {
         }
     };
     let (size_words, radius) = SIZES[rng.below(SIZES.len())];
-    let (place, us, vs) = PLACES[rng.below(PLACES.len())];
+    let Place {
+        words: place,
+        u: us,
+        v: vs,
+    } = &PLACES[rng.below(PLACES.len())];
     let mut pattern = Pattern::new(SHAPES[shape].1, rng);
     pattern.radius = rng.range(radius.0, radius.1);
     pattern.centre = (rng.range(us.0, us.1), rng.range(vs.0, vs.1));

@@ -327,7 +327,7 @@ pub(crate) mod testing {
     use super::{BuildContext, Method, StepContext};
     use crate::backbone::{BackboneConfig, ResNetConfig, Stem};
     use crate::optim::Sgd;
-    use tch::{nn, Device, Kind, Tensor};
+    use tch::{nn, Tensor};
 
     /// ResNet-18 at width 1/8 with a 16-d projection and 32-wide hidden layers, seeded.
     pub fn tiny_context() -> BuildContext {
@@ -390,11 +390,20 @@ pub(crate) mod testing {
         }
     }
 
-    /// Two views [k, 3, 16, 16] of k random images (the second slightly perturbed).
+    /// Two views [k, 3, 16, 16] of k random images (the second slightly perturbed): unit-
+    /// variance uniform noise from our own generator, not libtorch's global one, which the tests
+    /// running beside this one on other threads reseed and draw from (a test comparing two runs
+    /// on the same views would see different views).
     pub fn tiny_views(k: i64, seed: i64) -> Vec<Tensor> {
-        tch::manual_seed(seed);
-        let a = Tensor::randn([k, 3, 16, 16], (Kind::Float, Device::Cpu));
-        let b = &a + Tensor::randn([k, 3, 16, 16], (Kind::Float, Device::Cpu)) * 0.1;
+        let mut r = crate::rng::Rng::new(seed as u64);
+        let mut noise = || -> Tensor {
+            let v: Vec<f32> = (0..k * 3 * 16 * 16)
+                .map(|_| (r.uniform() - 0.5) * 12f32.sqrt())
+                .collect();
+            Tensor::from_slice(&v).view([k, 3, 16, 16])
+        };
+        let a = noise();
+        let b = &a + noise() * 0.1;
         vec![a, b]
     }
 
