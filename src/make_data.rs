@@ -14,7 +14,7 @@ pub enum Kind {
     /// One coloured shape per image with a caption ("a small red circle on the left"), for
     /// CLIP: train/ (flat, captions.csv) without the held-out colour–shape pairs of
     /// held_out.txt, test/ with every pair in `<colour>_<shape>` class folders (captions.csv).
-    /// `--train-per-class` and `--test-per-class` × 20 pairs images.
+    /// `--train-per-class` × 20 training images (random pairs), `--test-per-class` of each pair.
     CaptionedShapes,
     /// Filmstrips made from your frames: --from a folder of sequence folders of frame images
     /// (in class folders, optionally under train/ and test/ or val/), `--frames` evenly

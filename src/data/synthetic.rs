@@ -239,14 +239,7 @@ impl Look {
 
     pub(crate) fn new(rng: &mut Rng) -> Self {
         let (bg, fg) = colours(rng);
-        let gradient = (rng.range(-0.25, 0.25), rng.range(-0.25, 0.25));
-        let noise = rng.range(0.02, 0.1);
-        Look {
-            bg,
-            fg,
-            gradient,
-            noise,
-        }
+        Self::with_colours(bg, fg, rng)
     }
 }
 
