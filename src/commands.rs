@@ -212,17 +212,30 @@ pub fn eval(a: &EvalArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The loading flags of the commands that read a run's data again (eval, embed, report,
+/// neighbors) over the run's config; sets the run's thread count.
+pub fn loading_flags(
+    cfg: &mut TrainConfig,
+    image_size: Option<usize>,
+    skip_bad: bool,
+    no_cache: bool,
+    cache: &Option<std::path::PathBuf>,
+) -> anyhow::Result<()> {
+    train::set_threads(cfg.train.threads)?;
+    if image_size.is_some() {
+        cfg.data.image_size = image_size;
+    }
+    cfg.data.skip_bad |= skip_bad;
+    cfg.data.no_cache |= no_cache;
+    if cache.is_some() {
+        cfg.data.cache = cache.clone();
+    }
+    Ok(())
+}
+
 /// The run's config with eval's data flags on it; sets the thread count.
 fn eval_config(a: &EvalArgs, mut cfg: TrainConfig) -> anyhow::Result<TrainConfig> {
-    train::set_threads(cfg.train.threads)?;
-    if a.image_size.is_some() {
-        cfg.data.image_size = a.image_size;
-    }
-    cfg.data.skip_bad |= a.skip_bad;
-    cfg.data.no_cache |= a.no_cache;
-    if a.cache.is_some() {
-        cfg.data.cache = a.cache.clone();
-    }
+    loading_flags(&mut cfg, a.image_size, a.skip_bad, a.no_cache, &a.cache)?;
     if let Some(d) = &a.data {
         cfg.data.path = Some(d.clone());
     }
@@ -433,16 +446,8 @@ pub fn finetune(a: &FinetuneArgs) -> anyhow::Result<()> {
 pub fn embed(a: &EmbedArgs) -> anyhow::Result<()> {
     let enc = train::open_encoder(&a.run, false, selfsup::device::resolve(&a.device)?)?;
     let mut cfg = enc.config.clone();
-    train::set_threads(cfg.train.threads)?;
+    loading_flags(&mut cfg, a.image_size, a.skip_bad, a.no_cache, &a.cache)?;
     cfg.data.path = Some(a.data.clone());
-    if a.image_size.is_some() {
-        cfg.data.image_size = a.image_size;
-    }
-    cfg.data.skip_bad |= a.skip_bad;
-    cfg.data.no_cache |= a.no_cache;
-    if a.cache.is_some() {
-        cfg.data.cache = a.cache.clone();
-    }
     cfg.data.limit = None;
     let out_dir = existing_parent(&a.out, "--out")?;
     if a.out.is_dir() {

@@ -45,15 +45,13 @@ impl RunData {
     fn open(&self) -> anyhow::Result<(TrainedEncoder, TrainConfig)> {
         let enc = train::open_encoder(&self.run, false, selfsup::device::resolve(&self.device)?)?;
         let mut cfg = enc.config.clone();
-        train::set_threads(cfg.train.threads)?;
-        if self.image_size.is_some() {
-            cfg.data.image_size = self.image_size;
-        }
-        cfg.data.skip_bad |= self.skip_bad;
-        cfg.data.no_cache |= self.no_cache;
-        if self.cache.is_some() {
-            cfg.data.cache = self.cache.clone();
-        }
+        crate::commands::loading_flags(
+            &mut cfg,
+            self.image_size,
+            self.skip_bad,
+            self.no_cache,
+            &self.cache,
+        )?;
         if let Some(d) = &self.data {
             cfg.data.path = Some(d.clone());
         }
