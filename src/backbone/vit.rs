@@ -165,15 +165,17 @@ impl Attention {
     /// `keep` [N, 1, 1, T] bool, true for a key that may be attended to (a text's tokens, not
     /// its padding); None: every key.
     pub fn forward_masked(&self, x: &Tensor, keep: Option<&Tensor>) -> Tensor {
-        let (n, t, d) = x.size3().expect("tokens are [N, T, D]");
+        // N is written -1, never the traced batch's size: a TorchScript export traced on 2 images
+        // must run on any number (T and D are fixed by the image size and the model).
+        let (_n, t, d) = x.size3().expect("tokens are [N, T, D]");
         let qkv = x
             .apply(&self.qkv) // [N, T, 3D]
-            .view([n, t, 3, self.heads, d / self.heads])
+            .view([-1, t, 3, self.heads, d / self.heads])
             .permute([2, 0, 3, 1, 4]); // [3, N, H, T, D/H]
         let (q, k, v) = (qkv.get(0), qkv.get(1), qkv.get(2));
         Tensor::scaled_dot_product_attention(&q, &k, &v, keep, 0.0, false, None, false) // [N, H, T, D/H]
             .transpose(1, 2)
-            .reshape([n, t, d])
+            .reshape([-1, t, d])
             .apply(&self.proj)
     }
 }
@@ -355,18 +357,24 @@ impl Vit {
         x.apply(&self.norm)
     }
 
+    /// The class token put before patch tokens [N, L', D] → [N, 1 + L', D]. The token is
+    /// expanded to the patches' batch (`expand_as`), not to a number: a traced module then keeps
+    /// N free instead of the example's batch size.
+    pub fn prepend_class_token(&self, patches: &Tensor) -> Tensor {
+        let cls = &self.cls_token + self.pos_embed.narrow(1, 0, 1); // [1, 1, D]
+        Tensor::cat(&[cls.expand_as(&patches.narrow(1, 0, 1)), patches.shallow_clone()], 1)
+    }
+
     /// Class token and every patch token after all blocks: [N, 3, S, S] → [N, 1 + L, D].
     pub fn tokens(&self, x: &Tensor) -> Tensor {
-        let n = x.size()[0];
-        let t = Tensor::cat(&[self.class_token(n), self.embed_patches(x)], 1);
+        let t = self.prepend_class_token(&self.embed_patches(x));
         self.encode_tokens(&t, self.blocks.len())
     }
 
     /// The representation read `layer` of the way through (see [`VitConfig::blocks_up_to`]):
     /// [N, 3, S, S] → [N, D].
     pub fn features_at(&self, x: &Tensor, layer: Layer) -> Tensor {
-        let n = x.size()[0];
-        let t = Tensor::cat(&[self.class_token(n), self.embed_patches(x)], 1);
+        let t = self.prepend_class_token(&self.embed_patches(x));
         let t = self.encode_tokens(&t, self.config.blocks_up_to(layer)); // [N, 1 + L, D]
         self.pool(&t)
     }
