@@ -6,7 +6,7 @@ use selfsup::config::TrainConfig;
 use selfsup::data::{Dataset, Splits};
 use selfsup::eval::{self, EvalKind, EvalReport, FrozenEncoder};
 use selfsup::train::{self, pretrain::Pretraining, RunDir};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// The encoder a model trains, for evaluation at the crop size it trained at.
@@ -45,8 +45,12 @@ fn describe(splits: &Splits, cfg: &TrainConfig) {
         Some(((h0, w0), (h1, w1))) => format!("of sizes {w0}x{h0} to {w1}x{h1}"),
         None => String::new(),
     };
+    let left_out: Vec<String> = [("training", Some(tr)), ("test", splits.test.as_ref())]
+        .into_iter()
+        .filter_map(|(name, d)| Some(format!("{name}: {}", d?.left_out.describe()?)))
+        .collect();
     eprintln!(
-        "data: {source}: {} training images {sizes}, views of {}x{}{}, {}",
+        "data: {source}: {} training images {sizes}, views of {}x{}{}, {}{}",
         tr.len(),
         cfg.crop_size(&tr.images),
         cfg.crop_size(&tr.images),
@@ -59,6 +63,10 @@ fn describe(splits: &Splits, cfg: &TrainConfig) {
         match &splits.test {
             Some(t) => format!("{} test images", t.len()),
             None => "no test split".into(),
+        },
+        match left_out.is_empty() {
+            true => String::new(),
+            false => format!("; left out: {}", left_out.join("; ")),
         }
     );
     for s in [Some(tr), splits.test.as_ref()].into_iter().flatten() {
@@ -105,6 +113,27 @@ fn print_pretrain(r: &train::PretrainReport) {
     );
 }
 
+/// Why kNN and the linear probe cannot score `splits` (which of the two splits lacks labels).
+fn missing_labels(splits: &Splits) -> String {
+    let layout = "a folder with train/ and test/ (or val/) of class folders, IDX or CIFAR files";
+    match (&splits.test, splits.train.labels.is_some()) {
+        (None, _) => format!("evaluation needs a labeled test split, and this data has none: {layout}"),
+        (Some(t), _) if t.labels.is_none() => format!(
+            "evaluation needs a labeled test split, and this one is a flat folder of unlabeled \
+             images: {layout}"
+        ),
+        (Some(_), false) => format!(
+            "kNN and the linear probe learn from labeled training images, and this training split \
+             is a flat folder (unlabeled){}: put its images in class folders",
+            match splits.train.captions.is_some() {
+                true => "; a captioned run is scored with `selfsup eval --zero-shot`",
+                false => "",
+            }
+        ),
+        (Some(_), true) => "evaluation needs labels on both splits".into(),
+    }
+}
+
 fn test_split(splits: &Splits) -> Option<&Dataset> {
     splits
         .test
@@ -118,10 +147,22 @@ pub fn pretrain(a: &PretrainArgs) -> anyhow::Result<()> {
         let Some(out) = &a.config.out else {
             anyhow::bail!("--resume needs --out: the run folder to continue");
         };
-        let saved = RunDir::open(out).config();
-        match saved.exists() {
-            true => a.config.load_onto(TrainConfig::load(Some(&saved), &[])?)?,
-            false => a.config.load()?,
+        let run = RunDir::open(out);
+        let saved = run.config();
+        match (saved.exists(), run.checkpoint().exists()) {
+            (true, _) => a.config.load_onto(TrainConfig::load(Some(&saved), &[])?)?,
+            (false, true) => {
+                // the checkpoint holds the config it was trained with; config.toml is written
+                // again from it when the run resumes
+                eprintln!(
+                    "note: {} is missing: resuming with the settings stored in {}",
+                    saved.display(),
+                    run.checkpoint().display()
+                );
+                let ckpt = train::load_checkpoint(&run.checkpoint())?;
+                a.config.load_onto(ckpt.state.config)?
+            }
+            (false, false) => a.config.load()?,
         }
     } else {
         a.config.load()?
@@ -192,8 +233,7 @@ pub fn eval(a: &EvalArgs) -> anyhow::Result<()> {
     let cfg = eval_config(a, enc.config.clone())?;
     let splits = train::load_data(&cfg)?;
     describe(&splits, &cfg);
-    let test = test_split(&splits)
-        .context("evaluation needs a labeled test split: a folder with train/ and test/ class folders, IDX or CIFAR files")?;
+    let test = test_split(&splits).ok_or_else(|| anyhow::anyhow!(missing_labels(&splits)))?;
     for &layer in &a.layer {
         let encoder = FrozenEncoder {
             layer,
@@ -233,12 +273,28 @@ pub fn loading_flags(
     Ok(())
 }
 
+/// `cfg.data.path` (`--data`, else the run's data folder) must exist: a run's folder that was
+/// moved or deleted gets a message naming it and `--data`, not the advice about built-in data.
+pub fn data_or_flag(cfg: &mut TrainConfig, run: &Path, flag: &Option<PathBuf>) -> anyhow::Result<()> {
+    if let Some(d) = flag {
+        cfg.data.path = Some(d.clone());
+        return Ok(());
+    }
+    if let Some(p) = cfg.data.path.as_ref().filter(|p| !p.exists()) {
+        anyhow::bail!(
+            "the run's data folder {} (from {}) does not exist: it was moved or deleted; give \
+             the images with --data FOLDER",
+            p.display(),
+            run.join("config.toml").display()
+        );
+    }
+    Ok(())
+}
+
 /// The run's config with eval's data flags on it; sets the thread count.
 fn eval_config(a: &EvalArgs, mut cfg: TrainConfig) -> anyhow::Result<TrainConfig> {
     loading_flags(&mut cfg, a.image_size, a.skip_bad, a.no_cache, &a.cache)?;
-    if let Some(d) = &a.data {
-        cfg.data.path = Some(d.clone());
-    }
+    data_or_flag(&mut cfg, &a.run, &a.data)?;
     if a.limit.is_some() {
         cfg.data.limit = a.limit;
     }
@@ -273,7 +329,14 @@ fn zero_shot(a: &EvalArgs) -> anyhow::Result<()> {
         .context("eval --zero-shot needs a test split of class folders (test/<class>/…): their names are the classes")?;
     let classes: Vec<String> = match a.classes.is_empty() {
         true => test.class_names.clone(),
-        false => a.classes.iter().map(|c| c.trim().to_string()).collect(),
+        // a class named twice is one class (else it would count twice towards the chance)
+        false => a.classes.iter().fold(Vec::new(), |mut v, c| {
+            let c = c.trim().to_string();
+            if !v.contains(&c) {
+                v.push(c);
+            }
+            v
+        }),
     };
     let mut class_index = Vec::with_capacity(classes.len());
     for c in &classes {
@@ -388,9 +451,7 @@ pub fn finetune(a: &FinetuneArgs) -> anyhow::Result<()> {
     let enc = train::open_encoder(&a.run, a.random_init, selfsup::device::resolve(&a.device)?)?;
     let mut cfg = enc.config.clone();
     train::set_threads(cfg.train.threads)?;
-    if let Some(d) = &a.data {
-        cfg.data.path = Some(d.clone());
-    }
+    data_or_flag(&mut cfg, &a.run, &a.data)?;
     if a.limit.is_some() {
         cfg.data.limit = a.limit;
     }
@@ -450,6 +511,14 @@ pub fn embed(a: &EmbedArgs) -> anyhow::Result<()> {
     cfg.data.path = Some(a.data.clone());
     cfg.data.limit = None;
     let out_dir = existing_parent(&a.out, "--out")?;
+    // the .npy and the two files written beside it
+    for written in [
+        a.out.clone(),
+        a.out.with_extension("csv"),
+        selfsup::export::classes_path(&a.out),
+    ] {
+        train::refuse_own_file(&a.run, &written, "--out")?;
+    }
     if a.out.is_dir() {
         anyhow::bail!(
             "--out {} is a folder: give the .npy file to write, e.g. {}",
@@ -558,8 +627,8 @@ pub fn demo(d: &DemoArgs) -> anyhow::Result<()> {
         "seed": cfg.train.seed,
     });
     let path = run.dir.join(DEMO_SUMMARY);
-    selfsup::checkpoint::write_atomic(&path, summary.to_string().as_bytes())
-        .with_context(|| format!("cannot write {}", path.display()))?;
+    // the error names the file
+    selfsup::checkpoint::write_atomic(&path, summary.to_string().as_bytes())?;
     println!(
         "kNN top-1 {:.1} % → {:.1} % ({gain:+.1} points) in {minutes:.1} min; run folder {}",
         100.0 * before.knn_top1,
@@ -597,6 +666,16 @@ pub fn bench(a: &BenchArgs) -> anyhow::Result<()> {
         anyhow::bail!(
             "bench writes no run folder, so --out {} would be ignored: leave it out",
             out.display()
+        );
+    }
+    for (flag, given) in [
+        ("--epochs", a.config.epochs.is_some()),
+        ("--minutes", a.config.minutes.is_some()),
+    ] {
+        anyhow::ensure!(
+            !given,
+            "bench times --steps steps and trains no run, so {flag} would be ignored: leave it \
+             out (--steps, --warm and --e2e-steps set how long it measures)"
         );
     }
     let cfg = a.config.load()?;

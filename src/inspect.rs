@@ -1,10 +1,11 @@
 //! The commands that look at a trained encoder: `report`, `neighbors`, `export`.
 
+use crate::whole_number;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use selfsup::config::TrainConfig;
 use selfsup::data::{self, ImageStore, Splits};
-use selfsup::eval::similarity::{duplicate_pairs, nearest};
+use selfsup::eval::similarity::{duplicate_pairs, nearest, PairLimits};
 use selfsup::export::{self, Embeddings};
 use selfsup::report::{self, map::MapKind, progress::Work, thumbs};
 use selfsup::train::{self, TrainedEncoder};
@@ -21,10 +22,10 @@ pub struct RunData {
     #[arg(long)]
     data: Option<PathBuf>,
     /// Use at most this many images per split.
-    #[arg(long)]
+    #[arg(allow_negative_numbers = true, value_parser = whole_number::<usize>, long)]
     limit: Option<usize>,
     /// Resize every image to this square size when loading (default: the run's setting).
-    #[arg(long)]
+    #[arg(allow_negative_numbers = true, value_parser = whole_number::<usize>, long)]
     image_size: Option<usize>,
     /// Skip unreadable image files (they are counted and listed) instead of stopping.
     #[arg(long)]
@@ -52,9 +53,7 @@ impl RunData {
             self.no_cache,
             &self.cache,
         )?;
-        if let Some(d) = &self.data {
-            cfg.data.path = Some(d.clone());
-        }
+        crate::commands::data_or_flag(&mut cfg, &self.run, &self.data)?;
         cfg.data.limit = self.limit;
         Ok((enc, cfg))
     }
@@ -76,13 +75,13 @@ pub struct ReportArgs {
     #[arg(long, value_enum, default_value_t = MapKind::Tsne)]
     map: MapKind,
     /// Images on the map (a random sample of the test split, or of the training split).
-    #[arg(long, default_value_t = 2000)]
+    #[arg(allow_negative_numbers = true, value_parser = whole_number::<usize>, long, default_value_t = 2000)]
     map_points: usize,
     /// Query images of the nearest-neighbour grid.
-    #[arg(long, default_value_t = 8)]
+    #[arg(allow_negative_numbers = true, value_parser = whole_number::<usize>, long, default_value_t = 8)]
     queries: usize,
     /// Neighbours per query.
-    #[arg(short, default_value_t = 8)]
+    #[arg(allow_negative_numbers = true, value_parser = whole_number::<usize>, short, default_value_t = 8)]
     k: usize,
 }
 
@@ -136,12 +135,19 @@ pub struct NeighborsArgs {
     #[arg(long)]
     query: Option<PathBuf>,
     /// Neighbours per query.
-    #[arg(short, default_value_t = 8)]
+    #[arg(allow_negative_numbers = true, value_parser = whole_number::<usize>, short, default_value_t = 8)]
     k: usize,
     /// Also list every pair of images in --data at least this similar (cosine, e.g. 0.95):
     /// near-duplicates, to clean a collection before training.
     #[arg(long, value_name = "THRESHOLD", allow_negative_numbers = true)]
     duplicates: Option<f32>,
+    /// With --duplicates: pairs kept per image (its most similar partners); a collapsed
+    /// encoder finds every pair, so what is listed is bounded.
+    #[arg(allow_negative_numbers = true, value_parser = whole_number::<usize>, long, default_value_t = PairLimits::default().per_image, value_name = "N")]
+    max_pairs_per_image: usize,
+    /// With --duplicates: pairs listed in all (the most similar of those kept per image).
+    #[arg(allow_negative_numbers = true, value_parser = whole_number::<usize>, long, default_value_t = PairLimits::default().total, value_name = "N")]
+    max_pairs: usize,
     /// The grid picture to write (queries and their neighbours, or the duplicate pairs).
     /// Default: neighbors.png (duplicates.png) in the run folder.
     #[arg(long, value_name = "PNG")]
@@ -243,6 +249,7 @@ fn load_queries(path: &Path, cfg: &TrainConfig) -> anyhow::Result<Splits> {
             names: vec![name],
             skipped: Vec::new(),
             captions: None,
+            left_out: Default::default(),
         },
         test: None,
     })
@@ -252,6 +259,7 @@ fn load_queries(path: &Path, cfg: &TrainConfig) -> anyhow::Result<Splits> {
 fn grid_path(given: &Option<PathBuf>, run: &Path, default: &str) -> anyhow::Result<PathBuf> {
     let p = given.clone().unwrap_or_else(|| run.join(default));
     crate::commands::existing_parent(&p, "--grid")?;
+    train::refuse_own_file(run, &p, "--grid")?;
     anyhow::ensure!(
         !p.is_dir(),
         "--grid {} is a folder: give the .png file to write",
@@ -261,8 +269,8 @@ fn grid_path(given: &Option<PathBuf>, run: &Path, default: &str) -> anyhow::Resu
 }
 
 fn write_png(img: &image::RgbImage, path: &Path) -> anyhow::Result<()> {
-    selfsup::checkpoint::write_atomic(path, &report::charts::png_bytes(img))
-        .with_context(|| format!("cannot write {}", path.display()))
+    // the error names the file
+    Ok(selfsup::checkpoint::write_atomic(path, &report::charts::png_bytes(img))?)
 }
 
 pub fn neighbors(a: &NeighborsArgs) -> anyhow::Result<()> {
@@ -286,6 +294,12 @@ pub fn neighbors(a: &NeighborsArgs) -> anyhow::Result<()> {
             "--duplicates is {t}: give a cosine similarity in (-1, 1], e.g. 0.95"
         );
     }
+    anyhow::ensure!(
+        a.max_pairs >= 1 && a.max_pairs_per_image >= 1,
+        "--max-pairs and --max-pairs-per-image must be at least 1 (they are {} and {})",
+        a.max_pairs,
+        a.max_pairs_per_image
+    );
     let (enc, cfg) = a.run.open()?;
     // every input is checked before the long work
     let queries = a
@@ -346,13 +360,29 @@ pub fn neighbors(a: &NeighborsArgs) -> anyhow::Result<()> {
         );
     }
     if let (Some(t), Some(grid)) = (a.duplicates, &dup_grid) {
-        let pairs = duplicate_pairs(&g, t);
+        let limits = PairLimits {
+            per_image: a.max_pairs_per_image,
+            total: a.max_pairs,
+        };
+        let found = duplicate_pairs(&g, t, limits);
+        let pairs = &found.pairs;
         println!(
-            "{} pairs of images with cosine similarity ≥ {t} among {} images in {data}:",
-            pairs.len(),
-            gallery.n
+            "{} pairs of images with cosine similarity ≥ {t} among {} images in {data}{}",
+            found.found,
+            gallery.n,
+            match found.capped() {
+                true => format!(
+                    "; listing {}: the most similar, at most {} per image and {} in all \
+                     (--max-pairs-per-image, --max-pairs). So many pairs mean the encoder \
+                     sees little difference between images: raise the threshold",
+                    pairs.len(),
+                    limits.per_image,
+                    limits.total
+                ),
+                false => ":".into(),
+            }
         );
-        for &(i, j, s) in &pairs {
+        for &(i, j, s) in pairs {
             println!("  {s:.4}  {}  {}", gallery.rows[i].0, gallery.rows[j].0);
         }
         let shown: Vec<_> = pairs
@@ -405,6 +435,7 @@ pub fn export(a: &ExportArgs) -> anyhow::Result<()> {
         })
     });
     crate::commands::existing_parent(&out, "--out")?;
+    train::refuse_own_file(&a.run, &out, "--out")?;
     anyhow::ensure!(
         !out.is_dir(),
         "--out {} is a folder: give the file to write",
@@ -416,11 +447,12 @@ pub fn export(a: &ExportArgs) -> anyhow::Result<()> {
     match a.format {
         Format::Safetensors => {
             export::torchvision::save(&enc.vs, selfsup::method::ENCODER_PREFIX, &out)
-                .with_context(|| format!("cannot write {}", out.display()))?;
-            println!(
-                "encoder weights written to {} under torchvision's names",
-                out.display()
-            );
+                .map_err(|e| anyhow::anyhow!("{e}: choose another --out"))?;
+            let names = match enc.net {
+                selfsup::backbone::Backbone::ResNet(_) => "torchvision's",
+                selfsup::backbone::Backbone::Vit(_) => "timm's",
+            };
+            println!("encoder weights written to {} under {names} names", out.display());
         }
         Format::Torchscript => {
             export::torchscript::save(&mut enc.vs, &enc.net, side, &out)?;

@@ -79,14 +79,14 @@ pub struct ConfigArgs {
     #[arg(long)]
     out: Option<PathBuf>,
     /// Passes over the training images [train.epochs].
-    #[arg(long)]
+    #[arg(allow_negative_numbers = true, value_parser = whole_number::<usize>, long)]
     epochs: Option<usize>,
     /// Wall-clock training budget in minutes; schedules fit the steps that fit, --epochs caps
     /// them [train.minutes].
     #[arg(long, allow_negative_numbers = true, value_parser = finite_number)]
     minutes: Option<f64>,
     /// Images per step; each gives two views [train.batch_size].
-    #[arg(long)]
+    #[arg(allow_negative_numbers = true, value_parser = whole_number::<usize>, long)]
     batch_size: Option<usize>,
     /// Peak SGD learning rate; unset: the method's own [optim.lr].
     #[arg(long, allow_negative_numbers = true, value_parser = finite_number)]
@@ -103,17 +103,17 @@ pub struct ConfigArgs {
     loss: Option<String>,
     /// Multi-crop: small views per image besides the two large ones, for the methods that take
     /// them [data.small_crops].
-    #[arg(long)]
+    #[arg(allow_negative_numbers = true, value_parser = whole_number::<usize>, long)]
     small_crops: Option<usize>,
     /// Encoder: resnet18, resnet34, resnet50, vit_tiny or vit_small; unset: the ResNet of
     /// --depth [model.backbone].
     #[arg(long, value_enum)]
     backbone: Option<selfsup::backbone::BackboneName>,
     /// ViT patch side in pixels; the crop size must be a multiple [model.patch_size].
-    #[arg(long)]
+    #[arg(allow_negative_numbers = true, value_parser = whole_number::<i64>, long)]
     patch_size: Option<i64>,
     /// ResNet depth: 18, 34 or 50 [model.depth].
-    #[arg(long)]
+    #[arg(allow_negative_numbers = true, value_parser = whole_number::<usize>, long)]
     depth: Option<usize>,
     /// ResNet channel multiplier, 1.0 = 64-128-256-512 [model.width].
     #[arg(long, allow_negative_numbers = true, value_parser = finite_number)]
@@ -124,30 +124,31 @@ pub struct ConfigArgs {
     /// Training resolution: side of the square crops the network sees, whatever the images'
     /// sizes; default 32 (cifar stem) or 96 (imagenet stem), or the images' own side when
     /// they all share a smaller one [model.crop_size].
-    #[arg(long)]
+    #[arg(allow_negative_numbers = true, value_parser = whole_number::<usize>, long)]
     crop_size: Option<usize>,
     /// Resize every image to this square size when loading, not keeping its aspect ratio
     /// (rarely needed: images of any sizes train as they are) [data.image_size].
-    #[arg(long)]
+    #[arg(allow_negative_numbers = true, value_parser = whole_number::<usize>, long)]
     image_size: Option<usize>,
     /// Folder of the decoded-image cache (image folders are decoded once, then memory-mapped)
-    /// [data.cache]; default $SELFSUP_CACHE, $XDG_CACHE_HOME/selfsup or ~/.cache/selfsup.
+    /// [data.cache]; default $SELFSUP_CACHE, $XDG_CACHE_HOME/selfsup, ~/.cache/selfsup, or
+    /// without HOME $TMPDIR/selfsup-cache.
     #[arg(long, value_name = "DIR")]
     cache: Option<PathBuf>,
     /// Decode image folders into memory at every load instead of using the cache [data.no_cache].
     #[arg(long)]
     no_cache: bool,
     /// Use at most this many images per split (quick runs) [data.limit].
-    #[arg(long)]
+    #[arg(allow_negative_numbers = true, value_parser = whole_number::<usize>, long)]
     limit: Option<usize>,
     /// Skip unreadable image files (they are counted and listed) instead of stopping [data.skip_bad].
     #[arg(long)]
     skip_bad: bool,
     /// Seed of initialisation, data order and augmentation [train.seed].
-    #[arg(long)]
+    #[arg(allow_negative_numbers = true, value_parser = whole_number::<u64>, long)]
     seed: Option<u64>,
     /// CPU threads, 0 = all cores [train.threads].
-    #[arg(long)]
+    #[arg(allow_negative_numbers = true, value_parser = whole_number::<usize>, long)]
     threads: Option<usize>,
     /// auto (a GPU when libtorch sees one, else the CPU), cpu, cuda or cuda:N [train.device].
     #[arg(long)]
@@ -290,10 +291,10 @@ pub struct EvalArgs {
     #[arg(long, value_enum, value_delimiter = ',', default_value = "layer4")]
     layer: Vec<selfsup::backbone::Layer>,
     /// Use at most this many images per split.
-    #[arg(long)]
+    #[arg(allow_negative_numbers = true, value_parser = whole_number::<usize>, long)]
     limit: Option<usize>,
     /// Resize every image to this square size when loading (default: the run's setting).
-    #[arg(long)]
+    #[arg(allow_negative_numbers = true, value_parser = whole_number::<usize>, long)]
     image_size: Option<usize>,
     /// Skip unreadable image files (they are counted and listed) instead of stopping.
     #[arg(long)]
@@ -345,7 +346,7 @@ pub struct FinetuneArgs {
     #[arg(long, default_value_t = 1.0, allow_negative_numbers = true, value_parser = finite_number)]
     epochs: f64,
     /// Images per step.
-    #[arg(long, default_value_t = 128)]
+    #[arg(allow_negative_numbers = true, value_parser = whole_number::<usize>, long, default_value_t = 128)]
     batch_size: usize,
     /// Peak AdamW learning rate (warm-up 10 %, then cosine to 0).
     #[arg(long, default_value_t = 1e-3, allow_negative_numbers = true, value_parser = finite_number)]
@@ -357,7 +358,7 @@ pub struct FinetuneArgs {
     #[arg(long)]
     random_init: bool,
     /// Use at most this many images per split.
-    #[arg(long)]
+    #[arg(allow_negative_numbers = true, value_parser = whole_number::<usize>, long)]
     limit: Option<usize>,
     /// Folder of the decoded-image cache (default: the run's setting).
     #[arg(long, value_name = "DIR")]
@@ -379,7 +380,7 @@ pub struct EmbedArgs {
     #[arg(long)]
     out: PathBuf,
     /// Resize every image to this square size when loading (default: the run's setting).
-    #[arg(long)]
+    #[arg(allow_negative_numbers = true, value_parser = whole_number::<usize>, long)]
     image_size: Option<usize>,
     /// Skip unreadable image files (they are counted and listed) instead of stopping.
     #[arg(long)]
@@ -410,13 +411,13 @@ pub struct BenchArgs {
     #[command(flatten)]
     config: ConfigArgs,
     /// Timed training steps (after the warm-up steps); the median is reported.
-    #[arg(long, default_value_t = 6)]
+    #[arg(allow_negative_numbers = true, value_parser = whole_number::<usize>, long, default_value_t = 6)]
     steps: usize,
     /// Untimed warm-up steps (the allocator's heap grows over the first few).
-    #[arg(long, default_value_t = 5)]
+    #[arg(allow_negative_numbers = true, value_parser = whole_number::<usize>, long, default_value_t = 5)]
     warm: usize,
     /// Timed steps of the end-to-end loop (loader + step) on the data; 0 skips it.
-    #[arg(long, default_value_t = 10)]
+    #[arg(allow_negative_numbers = true, value_parser = whole_number::<usize>, long, default_value_t = 10)]
     e2e_steps: usize,
 }
 
@@ -470,6 +471,17 @@ fn main() -> ExitCode {
 }
 
 /// A flag's number: any finite value (a negative one too; validation then names its range).
+/// A whole number flag: `-1` gets "must be a positive whole number", not clap's "unexpected
+/// argument" (a leading `-` reads as a flag unless the flag allows negative numbers).
+pub(crate) fn whole_number<T: std::str::FromStr>(s: &str) -> Result<T, String> {
+    let t = s.trim();
+    if t.starts_with('-') && t[1..].parse::<f64>().is_ok() {
+        return Err(format!("{t} is negative: it must be a positive whole number"));
+    }
+    t.parse::<T>()
+        .map_err(|_| format!("{s:?} is not a whole number: give one such as 8"))
+}
+
 fn finite_number(s: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {
         Ok(v) if v.is_finite() => Ok(v),

@@ -118,6 +118,13 @@ fn captioned_shapes_train_resume_and_evaluate_zero_shot() {
         o.status.success() && t.contains("of 3 classes (chance 33.33 %)"),
         "{t}"
     );
+    // a class named twice is one class: the chance is not understated
+    let o = zero_shot(&out, &["--classes", "red_circle,red_circle,blue_circle"]);
+    let t = text(&o);
+    assert!(
+        o.status.success() && t.contains("of 2 classes (chance 50.00 %)"),
+        "{t}"
+    );
 }
 
 #[test]

@@ -134,6 +134,7 @@ fn valid_checkpoint() -> Vec<u8> {
         late_over_early: None,
         train_seconds: 1.5,
         config: TrainConfig::default(),
+        data: None,
     };
     let meta = HashMap::from([(
         checkpoint::STATE_KEY.to_string(),

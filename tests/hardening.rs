@@ -3,58 +3,10 @@
 
 mod common;
 
-use common::{run, selfsup, text, tiny};
+use common::{interrupted_run, long_run, pretrain_tiny, run, selfsup, text, tiny, tiny_run};
+use common::{wait_for, wait_until_contains};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
-/// `selfsup pretrain` with the tests' tiny settings into `out` (5 steps an epoch), then `extra`.
-fn pretrain_tiny(out: &Path, extra: &[&str]) -> std::process::Output {
-    run(selfsup().arg("pretrain").args(tiny(out)).args(extra))
-}
-
-/// A tiny run of `epochs` epochs into `out`, without evaluation.
-fn tiny_run(out: &Path, epochs: &str) -> std::process::Output {
-    pretrain_tiny(out, &["--epochs", epochs, "--no-eval"])
-}
-
-/// Waits for `child` at most `secs` seconds; kills it and fails when it does not end.
-fn wait_for(child: &mut std::process::Child, secs: u64) -> std::process::ExitStatus {
-    let t = Instant::now();
-    loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            return s;
-        }
-        if t.elapsed() > Duration::from_secs(secs) {
-            let _ = child.kill();
-            panic!("the process did not end within {secs} s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Waits until `path` exists and holds `needle`.
-fn wait_until_contains(path: &Path, needle: &str, secs: u64) {
-    let t = Instant::now();
-    while !std::fs::read_to_string(path).is_ok_and(|s| s.contains(needle)) {
-        assert!(
-            t.elapsed() < Duration::from_secs(secs),
-            "{} never held {needle:?}",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn long_run(out: &Path) -> Command {
-    let mut c = selfsup();
-    c.arg("pretrain")
-        .args(tiny(out))
-        .args(["--epochs", "4000", "--no-eval"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    c
-}
+use std::process::Stdio;
 
 #[test]
 fn a_second_run_on_the_same_folder_is_refused_naming_the_first() {
@@ -96,13 +48,7 @@ fn a_second_run_on_the_same_folder_is_refused_naming_the_first() {
 fn ctrl_c_checkpoints_and_says_how_to_resume() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("int");
-    let mut child = long_run(&out).spawn().unwrap();
-    wait_until_contains(&out.join("metrics.jsonl"), "\"step\":20", 60);
-    // SAFETY: kill(2) on our own child's pid
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let status = wait_for(&mut child, 60);
-    let mut err = String::new();
-    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    let (status, err) = interrupted_run(&out, libc::SIGINT, 20);
     assert_eq!(status.code(), Some(130), "{err}");
     assert!(
         err.contains("interrupted: stopped after step") && err.contains("--resume"),

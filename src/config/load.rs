@@ -39,6 +39,24 @@ impl TrainConfig {
         file: Option<&Path>,
         overrides: &[String],
     ) -> Result<Self, ConfigError> {
+        Self::load_onto_unnamed(start, file, overrides).map_err(|e| match (file, e) {
+            (_, e @ (ConfigError::Read { .. } | ConfigError::Parse { .. })) => e,
+            (_, e @ ConfigError::BadOverride(_)) => e,
+            (Some(path), e) => ConfigError::InFile {
+                path: path.into(),
+                with_flags: !overrides.is_empty(),
+                inner: Box::new(e),
+            },
+            (None, e) => e,
+        })
+    }
+
+    /// [`Self::load_onto`], its errors not naming the file.
+    fn load_onto_unnamed(
+        start: TrainConfig,
+        file: Option<&Path>,
+        overrides: &[String],
+    ) -> Result<Self, ConfigError> {
         let mut table = toml::Table::try_from(start).expect("configs serialise");
         if let Some(path) = file {
             let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {

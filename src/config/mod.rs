@@ -35,6 +35,14 @@ pub enum ConfigError {
     BadOverride(String),
     #[error("{0}")]
     Invalid(String),
+    /// An error in the settings of a config file (a run's own `config.toml` among them).
+    #[error("{}{}: {inner}", .path.display(), if *.with_flags { " (with the flags over it)" } else { "" })]
+    InFile {
+        path: PathBuf,
+        with_flags: bool,
+        /// Not `source`: the message holds it already, and a source would be printed twice.
+        inner: Box<ConfigError>,
+    },
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -23,23 +23,21 @@ const MAX_DEPTH: usize = 16;
 /// or None when `dir` has no captions.
 pub fn read(dir: &Path, names: &[String]) -> Result<Option<Vec<String>>, DataError> {
     let csv = dir.join(CAPTIONS_CSV);
-    if csv.is_file() {
-        let rows = read_csv(&csv)?;
-        return match_rows(dir, &csv, names, rows, Source::Csv).map(Some);
-    }
     let mut txts = Vec::new();
     find_txt(dir, "", 0, &mut txts)?;
     let has_txt: HashSet<&str> = txts.iter().map(|(rel, _)| rel.as_str()).collect();
+    if csv.is_file() {
+        let rows = read_csv(&csv)?;
+        let captions = match_rows(dir, &csv, names, rows, Source::Csv)?;
+        refuse_conflicting_txt(&csv, names, &captions, &txts)?;
+        return Ok(Some(captions));
+    }
     if !names.iter().any(|n| has_txt.contains(stem(n).as_str())) {
         return Ok(None);
     }
     let mut rows = Vec::with_capacity(txts.len());
     for (rel, path) in &txts {
-        let text = std::fs::read_to_string(path).map_err(|e| DataError::Io {
-            path: path.clone(),
-            cause: e,
-        })?;
-        rows.push((rel.clone(), join_lines(&text), 0));
+        rows.push((rel.clone(), join_lines(&read_txt(path)?), 0));
     }
     // a .txt's "file" is its image's path without the extension: match on that
     let images: Vec<String> = names.iter().map(|n| stem(n)).collect();
@@ -65,6 +63,54 @@ pub fn read(dir: &Path, names: &[String]) -> Result<Option<Vec<String>>, DataErr
             other => other,
         })
         .map(Some)
+}
+
+/// A caption file's text; one that is not UTF-8 (Latin-1, Windows-1252, ...) is named with
+/// advice about its encoding.
+fn read_txt(path: &Path) -> Result<String, DataError> {
+    let bytes = std::fs::read(path).map_err(|e| DataError::Io {
+        path: path.to_path_buf(),
+        cause: e,
+    })?;
+    String::from_utf8(bytes).map_err(|_| DataError::BadCaptions {
+        path: path.to_path_buf(),
+        line: 1,
+        reason: NOT_UTF8.into(),
+    })
+}
+
+const NOT_UTF8: &str = "the text is not UTF-8 (Latin-1 or Windows-1252, perhaps): save the file \
+                        as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)";
+
+/// With captions from `csv`, an image that also has a `.txt` caption saying something else is
+/// an error: which one is meant cannot be guessed.
+fn refuse_conflicting_txt(
+    csv: &Path,
+    names: &[String],
+    captions: &[String],
+    txts: &[(String, PathBuf)],
+) -> Result<(), DataError> {
+    let by_stem: HashMap<&str, &PathBuf> = txts.iter().map(|(r, p)| (r.as_str(), p)).collect();
+    let mut conflicts = Vec::new();
+    for (name, caption) in names.iter().zip(captions) {
+        if let Some(path) = by_stem.get(stem(name).as_str()) {
+            if join_lines(&read_txt(path)?) != *caption {
+                conflicts.push(format!("{}.txt", stem(name)));
+            }
+        }
+    }
+    match conflicts.first() {
+        None => Ok(()),
+        Some(first) => Err(DataError::BadCaptions {
+            path: csv.to_path_buf(),
+            line: 0,
+            reason: format!(
+                "{} images also have a .txt caption that says something else (e.g. {first}): \
+                 keep one of the two forms (delete captions.csv or the .txt files)",
+                conflicts.len()
+            ),
+        }),
+    }
 }
 
 /// Writes `captions.csv` in `dir` with one row per `(file, caption)`.
@@ -121,7 +167,13 @@ fn read_csv(path: &Path) -> Result<Vec<(String, String, u64)>, DataError> {
         .flexible(false)
         .from_path(path)
         .map_err(|e| bad(1, e.to_string()))?;
-    let header = r.headers().map_err(|e| bad(1, e.to_string()))?.clone();
+    let header = r
+        .headers()
+        .map_err(|e| match e.kind() {
+            csv::ErrorKind::Utf8 { .. } => bad(1, NOT_UTF8.into()),
+            _ => bad(1, e.to_string()),
+        })?
+        .clone();
     let column = |name: &str| {
         header
             .iter()
@@ -140,10 +192,13 @@ fn read_csv(path: &Path) -> Result<Vec<(String, String, u64)>, DataError> {
     for rec in r.records() {
         let rec = rec.map_err(|e| {
             let line = e.position().map_or(0, |p| p.line());
-            bad(
-                line,
-                format!("{e}; quote a caption that holds commas or quotes"),
-            )
+            match e.kind() {
+                csv::ErrorKind::Utf8 { .. } => bad(line, NOT_UTF8.into()),
+                _ => bad(
+                    line,
+                    format!("{e}; quote a caption that holds commas or quotes"),
+                ),
+            }
         })?;
         let line = rec.position().map_or(0, |p| p.line());
         let file = rec.get(fi).unwrap_or("").trim();
@@ -353,6 +408,37 @@ mod tests {
         .unwrap();
         let e = read(d.path(), &all).unwrap_err().to_string();
         assert!(e.contains("quote"), "{e}");
+    }
+
+    #[test]
+    fn latin1_captions_get_advice_about_the_encoding() {
+        let d = tempfile::tempdir().unwrap();
+        image(d.path(), "1.png");
+        // "a café" in Latin-1: é is the lone byte E9
+        std::fs::write(d.path().join(CAPTIONS_CSV), b"file,caption\n1.png,a caf\xe9\n").unwrap();
+        let e = read(d.path(), &names(&["1.png"])).unwrap_err().to_string();
+        assert!(e.contains("not UTF-8") && e.contains("line 2"), "{e}");
+        assert!(!e.contains("quote"), "{e}");
+        std::fs::remove_file(d.path().join(CAPTIONS_CSV)).unwrap();
+        std::fs::write(d.path().join("1.txt"), b"a caf\xe9").unwrap();
+        let e = read(d.path(), &names(&["1.png"])).unwrap_err().to_string();
+        assert!(e.contains("1.txt") && e.contains("not UTF-8"), "{e}");
+    }
+
+    #[test]
+    fn a_txt_caption_that_contradicts_captions_csv_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        image(d.path(), "1.png");
+        image(d.path(), "2.png");
+        let all = names(&["1.png", "2.png"]);
+        std::fs::write(d.path().join(CAPTIONS_CSV), "file,caption\n1.png,one\n2.png,two\n").unwrap();
+        // the same words in both places: fine
+        std::fs::write(d.path().join("1.txt"), "one\n").unwrap();
+        assert_eq!(read(d.path(), &all).unwrap().unwrap(), ["one", "two"]);
+        std::fs::write(d.path().join("2.txt"), "a different caption").unwrap();
+        let e = read(d.path(), &all).unwrap_err().to_string();
+        assert!(e.contains("2.txt") && e.contains("keep one of the two forms"), "{e}");
+        assert!(!e.contains("line 0"), "{e}");
     }
 
     #[test]

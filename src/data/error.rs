@@ -6,7 +6,16 @@ use std::path::PathBuf;
 use thiserror::Error;
 
 /// The image file extensions that image folders are read with (compared case-insensitively).
-pub const IMAGE_EXTENSIONS: [&str; 8] = ["jpg", "jpeg", "png", "bmp", "gif", "tif", "tiff", "webp"];
+/// `.jpe` and `.jfif` are JPEG under other names.
+pub const IMAGE_EXTENSIONS: [&str; 10] = [
+    "jpg", "jpeg", "jpe", "jfif", "png", "bmp", "gif", "tif", "tiff", "webp",
+];
+
+/// Image formats that cameras and phones write but selfsup cannot decode: such files are
+/// counted and named (never silently ignored), with advice to convert them.
+pub const UNREADABLE_IMAGE_EXTENSIONS: [&str; 10] = [
+    "heic", "heif", "avif", "jxl", "dng", "cr2", "cr3", "nef", "arw", "raw",
+];
 
 /// An error while finding, reading or decoding a dataset.
 #[derive(Debug, Error)]
@@ -213,7 +222,7 @@ pub enum DataError {
         examples: String,
     },
 
-    #[error("'{}' line {line}: {reason}", .path.display())]
+    #[error("'{}'{}: {reason}", .path.display(), match .line { 0 => String::new(), l => format!(" line {l}") })]
     BadCaptions {
         path: PathBuf,
         line: u64,

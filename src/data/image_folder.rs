@@ -6,56 +6,89 @@
 //! Images keep their own sizes (resized by [`LoadOptions::resize`]).
 
 use std::collections::HashSet;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
 use super::cache;
 pub use super::decode::{decode_bytes, decode_file, jpeg_has_end};
-use super::error::IMAGE_EXTENSIONS;
-use super::{check_dir, DataError, Dataset, ImageStore, LoadOptions, Splits, StoreBuilder};
+use super::error::{IMAGE_EXTENSIONS, UNREADABLE_IMAGE_EXTENSIONS};
+use super::{check_dir, DataError, Dataset, ImageStore, LeftOut, LoadOptions, Splits, StoreBuilder};
 
-/// Deeper folders than this inside a class folder are not searched (guards against link loops).
+/// Deeper folders than this inside a class folder are not searched (guards against link
+/// loops); the folders left out are counted ([`LeftOut::too_deep`]).
 const MAX_DEPTH: usize = 16;
+
+/// The lower-case extension of a file name that is not hidden.
+fn extension(name: &str) -> Option<String> {
+    let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
+    ext.filter(|_| !name.starts_with('.'))
+}
 
 /// True for a file name with one of [`IMAGE_EXTENSIONS`] (any case) that is not hidden.
 pub fn is_image_name(name: &str) -> bool {
-    let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
-    !name.starts_with('.') && ext.is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.as_str()))
+    extension(name).is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.as_str()))
 }
 
-/// One image file to read: its path relative to the split folder (with `/`), where it is, and
-/// its class index when labeled.
+/// True for an image format selfsup cannot decode ([`UNREADABLE_IMAGE_EXTENSIONS`]: HEIC, ...).
+fn is_unreadable_image_name(name: &str) -> bool {
+    extension(name).is_some_and(|e| UNREADABLE_IMAGE_EXTENSIONS.contains(&e.as_str()))
+}
+
+/// One image file to read: its path relative to the split folder (with `/`, for messages and
+/// the cache; a name that is not UTF-8 is shown lossily), where it is (the exact bytes of the
+/// name), and its class index when labeled.
 pub(crate) struct Item {
     pub rel: String,
     pub path: PathBuf,
     pub label: Option<u32>,
 }
 
-/// The image file names and the sub-folder names directly in `dir`, each sorted; hidden
-/// entries are left out.
-fn list_dir(dir: &Path) -> Result<(Vec<String>, Vec<String>), DataError> {
+/// What one folder holds: image file names, sub-folder names (each sorted, by the bytes of
+/// the name: a name need not be UTF-8), and the names of images in formats selfsup cannot
+/// read. Hidden entries are left out.
+#[derive(Default)]
+struct Listing {
+    files: Vec<OsString>,
+    dirs: Vec<OsString>,
+    unreadable: Vec<OsString>,
+}
+
+fn list_dir(dir: &Path) -> Result<Listing, DataError> {
     let io = |source| DataError::Io {
         path: dir.to_path_buf(),
         cause: source,
     };
-    let (mut files, mut dirs) = (Vec::new(), Vec::new());
+    let mut l = Listing::default();
     for entry in std::fs::read_dir(dir).map_err(io)? {
         let entry = entry.map_err(io)?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') {
+        let name = entry.file_name();
+        let shown = name.to_string_lossy();
+        if shown.starts_with('.') {
             continue;
         }
         // `metadata` follows links; a broken link counts as a file (reading it names the problem).
         if std::fs::metadata(entry.path()).is_ok_and(|m| m.is_dir()) {
-            dirs.push(name);
-        } else if is_image_name(&name) {
-            files.push(name);
+            l.dirs.push(name);
+        } else if is_image_name(&shown) {
+            l.files.push(name);
+        } else if is_unreadable_image_name(&shown) {
+            l.unreadable.push(name);
         }
     }
-    files.sort();
-    dirs.sort();
-    Ok((files, dirs))
+    l.files.sort();
+    l.dirs.sort();
+    l.unreadable.sort();
+    Ok(l)
+}
+
+/// `rel/name` for messages (lossy where the name is not UTF-8).
+fn child_rel(rel: &str, name: &OsString) -> String {
+    match rel.is_empty() {
+        true => name.to_string_lossy().into_owned(),
+        false => format!("{rel}/{}", name.to_string_lossy()),
+    }
 }
 
 /// What a scan has read so far, to read every folder and file once: a link back up the tree
@@ -68,6 +101,10 @@ struct Seen {
     files: HashSet<(u64, u64)>,
     /// Folders and files left out because they had been reached before.
     repeats: usize,
+    /// Folders not searched (deeper than [`MAX_DEPTH`]).
+    too_deep: usize,
+    /// Images in formats selfsup cannot decode, relative to the split folder.
+    unreadable: Vec<String>,
 }
 
 impl Seen {
@@ -100,28 +137,25 @@ fn collect(
     if !seen.first_dir(dir) {
         return Ok(());
     }
-    let (files, dirs) = list_dir(dir)?;
-    for f in files {
-        let path = dir.join(&f);
+    let l = list_dir(dir)?;
+    for f in &l.files {
+        let path = dir.join(f);
         if seen.first_file(&path) {
             out.push(Item {
-                rel: format!("{rel}/{f}"),
+                rel: child_rel(rel, f),
                 path,
                 label,
             });
         }
     }
-    if depth < MAX_DEPTH {
-        for d in dirs {
-            collect(
-                &dir.join(&d),
-                &format!("{rel}/{d}"),
-                label,
-                depth + 1,
-                seen,
-                out,
-            )?;
-        }
+    seen.unreadable
+        .extend(l.unreadable.iter().map(|f| child_rel(rel, f)));
+    if depth >= MAX_DEPTH {
+        seen.too_deep += l.dirs.len();
+        return Ok(());
+    }
+    for d in &l.dirs {
+        collect(&dir.join(d), &child_rel(rel, d), label, depth + 1, seen, out)?;
     }
     Ok(())
 }
@@ -134,36 +168,38 @@ enum Layout {
     Classes(Vec<String>, Vec<Item>),
 }
 
-fn scan(dir: &Path) -> Result<Layout, DataError> {
+/// The split folder `dir`'s layout, and what was left out of it.
+fn scan(dir: &Path) -> Result<(Layout, LeftOut), DataError> {
     check_dir(dir)?;
-    let (files, dirs) = list_dir(dir)?;
+    let l = list_dir(dir)?;
     let mut classes = Vec::new();
     let mut items = Vec::new();
     let mut seen = Seen::default();
     seen.first_dir(dir);
-    for d in dirs {
+    for d in &l.dirs {
         let before = items.len();
         let label = Some(classes.len() as u32);
-        collect(&dir.join(&d), &d, label, 1, &mut seen, &mut items)?;
+        collect(&dir.join(d), &child_rel("", d), label, 1, &mut seen, &mut items)?;
         if items.len() > before {
-            classes.push(d);
+            classes.push(d.to_string_lossy().into_owned());
         }
     }
-    let files: Vec<String> = files
-        .into_iter()
+    let files: Vec<&OsString> = l
+        .files
+        .iter()
         .filter(|f| seen.first_file(&dir.join(f)))
         .collect();
-    if seen.repeats > 0 {
-        eprintln!(
-            "note: {}: {} folders or files reached a second time through links were read once",
-            dir.display(),
-            seen.repeats
-        );
-    }
-    match (classes.first(), files.first()) {
+    seen.unreadable
+        .extend(l.unreadable.iter().map(|f| child_rel("", f)));
+    let left_out = LeftOut {
+        repeats: seen.repeats,
+        too_deep: seen.too_deep,
+        unreadable: seen.unreadable,
+    };
+    let layout = match (classes.first(), files.first()) {
         (Some(folder), Some(image)) => Err(DataError::MixedLayout {
             path: dir.to_path_buf(),
-            image: image.clone(),
+            image: image.to_string_lossy().into_owned(),
             folder: folder.clone(),
         }),
         (Some(_), None) => Ok(Layout::Classes(classes, items)),
@@ -171,25 +207,26 @@ fn scan(dir: &Path) -> Result<Layout, DataError> {
             files
                 .into_iter()
                 .map(|f| Item {
-                    path: dir.join(&f),
-                    rel: f,
+                    path: dir.join(f),
+                    rel: child_rel("", f),
                     label: None,
                 })
                 .collect(),
         )),
         (None, None) => Err(DataError::NoImages {
             path: dir.to_path_buf(),
-            detail: if dirs_exist(dir) {
-                " (its sub-folders hold no images either)".into()
-            } else {
-                String::new()
+            detail: match (l.dirs.is_empty(), left_out.unreadable.first()) {
+                (_, Some(first)) => format!(
+                    " but {} in formats it cannot decode (e.g. {first}): convert them to JPEG \
+                     or PNG",
+                    left_out.unreadable.len()
+                ),
+                (false, None) => " (its sub-folders hold no images either)".into(),
+                (true, None) => String::new(),
             },
         }),
-    }
-}
-
-fn dirs_exist(dir: &Path) -> bool {
-    list_dir(dir).is_ok_and(|(_, d)| !d.is_empty())
+    }?;
+    Ok((layout, left_out))
 }
 
 /// At most `limit` of `items` (sorted by class, then file), spread evenly over the classes:
@@ -313,15 +350,18 @@ fn decode_items(
         names: d.kept.iter().map(|&i| items[i].rel.clone()).collect(),
         skipped: d.skipped,
         captions: None,
+        left_out: LeftOut::default(),
     })
 }
 
 /// Loads one split folder: class sub-folders (labeled) or a flat folder of images (unlabeled).
 pub fn load_folder(dir: &Path, opts: &LoadOptions) -> Result<Dataset, DataError> {
-    let d = match scan(dir)? {
+    let (layout, left_out) = scan(dir)?;
+    let mut d = match layout {
         Layout::Flat(items) => decode_items(dir, items, Vec::new(), opts),
         Layout::Classes(classes, items) => decode_items(dir, items, classes, opts),
     }?;
+    d.left_out = left_out;
     with_captions(dir, d)
 }
 
@@ -333,7 +373,8 @@ fn with_captions(dir: &Path, mut d: Dataset) -> Result<Dataset, DataError> {
 
 /// Loads a test split whose labels must use the training split's class indices.
 fn load_test(dir: &Path, train: &Dataset, opts: &LoadOptions) -> Result<Dataset, DataError> {
-    let (classes, mut items) = match scan(dir)? {
+    let (layout, left_out) = scan(dir)?;
+    let (classes, mut items) = match layout {
         Layout::Flat(_) => {
             return Err(DataError::UnlabeledTest {
                 path: dir.to_path_buf(),
@@ -341,8 +382,12 @@ fn load_test(dir: &Path, train: &Dataset, opts: &LoadOptions) -> Result<Dataset,
         }
         Layout::Classes(classes, items) => (classes, items),
     };
+    let with_left_out = |mut d: Dataset| {
+        d.left_out = left_out.clone();
+        with_captions(dir, d)
+    };
     if train.class_names.is_empty() {
-        return with_captions(dir, decode_items(dir, items, classes, opts)?);
+        return with_left_out(decode_items(dir, items, classes, opts)?);
     }
     let mut to_train = Vec::with_capacity(classes.len());
     for c in &classes {
@@ -360,10 +405,7 @@ fn load_test(dir: &Path, train: &Dataset, opts: &LoadOptions) -> Result<Dataset,
     for it in &mut items {
         it.label = it.label.map(|l| to_train[l as usize]);
     }
-    with_captions(
-        dir,
-        decode_items(dir, items, train.class_names.clone(), opts)?,
-    )
+    with_left_out(decode_items(dir, items, train.class_names.clone(), opts)?)
 }
 
 /// The names a test split's folder may have, in the order they are looked for.
@@ -728,6 +770,65 @@ mod tests {
         let d = load(&root, &opts()).unwrap();
         assert_eq!(d.train.len(), 20);
         assert_eq!(d.train.num_classes(), 2);
+        // counted, for the data line: a/up (the root again) and b/again.png (b/self points to
+        // loop/loop, which does not exist: a broken link, not an image)
+        assert_eq!(d.train.left_out.repeats, 2, "{:?}", d.train.left_out);
+    }
+
+    #[test]
+    fn a_name_that_is_not_utf8_is_read_and_shown_lossily() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let cafe = std::ffi::OsStr::from_bytes(b"caf\xe9");
+        let class = mkdir(&dir.path().join(cafe)).to_path_buf();
+        solid(4, 4, [1, 2, 3]).save(class.join("ok.png")).unwrap();
+        solid(4, 4, [9, 9, 9])
+            .save_with_format(class.join(std::ffi::OsStr::from_bytes(b"\xff.png")), image::ImageFormat::Png)
+            .unwrap();
+        for cache in [None, Some(dir.path().join("cache"))] {
+            let o = LoadOptions {
+                cache: cache.clone(),
+                ..opts()
+            };
+            let d = load_folder(dir.path(), &o).unwrap_or_else(|e| panic!("{cache:?}: {e}"));
+            assert_eq!(d.len(), 2, "{cache:?}");
+            assert_eq!(d.class_names, vec!["caf\u{FFFD}".to_string()]);
+            assert_eq!(d.names, vec!["caf\u{FFFD}/ok.png", "caf\u{FFFD}/\u{FFFD}.png"]);
+        }
+    }
+
+    #[test]
+    fn deep_folders_and_unreadable_formats_are_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        solid(4, 4, [1, 2, 3]).save(root.join("top.png")).unwrap();
+        std::fs::write(root.join("phone.heic"), b"not decodable here").unwrap();
+        std::fs::write(root.join("raw.DNG"), b"raw").unwrap();
+        let class = mkdir(&root.join("c")).to_path_buf();
+        let deep = (0..MAX_DEPTH).fold(class.clone(), |p, i| p.join(format!("{i}")));
+        mkdir(&deep);
+        solid(4, 4, [5, 5, 5]).save(class.join("in_class.png")).unwrap();
+        solid(4, 4, [5, 5, 5]).save(deep.join("too_deep.png")).unwrap();
+        let e = load_folder(root, &opts()).unwrap_err().to_string();
+        assert!(e.contains("top.png") && e.contains("c"), "mixed layout: {e}");
+        std::fs::remove_file(root.join("top.png")).unwrap();
+        let d = load_folder(root, &opts()).unwrap();
+        assert_eq!(d.len(), 1);
+        assert_eq!(d.left_out.too_deep, 1);
+        assert_eq!(d.left_out.unreadable, vec!["phone.heic", "raw.DNG"]);
+        let line = d.left_out.describe().unwrap();
+        assert!(line.contains("1 folders deeper than 16 levels") && line.contains("2 images in formats"), "{line}");
+        // only unreadable formats: the message says so
+        let only = tempfile::tempdir().unwrap();
+        std::fs::write(only.path().join("a.heic"), b"x").unwrap();
+        let e = load_folder(only.path(), &opts()).unwrap_err().to_string();
+        assert!(e.contains("cannot decode (e.g. a.heic)") && e.contains("convert"), "{e}");
+    }
+
+    #[test]
+    fn jpeg_under_its_other_names_is_read() {
+        assert!(is_image_name("a.jpe") && is_image_name("b.JFIF"));
+        assert!(!is_image_name("c.heic"));
     }
 
     #[test]

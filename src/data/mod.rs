@@ -46,6 +46,47 @@ pub struct Dataset {
     /// One caption per image (image folders with `captions.csv` or `.txt` files beside the
     /// images, [`captions`]); None without captions.
     pub captions: Option<Vec<String>>,
+    /// What the folder held that was not read (image folders; empty otherwise).
+    pub left_out: LeftOut,
+}
+
+/// Files and folders of an image folder that were not read, so that none is left out silently.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LeftOut {
+    /// Folders and files reached a second time (through links, or hard links to one file):
+    /// read once.
+    pub repeats: usize,
+    /// Folders deeper than 16 levels, not searched.
+    pub too_deep: usize,
+    /// Images in formats selfsup cannot decode (HEIC, AVIF, raw, ...), relative to the split.
+    pub unreadable: Vec<String>,
+}
+
+impl LeftOut {
+    /// `"2 files reached twice through links read once, ..."`, or None when nothing was left out.
+    pub fn describe(&self) -> Option<String> {
+        let mut parts = Vec::new();
+        if self.repeats > 0 {
+            parts.push(format!(
+                "{} files or folders reached a second time (links, hard links) read once",
+                self.repeats
+            ));
+        }
+        if self.too_deep > 0 {
+            parts.push(format!(
+                "{} folders deeper than 16 levels not searched (move their images up)",
+                self.too_deep
+            ));
+        }
+        if let Some(first) = self.unreadable.first() {
+            parts.push(format!(
+                "{} images in formats selfsup cannot decode left out (e.g. {first}; convert them \
+                 to JPEG or PNG)",
+                self.unreadable.len()
+            ));
+        }
+        (!parts.is_empty()).then(|| parts.join(", "))
+    }
 }
 
 impl Dataset {
@@ -76,6 +117,7 @@ impl Dataset {
                 .captions
                 .as_ref()
                 .map(|c| idx.iter().map(|&i| c[i].clone()).collect()),
+            left_out: self.left_out.clone(),
         }
     }
 }
@@ -250,6 +292,7 @@ pub(crate) fn raw_dataset(
         names: (0..n).map(|i| format!("{split}[{i}]")).collect(),
         skipped: Vec::new(),
         captions: None,
+        left_out: LeftOut::default(),
     })
 }
 
@@ -275,6 +318,7 @@ mod tests {
             names: vec!["x".into(), "y".into(), "z".into()],
             skipped: vec![],
             captions: Some(vec!["x".into(), "y".into(), "z".into()]),
+            left_out: LeftOut::default(),
         };
         let s = d.subset(&[2, 0]);
         assert_eq!(s.len(), 2);

@@ -91,6 +91,7 @@ pub fn generate(
             names: (0..n).map(|i| format!("{name}[{i}]")).collect(),
             skipped: Vec::new(),
             captions: None,
+            left_out: Default::default(),
         }
     };
     Splits {

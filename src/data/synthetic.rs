@@ -78,6 +78,7 @@ fn split(name: &str, stream: u64, n: usize, size: usize, seed: u64) -> Dataset {
         names: (0..n).map(|i| format!("{name}[{i}]")).collect(),
         skipped: Vec::new(),
         captions: Some((0..n).map(|i| caption((i % k) as u32, i / k)).collect()),
+        left_out: Default::default(),
     }
 }
 

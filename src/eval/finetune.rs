@@ -110,6 +110,11 @@ pub fn finetune(
         let x = to_device(&nhwc_to_tensor(&buf, b, side, encoder.channels_last), dev);
         let y = Tensor::from_slice(&idx.iter().map(|&i| ytr[i] as i64).collect::<Vec<_>>())
             .to_device(dev);
+        if step == 0 {
+            // damaged weights (a run stopped by a non-finite loss) are not a learning-rate matter
+            let f = tch::no_grad(|| net.forward_t(&x, false)).to_device(tch::Device::Cpu);
+            super::ensure_finite(&f, "the first training batch")?;
+        }
         let logits = net.forward_t(&x, true).apply(&head);
         let (loss, acc) = cross_entropy(&logits, &y).map_err(anyhow::Error::msg)?;
         let l = loss.double_value(&[]);

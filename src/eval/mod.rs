@@ -10,7 +10,7 @@ pub mod similarity;
 pub mod zero_shot;
 
 pub use diagnostics::{alignment, effective_rank, embedding_std, uniformity};
-pub use features::{extract_features, extract_features_with};
+pub use features::{ensure_finite, extract_features, extract_features_with};
 pub use finetune::{finetune, FinetuneConfig, FinetuneReport};
 pub use knn::{knn_accuracy, knn_predict};
 pub use linear::{linear_probe, LinearProbe};
@@ -131,6 +131,8 @@ pub fn evaluate(
     // image (its whole shorter side) resized to the training resolution.
     let ftr = extract_features(encoder, &train.images, cfg.batch_size); // [N, D]
     let fte = extract_features(encoder, &test.images, cfg.batch_size); // [M, D]
+    ensure_finite(&ftr, "the training split")?;
+    ensure_finite(&fte, "the test split")?;
     let (ytr, yte) = (labels_tensor(ytr), labels_tensor(yte));
     let classes = train.num_classes().max(test.num_classes()) as i64;
     let knn_top1 = match kind.knn() {

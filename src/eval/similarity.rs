@@ -77,35 +77,106 @@ pub fn nearest(
     out
 }
 
-/// Every pair `(i, j)`, `i < j`, whose cosine similarity is at least `threshold`, most
-/// similar first: the near-duplicates of a collection.
+/// How many near-duplicate pairs [`duplicate_pairs`] keeps: a collapsed encoder puts every
+/// pair above any threshold (20 000 images: 2 × 10⁸ pairs), so what is kept is bounded.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PairLimits {
+    /// Pairs kept per image: its `per_image` most similar partners after it (`j > i`).
+    pub per_image: usize,
+    /// Pairs kept in all: the `total` most similar of those.
+    pub total: usize,
+}
+
+impl Default for PairLimits {
+    fn default() -> Self {
+        PairLimits {
+            per_image: 10,
+            total: 10_000,
+        }
+    }
+}
+
+/// Near-duplicate pairs: the kept ones and how many there were.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DuplicatePairs {
+    /// `(i, j, sim)`, `i < j`, most similar first; at most [`PairLimits::total`].
+    pub pairs: Vec<(usize, usize, f32)>,
+    /// Every pair at or above the threshold, kept or not.
+    pub found: u64,
+}
+
+impl DuplicatePairs {
+    /// Some pairs were left out by the limits.
+    pub fn capped(&self) -> bool {
+        self.found > self.pairs.len() as u64
+    }
+}
+
+/// A pair ordered by similarity (then by indices, so that ties are kept the same way each run).
+#[derive(PartialEq)]
+struct Ranked(f32, usize, usize);
+impl Eq for Ranked {}
+impl PartialOrd for Ranked {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Ranked {
+    /// Greater = more similar; on a tie, the pair with the smaller indices.
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0
+            .total_cmp(&other.0)
+            .then((other.1, other.2).cmp(&(self.1, self.2)))
+    }
+}
+
+/// The pairs `(i, j)`, `i < j`, whose cosine similarity is at least `threshold`, most similar
+/// first: the near-duplicates of a collection. Each image keeps its `limits.per_image` most
+/// similar partners and the `limits.total` most similar of those are returned; `found` counts
+/// every pair above the threshold. Memory: one block of similarities ([512, N]) and the kept
+/// pairs, whatever the number found.
 /// # Shapes
 /// `x`: [N, D] → pairs `(i, j, sim)`
-pub fn duplicate_pairs(x: &Tensor, threshold: f32) -> Vec<(usize, usize, f32)> {
+pub fn duplicate_pairs(x: &Tensor, threshold: f32, limits: PairLimits) -> DuplicatePairs {
     let u = unit_rows(x);
     let n = u.size()[0];
-    let mut pairs = Vec::new();
+    let k = (limits.per_image as i64).min(n).max(0);
+    let mut kept = std::collections::BinaryHeap::new(); // min-heap of the best `total`
+    let mut found = 0u64;
     for start in (0..n).step_by(BLOCK as usize) {
         let rows = BLOCK.min(n - start);
         let sim = u.narrow(0, start, rows).matmul(&u.tr()); // [rows, N]
-        let hits = sim.ge(threshold as f64).nonzero(); // [H, 2]: (row in block, column)
-        let h = hits.size()[0];
-        if h == 0 {
+        // only j > i: the diagonal and the lower triangle below any cosine
+        let cols = Tensor::arange(n, (Kind::Int64, sim.device())).unsqueeze(0); // [1, N]
+        let own = Tensor::arange_start(start, start + rows, (Kind::Int64, sim.device()));
+        let sim = sim.masked_fill(&cols.le_tensor(&own.unsqueeze(1)), -2.0); // [rows, N]
+        let hits = sim.ge(threshold as f64);
+        found += hits.sum(Kind::Int64).int64_value(&[]) as u64;
+        if k == 0 || limits.total == 0 {
             continue;
         }
-        let values =
-            Vec::<f32>::try_from(sim.index(&[Some(hits.select(1, 0)), Some(hits.select(1, 1))]))
-                .expect("float32");
-        let at = Vec::<i64>::try_from(hits.flatten(0, -1)).expect("int64");
-        for (p, &s) in values.iter().enumerate() {
-            let (i, j) = ((start + at[2 * p]) as usize, at[2 * p + 1] as usize);
-            if i < j {
-                pairs.push((i, j, s));
+        let (values, indices) = sim.topk(k, 1, true, true); // [rows, k] each
+        let values = Vec::<f32>::try_from(values.flatten(0, -1)).expect("float32");
+        let indices = Vec::<i64>::try_from(indices.flatten(0, -1)).expect("int64");
+        for (p, (&s, &j)) in values.iter().zip(&indices).enumerate() {
+            if s < threshold {
+                continue;
+            }
+            let pair = Ranked(s, (start + p as i64 / k) as usize, j as usize);
+            if kept.len() < limits.total {
+                kept.push(std::cmp::Reverse(pair));
+            } else if kept.peek().is_some_and(|w| pair > w.0) {
+                kept.pop();
+                kept.push(std::cmp::Reverse(pair));
             }
         }
     }
-    pairs.sort_by(|a, b| b.2.total_cmp(&a.2).then((a.0, a.1).cmp(&(b.0, b.1))));
-    pairs
+    let mut pairs: Vec<_> = kept.into_iter().map(|r| (r.0 .0, r.0 .1, r.0 .2)).collect();
+    pairs.sort_by(|a, b| b.0.total_cmp(&a.0).then((a.1, a.2).cmp(&(b.1, b.2))));
+    DuplicatePairs {
+        pairs: pairs.into_iter().map(|(s, i, j)| (i, j, s)).collect(),
+        found,
+    }
 }
 
 #[cfg(test)]
@@ -143,13 +214,58 @@ mod tests {
         let x = Tensor::randn([n, 64], (Kind::Float, Device::Cpu));
         let copy = x.get(3) * 2.0; // same direction: similarity 1
         x.get(n - 1).copy_(&copy);
-        let pairs = duplicate_pairs(&x, 0.99);
+        let found = duplicate_pairs(&x, 0.99, PairLimits::default());
+        let pairs = &found.pairs;
         assert_eq!(pairs.len(), 1, "{pairs:?}");
         assert_eq!((pairs[0].0, pairs[0].1), (3, n as usize - 1));
         assert!((pairs[0].2 - 1.0).abs() < 1e-5);
+        assert!(!found.capped());
         // random 64-d directions are far apart: none at 0.99 without the copy
         let y = Tensor::randn([200, 64], (Kind::Float, Device::Cpu));
-        assert!(duplicate_pairs(&y, 0.99).is_empty());
-        assert_eq!(duplicate_pairs(&y, -1.0).len(), 200 * 199 / 2);
+        assert!(duplicate_pairs(&y, 0.99, PairLimits::default()).pairs.is_empty());
+        let all = PairLimits {
+            per_image: 200,
+            total: usize::MAX,
+        };
+        assert_eq!(duplicate_pairs(&y, -1.0, all).pairs.len(), 200 * 199 / 2);
+    }
+
+    #[test]
+    fn a_collapsed_encoder_finds_every_pair_but_keeps_only_the_limits() {
+        // every row the same direction: all N(N-1)/2 pairs are duplicates
+        let n = BLOCK + 88;
+        let x = Tensor::ones([n, 8], (Kind::Float, Device::Cpu));
+        let limits = PairLimits {
+            per_image: 3,
+            total: 50,
+        };
+        let d = duplicate_pairs(&x, 0.9, limits);
+        assert_eq!(d.found, (n * (n - 1) / 2) as u64);
+        assert_eq!(d.pairs.len(), 50);
+        assert!(d.capped());
+        assert!(d.pairs.iter().all(|&(i, j, _)| i < j));
+        // per image: at most 3 partners
+        let mut per = std::collections::HashMap::new();
+        for &(i, _, _) in &d.pairs {
+            *per.entry(i).or_insert(0) += 1;
+        }
+        assert!(per.values().all(|&c| c <= 3), "{per:?}");
+        // ties are broken by index: the same pairs every call
+        assert_eq!(d, duplicate_pairs(&x, 0.9, limits));
+    }
+
+    #[test]
+    fn the_total_limit_keeps_the_most_similar_pairs() {
+        // rows at growing angles from row 0: pair (0, 1) is the most similar, then (0, 2) ...
+        let v: Vec<[f32; 2]> = (0..6).map(|a| [1.0, 0.01 * a as f32 * a as f32]).collect();
+        let x = rows(&v);
+        let d = duplicate_pairs(&x, 0.0, PairLimits { per_image: 5, total: 3 });
+        assert_eq!(d.found, 15);
+        let sims: Vec<f32> = d.pairs.iter().map(|p| p.2).collect();
+        let mut sorted = sims.clone();
+        sorted.sort_by(|a, b| b.total_cmp(a));
+        assert_eq!(sims, sorted);
+        let all = duplicate_pairs(&x, 0.0, PairLimits { per_image: 5, total: 100 });
+        assert_eq!(&all.pairs[..3], &d.pairs[..]);
     }
 }

@@ -81,6 +81,7 @@ impl MethodSection for ClipConfig {
     const NAME: &'static str = "clip";
     const SUMMARY: &'static str =
         "images and captions into one space: symmetric InfoNCE, learned temperature (CLIP)";
+    const RUN_FILES: &'static [&'static str] = &[TOKENIZER_FILE];
 }
 
 impl MethodSpec for ClipConfig {

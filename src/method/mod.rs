@@ -280,6 +280,11 @@ pub trait MethodSpec: std::fmt::Debug {
     fn data_parallel(&self) -> bool {
         false
     }
+    /// A warning when the training images do not look like what the method reads (temporal
+    /// order's filmstrips); printed before training.
+    fn data_warning(&self, _images: &crate::data::ImageStore) -> Option<String> {
+        None
+    }
     /// Builds the method, creating its variables in `vs`.
     fn build(&self, vs: &nn::VarStore, ctx: &BuildContext) -> anyhow::Result<Box<dyn Method>>;
 }
@@ -292,6 +297,9 @@ pub trait MethodSection:
     const NAME: &'static str;
     /// One line for `--help` and error messages.
     const SUMMARY: &'static str;
+    /// Names of the files the method keeps in the run folder beside the checkpoint
+    /// ([`Method::run_files`]): outputs of `export`, `embed`, `neighbors` may not replace them.
+    const RUN_FILES: &'static [&'static str] = &[];
 }
 
 /// The two views of a two-view method's batch as one batch: `(K, [x_a; x_b])`, [2K, 3, H, W]

@@ -20,6 +20,8 @@ pub struct MethodEntry {
     pub parse: fn(toml::Table) -> Result<Box<dyn MethodSpec>, String>,
     /// The section with every default.
     pub defaults: fn() -> toml::Table,
+    /// The files the method keeps in the run folder ([`MethodSection::RUN_FILES`]).
+    pub run_files: &'static [&'static str],
 }
 
 const fn row<S: MethodSection>() -> MethodEntry {
@@ -28,6 +30,7 @@ const fn row<S: MethodSection>() -> MethodEntry {
         summary: S::SUMMARY,
         parse: parse::<S>,
         defaults: defaults::<S>,
+        run_files: S::RUN_FILES,
     }
 }
 
@@ -57,6 +60,11 @@ pub static REGISTRY: &[MethodEntry] = &[
 /// The method of `method.name` when none is given.
 pub fn default_name() -> &'static str {
     REGISTRY[0].name
+}
+
+/// The names of every file some method keeps in its run folder.
+pub fn run_files() -> impl Iterator<Item = &'static str> {
+    REGISTRY.iter().flat_map(|e| e.run_files.iter().copied())
 }
 
 /// The method names, in registry order.

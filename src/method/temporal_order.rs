@@ -64,6 +64,34 @@ impl MethodSpec for TemporalOrderConfig {
         Targets::ViewLabels
     }
 
+    /// A filmstrip of `frames` square frames is `frames` times as wide as it is high; images of
+    /// another shape (still photos) are strips of one picture, which teach no time order.
+    fn data_warning(&self, images: &crate::data::ImageStore) -> Option<String> {
+        let n = images.len().min(64);
+        let strips = (0..n)
+            .filter(|&i| {
+                let im = images.image(i);
+                im.width.abs_diff(self.frames * im.height) <= self.frames
+            })
+            .count();
+        (strips * 2 < n).then(|| {
+            let im = images.image(0);
+            format!(
+                "method temporal_order reads each image as {} frames side by side, but these are not \
+                 filmstrips (the first is {}x{}; one of {} frames of {} px would be {}x{}): \
+                 it will learn little. Make filmstrips of your frame folders with `selfsup \
+                 make-data filmstrips`, or set method.temporal_order.frames to your strips' count",
+                self.frames,
+                im.width,
+                im.height,
+                self.frames,
+                im.height,
+                self.frames * im.height,
+                im.height
+            )
+        })
+    }
+
     /// The first recipe (crop, flip, colour jitter) with this section's crop scale and
     /// grayscale, drawn once per example and applied to its three frames.
     fn render_views(&self, recipes: Vec<ViewRecipe>) -> Result<Vec<Arc<dyn Views>>, String> {

@@ -1,4 +1,4 @@
-//! Ctrl-C (SIGINT) and SIGTERM during training: the first finishes the step in flight, writes a
+//! Ctrl-C (SIGINT), SIGTERM and SIGHUP (the terminal or SSH session closed) during training: the first finishes the step in flight, writes a
 //! checkpoint and stops with the command that resumes; a second exits at once with code 130.
 //! Outside the training loop (loading, evaluation) the first signal exits at once, as usual.
 
@@ -14,7 +14,8 @@ static INSTALL: Once = Once::new();
 
 fn install() {
     INSTALL.call_once(|| {
-        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        for sig in [SIGINT, SIGTERM, SIGHUP] {
             // SAFETY: the action only touches atomics and calls _exit, both async-signal-safe.
             let _ = unsafe {
                 signal_hook::low_level::register(sig, || {

@@ -15,13 +15,15 @@ pub mod pictures;
 pub mod pretrain;
 pub mod resume;
 pub mod run_dir;
+pub mod run_paths;
 pub mod step;
 pub mod trainer;
 pub mod views;
 
 pub use loader::{Loader, LoaderData, LoaderSpec};
 pub use pretrain::{pretrain, PretrainReport, Pretraining};
-pub use resume::{check_resumable, RESUMABLE_CHANGES};
+pub use resume::{check_resumable, DataFingerprint, RESUMABLE_CHANGES};
+pub use run_paths::refuse_own_file;
 pub use run_dir::{
     load_checkpoint, open_encoder, restore_variables, RunDir, RunState, TrainedEncoder,
 };

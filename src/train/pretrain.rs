@@ -8,7 +8,8 @@ use super::resume::{check_resumable, non_finite_advice};
 use super::trainer::{Flow, LoaderBatches, Schedule, StepObserver, StepRecord, Trainer};
 use super::{budget, build_model, interrupt, load_checkpoint, memory, restore_variables};
 use super::{
-    loader_data, method_views, FaultAt, Loader, LoaderData, LoaderSpec, Model, RunDir, RunState,
+    loader_data, method_views, DataFingerprint, FaultAt, Loader, LoaderData, LoaderSpec, Model, RunDir,
+    RunState,
 };
 use crate::augment::Views;
 use crate::config::TrainConfig;
@@ -74,9 +75,19 @@ impl Pretraining {
     /// Preflight, then resume: with `resume`, continues from the folder's checkpoint; without,
     /// refuses a folder that has one.
     pub fn prepare(cfg: &TrainConfig, splits: &Splits, resume: bool) -> anyhow::Result<Self> {
+        if resume && !RunDir::open(&cfg.train.out_dir).checkpoint().exists() {
+            // before anything is created: a mistyped --out must not leave a new folder behind
+            bail!(
+                "--resume: {} holds no checkpoint, so there is nothing to resume (is --out right?). \
+                 Start a new run there without --resume",
+                cfg.train.out_dir.display()
+            );
+        }
         // The training resolution is fixed now and saved with the run, for eval and embed.
         let mut cfg = cfg.clone();
         cfg.model.crop_size = Some(cfg.crop_size(&splits.train.images));
+        // saved absolute: the commands that read the run again may run from another folder
+        cfg.data.path = cfg.data.path.map(|p| p.canonicalize().unwrap_or(p));
         let cfg = &cfg;
         let spec = cfg.method.spec().map_err(anyhow::Error::msg)?;
         let (data, views, early_views) = preflight(cfg, splits, spec.as_ref())?;
@@ -124,6 +135,7 @@ impl Pretraining {
                 late_over_early: None,
                 train_seconds: 0.0,
                 config: cfg.clone(),
+                data: Some(DataFingerprint::of(&splits.train)),
             },
             schedule,
             opt_state: None,
@@ -166,8 +178,22 @@ impl Pretraining {
         let mut saved = loaded.state.config.clone();
         // runs from before model.crop_size trained at the size the same rule gives now
         saved.model.crop_size = saved.model.crop_size.or(self.cfg.model.crop_size);
-        check_resumable(&saved, &self.cfg)
+        // the images must be the ones the run was planned on (runs from before the
+        // fingerprint: the same folder)
+        let same_images = match (&loaded.state.data, &self.state.data) {
+            (Some(then), Some(now)) => {
+                then.check_unchanged(now)
+                    .with_context(|| format!("cannot resume from {}", ckpt.display()))?;
+                true
+            }
+            _ => false,
+        };
+        check_resumable(&saved, &self.cfg, same_images)
             .with_context(|| format!("cannot resume from {}", ckpt.display()))?;
+        if !run.config().exists() && crate::dist::is_root() {
+            // deleted since: written again from the checkpoint's settings (the ones in force)
+            crate::checkpoint::write_atomic(&run.config(), self.cfg.to_toml().as_bytes())?;
+        }
         restore_variables(&self.model.vs, &loaded.model, &ckpt)?;
         let s = &mut self.state;
         s.step = loaded.state.step;
@@ -413,6 +439,9 @@ fn preflight(
             cfg.method.name,
             crate::method::registry::names_where(|s| s.data_parallel()).join(", ")
         );
+    }
+    if let (Some(w), true) = (spec.data_warning(&splits.train.images), crate::dist::is_root()) {
+        eprintln!("warning: {w}");
     }
     let size = cfg.crop_size(&splits.train.images);
     let views = method_views(&cfg.data, spec, size)?;

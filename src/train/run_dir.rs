@@ -43,6 +43,9 @@ pub struct RunState {
     /// Wall-clock seconds of training so far, over all sessions of the run.
     pub train_seconds: f64,
     pub config: TrainConfig,
+    /// The training images the run was planned on (absent in runs from before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<super::resume::DataFingerprint>,
 }
 
 pub struct RunDir {
@@ -149,8 +152,7 @@ impl RunDir {
             })
             .map(|l| format!("{l}\n"))
             .collect();
-        write_atomic(&path, kept.as_bytes())
-            .with_context(|| format!("cannot rewrite {}", path.display()))?;
+        write_atomic(&path, kept.as_bytes())?; // the error names the file
         Ok(())
     }
 
@@ -319,7 +321,9 @@ pub fn open_encoder(
                 dir.display()
             );
         }
-        return build(TrainConfig::load(Some(&path), &[])?);
+        let mut config = TrainConfig::load(Some(&path), &[])?;
+        config.data.path = config.data.path.map(|p| super::run_paths::resolve_data_path(dir, p));
+        return build(config);
     }
     let ckpt = run.checkpoint();
     if !ckpt.exists() {
@@ -329,7 +333,9 @@ pub fn open_encoder(
         );
     }
     let loaded = load_checkpoint(&ckpt)?;
-    let enc = build(loaded.state.config)?;
+    let mut config = loaded.state.config;
+    config.data.path = config.data.path.map(|p| super::run_paths::resolve_data_path(dir, p));
+    let enc = build(config)?;
     restore_under(&enc.vs, &loaded.model, &ckpt, crate::method::ENCODER_PREFIX)
         .context("loading the run's weights")?;
     Ok(enc)

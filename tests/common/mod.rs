@@ -2,7 +2,8 @@
 #![allow(dead_code)]
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
 
 /// The binary, with its image cache in a folder of the test build (not the user's
 /// `~/.cache`): `target/tmp`.
@@ -35,6 +36,67 @@ pub fn tiny(out: &Path) -> Vec<String> {
     .iter()
     .map(|s| s.to_string())
     .collect()
+}
+
+/// `selfsup pretrain` with the tests' tiny settings into `out` (5 steps an epoch), then `extra`.
+pub fn pretrain_tiny(out: &Path, extra: &[&str]) -> Output {
+    run(selfsup().arg("pretrain").args(tiny(out)).args(extra))
+}
+
+/// A tiny run of `epochs` epochs into `out`, without evaluation.
+pub fn tiny_run(out: &Path, epochs: &str) -> Output {
+    pretrain_tiny(out, &["--epochs", epochs, "--no-eval"])
+}
+
+/// Waits for `child` at most `secs` seconds; kills it and fails when it does not end.
+pub fn wait_for(child: &mut Child, secs: u64) -> ExitStatus {
+    let t = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        if t.elapsed() > Duration::from_secs(secs) {
+            let _ = child.kill();
+            panic!("the process did not end within {secs} s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits until `path` exists and holds `needle`.
+pub fn wait_until_contains(path: &Path, needle: &str, secs: u64) {
+    let t = Instant::now();
+    while !std::fs::read_to_string(path).is_ok_and(|s| s.contains(needle)) {
+        assert!(
+            t.elapsed() < Duration::from_secs(secs),
+            "{} never held {needle:?}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn long_run(out: &Path) -> Command {
+    let mut c = selfsup();
+    c.arg("pretrain")
+        .args(tiny(out))
+        .args(["--epochs", "4000", "--no-eval"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    c
+}
+
+/// A long tiny run into `out`, sent `signal` once metrics.jsonl has logged step `after`: its
+/// exit status and stderr.
+pub fn interrupted_run(out: &Path, signal: i32, after: u64) -> (ExitStatus, String) {
+    let mut child = long_run(out).spawn().unwrap();
+    wait_until_contains(&out.join("metrics.jsonl"), &format!("\"step\":{after}"), 60);
+    // SAFETY: kill(2) on our own child's pid
+    unsafe { libc::kill(child.id() as i32, signal) };
+    let status = wait_for(&mut child, 60);
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    (status, err)
 }
 
 pub fn run(cmd: &mut Command) -> Output {

@@ -3,8 +3,10 @@
 //!
 //! ```text
 //! "SSUPCACH" | version u32 | resize tag (len u32, utf-8) | pixels_len u64 | n u64
-//! n × entry: rel (len u32, utf-8) | source size u64 | source mtime ns i64 | kind u8
+//! n × entry: rel (len u32, utf-8) | source size u64 | source mtime ns i64
+//!            | source content u64 (crc32 of its first 64 KiB, crc32 of its last 64 KiB) | kind u8
 //!            kind 0 (image): offset u64 | height u32 | width u32 | label u32 (u32::MAX: none)
+//!                            | crc32 of the stored pixels u32
 //!            kind 1 (bad):   reason (len u32, utf-8)
 //! crc32 (IEEE) of everything before it, u32
 //! ```
@@ -13,15 +15,33 @@
 use crate::data::Placement;
 
 const MAGIC: &[u8; 8] = b"SSUPCACH";
-/// Bumped whenever the format or the decoding changes what a cached image holds.
-pub const VERSION: u32 = 1;
+/// Bumped whenever the format or the decoding changes what a cached image holds
+/// (2: the EXIF orientation is applied; content and pixel checksums).
+pub const VERSION: u32 = 2;
 const NO_LABEL: u32 = u32::MAX;
 
-/// What identifies a source file's contents without reading it: size and modification time.
+/// What identifies a source file's contents cheaply: size, modification time, and a checksum
+/// of its first and last 64 KiB ([`content_of`]), which tells a file replaced by another of the
+/// same size and time, or changed in place, from the one decoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Source {
     pub size: u64,
     pub mtime_ns: i64,
+    pub content: u64,
+}
+
+/// The part of a file at each end that [`content_of`] reads.
+pub const CONTENT_SPAN: u64 = 64 << 10;
+
+/// `crc32(first 64 KiB) << 32 | crc32(last 64 KiB)` of a file `size` bytes long (for a file
+/// of at most 64 KiB, the whole file twice).
+pub fn content_of(file: &mut (impl std::io::Read + std::io::Seek), size: u64) -> std::io::Result<u64> {
+    let mut buf = vec![0u8; CONTENT_SPAN.min(size) as usize];
+    file.read_exact(&mut buf)?;
+    let head = crc32fast::hash(&buf);
+    file.seek(std::io::SeekFrom::Start(size - buf.len() as u64))?;
+    file.read_exact(&mut buf)?;
+    Ok((head as u64) << 32 | crc32fast::hash(&buf) as u64)
 }
 
 /// What a source file became.
@@ -31,6 +51,8 @@ pub enum Stored {
     Image {
         placement: Placement,
         label: Option<u32>,
+        /// crc32 of the stored pixels, checked before they are used again.
+        crc: u32,
     },
     /// It could not be decoded, for this reason.
     Bad { reason: String },
@@ -65,13 +87,19 @@ impl Index {
             put_str(&mut b, &e.rel);
             b.extend_from_slice(&e.source.size.to_le_bytes());
             b.extend_from_slice(&e.source.mtime_ns.to_le_bytes());
+            b.extend_from_slice(&e.source.content.to_le_bytes());
             match &e.stored {
-                Stored::Image { placement, label } => {
+                Stored::Image {
+                    placement,
+                    label,
+                    crc,
+                } => {
                     b.push(0);
                     b.extend_from_slice(&placement.offset.to_le_bytes());
                     b.extend_from_slice(&placement.height.to_le_bytes());
                     b.extend_from_slice(&placement.width.to_le_bytes());
                     b.extend_from_slice(&label.unwrap_or(NO_LABEL).to_le_bytes());
+                    b.extend_from_slice(&crc.to_le_bytes());
                 }
                 Stored::Bad { reason } => {
                     b.push(1);
@@ -112,6 +140,7 @@ impl Index {
             let source = Source {
                 size: r.u64()?,
                 mtime_ns: r.u64()? as i64,
+                content: r.u64()?,
             };
             let stored = match r.u8()? {
                 0 => {
@@ -121,7 +150,12 @@ impl Index {
                         width: r.u32()?,
                     };
                     let label = Some(r.u32()?).filter(|&l| l != NO_LABEL);
-                    Stored::Image { placement, label }
+                    let crc = r.u32()?;
+                    Stored::Image {
+                        placement,
+                        label,
+                        crc,
+                    }
                 }
                 1 => Stored::Bad { reason: r.str()? },
                 k => return Err(format!("entry kind {k} is unknown")),
@@ -190,6 +224,7 @@ mod tests {
                     source: Source {
                         size: 1234,
                         mtime_ns: -5,
+                        content: 0xdead_beef_0123_4567,
                     },
                     stored: Stored::Image {
                         placement: Placement {
@@ -198,6 +233,7 @@ mod tests {
                             width: 10,
                         },
                         label: Some(3),
+                        crc: 0x89ab_cdef,
                     },
                 },
                 Entry {
@@ -205,6 +241,7 @@ mod tests {
                     source: Source {
                         size: 0,
                         mtime_ns: 1 << 60,
+                        content: 0,
                     },
                     stored: Stored::Bad {
                         reason: "the file is empty".into(),
@@ -212,6 +249,26 @@ mod tests {
                 },
             ],
         }
+    }
+
+    #[test]
+    fn content_reads_both_ends_of_a_file() {
+        use std::io::Cursor;
+        let big: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let c = |b: &[u8]| content_of(&mut Cursor::new(b), b.len() as u64).unwrap();
+        let base = c(&big);
+        // a change near either end is seen; one in the middle is not read (cheap, not total)
+        for at in [10, big.len() - 10] {
+            let mut changed = big.clone();
+            changed[at] ^= 1;
+            assert_ne!(c(&changed), base, "byte {at}");
+        }
+        let mut middle = big.clone();
+        middle[150_000] ^= 1;
+        assert_eq!(c(&middle), base);
+        // small files are read whole; empty ones too
+        assert_ne!(c(b"abc"), c(b"abd"));
+        assert_eq!(c(b""), 0);
     }
 
     #[test]

@@ -58,7 +58,8 @@ pub(crate) struct CacheLoad {
 }
 
 /// The default cache directory: `$SELFSUP_CACHE`, else `$XDG_CACHE_HOME/selfsup`, else
-/// `~/.cache/selfsup`, else `.selfsup-cache` in the working folder.
+/// `~/.cache/selfsup`, else (no HOME: a service, a container) `selfsup-cache` in the system's
+/// temporary folder (`$TMPDIR`, `/tmp`), never a hidden folder in the working folder.
 pub fn default_dir() -> PathBuf {
     let env = |k| {
         std::env::var_os(k)
@@ -68,7 +69,7 @@ pub fn default_dir() -> PathBuf {
     env("SELFSUP_CACHE")
         .or_else(|| env("XDG_CACHE_HOME").map(|d| d.join("selfsup")))
         .or_else(|| env("HOME").map(|h| h.join(".cache").join("selfsup")))
-        .unwrap_or_else(|| PathBuf::from(".selfsup-cache"))
+        .unwrap_or_else(|| std::env::temp_dir().join("selfsup-cache"))
 }
 
 /// 64-bit FNV-1a: a stable hash (std's hasher may change between Rust releases).
@@ -108,11 +109,18 @@ pub fn folder_for(cache_dir: &Path, root: &Path, resize: Resize) -> PathBuf {
     ))
 }
 
+/// Size, time and a checksum of both ends of the file ([`index::content_of`]); None when it
+/// cannot be read (decoding it then names the problem).
 fn source_of(path: &Path) -> Option<Source> {
     let m = std::fs::metadata(path).ok()?;
+    let content = match m.is_file() {
+        true => index::content_of(&mut File::open(path).ok()?, m.len()).ok()?,
+        false => 0,
+    };
     Some(Source {
         size: m.len(),
         mtime_ns: m.mtime().saturating_mul(1_000_000_000) + m.mtime_nsec(),
+        content,
     })
 }
 
@@ -178,6 +186,7 @@ pub(crate) fn load(
             .filter_map(|(e, keep)| keep.then_some(e)),
     );
     cache.index.entries = entries;
+    drop_damaged(&mut cache, items, &mut found)?;
     let reused = found.iter().filter(|f| f.is_some()).count();
     cache.compact_if_worth_it()?;
     // compaction moves pixels: look the reused ones up again
@@ -209,11 +218,13 @@ pub(crate) fn load(
             let source = sources[i].unwrap_or(Source {
                 size: 0,
                 mtime_ns: 0,
+                content: 0,
             });
             let stored = match result {
                 Ok((h, w, px)) => Stored::Image {
                     placement: cache.append(h, w, &px)?,
                     label: it.label,
+                    crc: crc32fast::hash(&px),
                 },
                 Err(reason) if skip_bad => Stored::Bad { reason },
                 Err(reason) => {
@@ -278,6 +289,52 @@ pub(crate) fn load(
         reused,
         folder,
     })
+}
+
+/// Checks the stored pixels of every image about to be reused against the checksum they were
+/// stored with; the ones that fail (bytes changed on disk) leave the index and are decoded
+/// again, with a message. Costs one read of the reused pixels (README, "What happens when…").
+fn drop_damaged(
+    cache: &mut Writer,
+    items: &[Item],
+    found: &mut [Option<Stored>],
+) -> Result<(), DataError> {
+    if !found.iter().any(|f| matches!(f, Some(Stored::Image { .. }))) {
+        return Ok(());
+    }
+    let pixels = cache.map_all()?;
+    let damaged: Vec<bool> = found
+        .par_iter()
+        .map(|f| match f {
+            Some(Stored::Image { placement, crc, .. }) => {
+                let at = placement.offset as usize;
+                let bytes = pixels.get(at..at + placement.bytes() as usize);
+                bytes.is_none_or(|b| crc32fast::hash(b) != *crc)
+            }
+            _ => false,
+        })
+        .collect();
+    let bad: std::collections::HashSet<&str> = items
+        .iter()
+        .zip(&damaged)
+        .filter_map(|(it, &d)| d.then_some(it.rel.as_str()))
+        .collect();
+    if bad.is_empty() {
+        return Ok(());
+    }
+    eprintln!(
+        "cache: the stored pixels of {} images no longer match their checksum (the cache file \
+         was changed on disk), e.g. {}; decoding them again",
+        bad.len(),
+        bad.iter().next().expect("not empty")
+    );
+    for (f, d) in found.iter_mut().zip(damaged) {
+        if d {
+            *f = None;
+        }
+    }
+    cache.index.entries.retain(|e| !bad.contains(e.rel.as_str()));
+    Ok(())
 }
 
 #[cfg(test)]

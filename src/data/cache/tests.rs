@@ -243,3 +243,64 @@ fn cache_folders_differ_by_data_and_resize() {
     assert_eq!(f(a.path(), 10), f(a.path(), 10));
     assert!(f(a.path(), 10).starts_with(c));
 }
+
+/// Sets `path`'s modification time to `t`.
+fn set_mtime(path: &Path, t: SystemTime) {
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(t)
+        .unwrap();
+}
+
+#[test]
+fn a_file_changed_in_place_with_its_size_and_time_kept_is_decoded_again() {
+    let (data, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut items = collection(data.path(), 2);
+    // an uncompressed BMP: changing pixel bytes keeps the file's size
+    let path = data.path().join("z.bmp");
+    write_png(&path, 20, 10, 7);
+    items.push(Item {
+        path: path.clone(),
+        rel: "z.bmp".into(),
+        label: None,
+    });
+    let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+    cached(data.path(), &items, cache.path(), false);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let n = bytes.len();
+    for b in &mut bytes[n - 30..n - 20] {
+        *b ^= 0x5A;
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    set_mtime(&path, mtime); // a restored backup, a copy with -p, a tool that keeps times
+    assert_eq!(std::fs::metadata(&path).unwrap().len() as usize, n);
+    let again = cached(data.path(), &items, cache.path(), false);
+    assert_eq!((again.fresh, again.reused), (1, 2));
+    assert_eq!(again.decoded.store, direct(&items));
+}
+
+#[test]
+fn pixels_changed_in_the_cache_file_are_detected_and_decoded_again() {
+    let (data, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let items = collection(data.path(), 4);
+    let first = cached(data.path(), &items, cache.path(), false);
+    // flip one byte of the third image's stored pixels, in place
+    let pixels = first.folder.join(PIXELS);
+    let index = Index::decode(&std::fs::read(first.folder.join(INDEX)).unwrap()).unwrap();
+    let at = index
+        .entries
+        .iter()
+        .find_map(|e| match &e.stored {
+            Stored::Image { placement, .. } if e.rel == items[2].rel => Some(placement.offset),
+            _ => None,
+        })
+        .unwrap();
+    let mut bytes = std::fs::read(&pixels).unwrap();
+    bytes[at as usize + 5] ^= 0xFF;
+    std::fs::write(&pixels, &bytes).unwrap();
+    let again = cached(data.path(), &items, cache.path(), false);
+    assert_eq!((again.fresh, again.reused), (1, 3));
+    assert_eq!(again.decoded.store, direct(&items));
+}

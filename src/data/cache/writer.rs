@@ -183,7 +183,7 @@ impl Writer {
         self.commit()
     }
 
-    fn map_all(&self) -> Result<memmap2::Mmap, DataError> {
+    pub(super) fn map_all(&self) -> Result<memmap2::Mmap, DataError> {
         let file = File::open(self.pixels_path()).map_err(self.io("open"))?;
         // SAFETY: the pixel file is only ever appended to or replaced by rename (module docs),
         // never changed in place, so the mapped bytes do not change under us.
