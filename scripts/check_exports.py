@@ -41,6 +41,30 @@ def run(*args):
     return r.stdout
 
 
+def embed_random_images(selfsup, run_dir, side, tmp):
+    """16 random smooth PNGs at the run's crop size (so the eval view is the image itself),
+    embedded by `selfsup embed`: (features [16, D] in embed's row order, the normalised images
+    in that order [16, 3, side, side])."""
+    imgs = tmp / "imgs"
+    imgs.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(16):
+        coarse = rng.integers(0, 256, size=(4, 4, 3), dtype=np.uint8)
+        Image.fromarray(coarse).resize((side, side), Image.BILINEAR).save(imgs / f"{i:02d}.png")
+    run(selfsup, "embed", "--run", run_dir, "--data", imgs, "--out", tmp / "emb.npy")
+    want = torch.from_numpy(np.load(tmp / "emb.npy"))
+    names = [line.split(",")[0] for line in (tmp / "emb.csv").read_text().splitlines()[1:]]
+    mean, std = torch.tensor(MEAN)[:, None, None], torch.tensor(STD)[:, None, None]
+    x = torch.stack(
+        [
+            (torch.from_numpy(np.asarray(Image.open(imgs / n).convert("RGB"), dtype=np.float32) / 255.0)
+             .permute(2, 0, 1) - mean) / std
+            for n in names
+        ]
+    )
+    return want, x
+
+
 def torchvision_model(model_cfg):
     depth, width, stem = model_cfg["depth"], model_cfg["width"], model_cfg["stem"]
     if width != 1.0:
@@ -61,26 +85,9 @@ def main():
     side = cfg["model"]["crop_size"]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        imgs = tmp / "imgs"
-        imgs.mkdir()
-        rng = np.random.default_rng(0)
-        for i in range(16):
-            coarse = rng.integers(0, 256, size=(4, 4, 3), dtype=np.uint8)
-            img = Image.fromarray(coarse).resize((side, side), Image.BILINEAR)
-            img.save(imgs / f"{i:02d}.png")
-        run(selfsup, "embed", "--run", run_dir, "--data", imgs, "--out", tmp / "emb.npy")
+        want, x = embed_random_images(selfsup, run_dir, side, tmp)
         run(selfsup, "export", "--run", run_dir, "--format", "safetensors", "--out", tmp / "enc.safetensors")
         run(selfsup, "export", "--run", run_dir, "--format", "torchscript", "--out", tmp / "enc.pt")
-        want = torch.from_numpy(np.load(tmp / "emb.npy"))
-        names = [line.split(",")[0] for line in (tmp / "emb.csv").read_text().splitlines()[1:]]
-        x = torch.stack(
-            [
-                torchvision.transforms.functional.normalize(
-                    torchvision.transforms.functional.to_tensor(Image.open(imgs / n).convert("RGB")), MEAN, STD
-                )
-                for n in names
-            ]
-        )
         net = torchvision_model(cfg["model"])
         result = net.load_state_dict(load_file(tmp / "enc.safetensors"), strict=True)
         print(f"torchvision resnet{cfg['model']['depth']} ({cfg['model']['stem']} stem, fc = Identity): "
@@ -91,7 +98,7 @@ def main():
                 "torchvision + safetensors": (net(x) - want).abs().max().item(),
                 "torch.jit.load (TorchScript)": (scripted(x) - want).abs().max().item(),
             }
-    print(f"{len(names)} images of {side}x{side}, features [{want.shape[0]}, {want.shape[1]}] from `selfsup embed`")
+    print(f"{len(x)} images of {side}x{side}, features [{want.shape[0]}, {want.shape[1]}] from `selfsup embed`")
     ok = True
     for what, d in diffs.items():
         good = d <= TOLERANCE
