@@ -277,6 +277,12 @@ pub fn loading_flags(
 /// moved or deleted gets a message naming it and `--data`, not the advice about built-in data.
 pub fn data_or_flag(cfg: &mut TrainConfig, run: &Path, flag: &Option<PathBuf>) -> anyhow::Result<()> {
     if let Some(d) = flag {
+        // the loader's own message would suggest the built-in data, which --data cannot mean
+        anyhow::ensure!(
+            d.exists(),
+            "--data {} does not exist: give the folder of images (or of IDX / CIFAR files)",
+            d.display()
+        );
         cfg.data.path = Some(d.clone());
         return Ok(());
     }
@@ -508,7 +514,7 @@ pub fn embed(a: &EmbedArgs) -> anyhow::Result<()> {
     let enc = train::open_encoder(&a.run, false, selfsup::device::resolve(&a.device)?)?;
     let mut cfg = enc.config.clone();
     loading_flags(&mut cfg, a.image_size, a.skip_bad, a.no_cache, &a.cache)?;
-    cfg.data.path = Some(a.data.clone());
+    data_or_flag(&mut cfg, &a.run, &Some(a.data.clone()))?;
     cfg.data.limit = None;
     let out_dir = existing_parent(&a.out, "--out")?;
     // the .npy and the two files written beside it

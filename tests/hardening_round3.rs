@@ -411,6 +411,14 @@ fn smaller_answers_are_clear() {
     assert!(!o.status.success() && t.contains(s(&config)) && t.contains("bogus_key"), "{t}");
     assert_eq!(t.matches("bogus_key").count(), 1, "said once: {t}");
     std::fs::write(&config, &text_before).unwrap();
+    // a --data that does not exist is named as such, not answered with the built-in data's advice
+    let o = run(selfsup().args(["embed", "--run", s(&out), "--data", "/nonexistent/photos"]).args([
+        "--out",
+        s(&dir.path().join("e.npy")),
+    ]));
+    let t = text(&o);
+    assert!(!o.status.success() && t.contains("--data /nonexistent/photos does not exist"), "{t}");
+    assert!(!t.contains("built-in"), "{t}");
     // kNN on a flat (captioned) training split: the message says which split lacks labels
     let capt = dir.path().join("captioned");
     pictures(&capt.join("train"), "t", 6);
