@@ -311,8 +311,7 @@ fn a_resumed_time_budget_run_keeps_its_fitted_length_and_schedule() {
             .retimed_at
             .iter()
             .zip(&last.retimed_lengths)
-            .filter(|(a, _)| s as u64 >= **a)
-            .last()
+            .rfind(|(a, _)| s as u64 >= **a)
             .map_or(calibrated, |(_, l)| *l);
         let want = warmup_cosine(s as u64, length, warmup, 0.3, 0.0);
         assert!(

@@ -22,7 +22,7 @@ fn s(p: &Path) -> &str {
 /// A 16×16 picture that differs from the others by colour and stripe period.
 fn pattern(i: u32) -> image::RgbImage {
     image::RgbImage::from_fn(16, 16, |x, y| {
-        let on = ((x + 2 * y) / (1 + i % 4)) % 2 == 0;
+        let on = ((x + 2 * y) / (1 + i % 4)).is_multiple_of(2);
         let c = [(37 * i) % 256, (91 * i + 60) % 256, (53 * i + 120) % 256].map(|v| v as u8);
         match on {
             true => image::Rgb(c),

@@ -20,7 +20,7 @@ pub fn thumbnail(images: &ImageStore, i: usize, side: u32) -> RgbImage {
     let s = full.width().min(full.height());
     let square =
         imageops::crop_imm(&full, (full.width() - s) / 2, (full.height() - s) / 2, s, s).to_image();
-    let filter = match side % s == 0 {
+    let filter = match side.is_multiple_of(s) {
         true => imageops::FilterType::Nearest,
         false => imageops::FilterType::Triangle,
     };
