@@ -333,120 +333,47 @@ fn zero_shot(a: &EvalArgs) -> anyhow::Result<()> {
         .as_ref()
         .filter(|t| t.labels.is_some())
         .context("eval --zero-shot needs a test split of class folders (test/<class>/…): their names are the classes")?;
-    let classes: Vec<String> = match a.classes.is_empty() {
-        true => test.class_names.clone(),
-        // a class named twice is one class (else it would count twice towards the chance)
-        false => a.classes.iter().fold(Vec::new(), |mut v, c| {
-            let c = c.trim().to_string();
-            if !v.contains(&c) {
-                v.push(c);
-            }
-            v
-        }),
-    };
-    let mut class_index = Vec::with_capacity(classes.len());
-    for c in &classes {
-        let i = test
-            .class_names
-            .iter()
-            .position(|t| t == c)
-            .with_context(|| {
-                format!(
-                    "--classes: {c:?} is not a class folder of the test split (its classes: {})",
-                    test.class_names.join(", ")
-                )
-            })?;
-        class_index.push(i as u32);
-    }
-    anyhow::ensure!(
-        classes.len() >= 2,
-        "--classes: give at least 2 classes to choose between"
-    );
-    let templates: Vec<String> = match a.templates.is_empty() {
-        true => vec![zs::DEFAULT_TEMPLATE.to_string()],
-        false => a.templates.clone(),
-    };
-    zs::check_templates(&templates).map_err(anyhow::Error::msg)?;
     let input = zs::ImageInput {
         input_side: cfg.crop_size(&splits.train.images),
         channels_last: cfg.model.uses_channels_last(),
         batch_size: cfg.eval.batch_size,
     };
-    // the test images of the chosen classes, labelled by their place in `classes`
-    let labels = test.labels.as_ref().expect("labeled");
-    let keep: Vec<usize> = (0..test.len())
-        .filter(|&i| class_index.contains(&labels[i]))
-        .collect();
-    let truth: Vec<i64> = keep
-        .iter()
-        .map(|&i| {
-            class_index
-                .iter()
-                .position(|&c| c == labels[i])
-                .expect("kept") as i64
-        })
-        .collect();
-    let shown = test.subset(&keep);
     let started = Instant::now();
-    let u = zs::embed_images(towers, &shown.images, input); // [N, D]
-    let w = zs::class_embeddings(towers, &classes, &templates)?; // [C, D]
-    let pred: Vec<i64> = Vec::try_from(&zs::predict(&u, &w))?;
-    let unseen = splits
-        .train
-        .captions
-        .as_ref()
-        .map(|c| zs::unseen_in_captions(&classes, c));
-    let top1 = |which: &dyn Fn(usize) -> bool| -> (f64, usize) {
-        let idx: Vec<usize> = (0..truth.len())
-            .filter(|&i| which(truth[i] as usize))
-            .collect();
-        let hits = idx.iter().filter(|&&i| pred[i] == truth[i]).count();
-        (100.0 * hits as f64 / idx.len().max(1) as f64, idx.len())
-    };
-    let (all, n) = top1(&|_| true);
+    let train_captions = splits.train.captions.as_deref();
+    let r = zs::evaluate(towers, test, train_captions, &a.classes, &a.templates, input)?;
     println!(
-        "zero-shot top-1: {all:.2} % on {n} test images of {} classes (chance {:.2} %), {} template(s)",
-        classes.len(),
-        100.0 / classes.len() as f64,
-        templates.len()
+        "zero-shot top-1: {:.2} % on {} test images of {} classes (chance {:.2} %), {} template(s)",
+        100.0 * r.top1,
+        r.images,
+        r.classes.len(),
+        100.0 * r.chance,
+        r.templates
     );
-    if let Some(unseen) = &unseen {
-        for (label, want) in [
-            ("named in no training caption", true),
-            ("named in training captions", false),
-        ] {
-            let (acc, n) = top1(&|c| unseen[c] == want);
-            let k = unseen.iter().filter(|&&u| u == want).count();
-            if k > 0 {
-                println!("  classes {label} ({k}): {acc:.2} % on {n} images");
-            }
+    for (label, want) in [
+        ("named in no training caption", true),
+        ("named in training captions", false),
+    ] {
+        if let Some((k, acc, n)) = r.group(want) {
+            println!("  classes {label} ({k}): {:.2} % on {n} images", 100.0 * acc);
         }
     }
-    for (c, name) in classes.iter().enumerate() {
-        let (acc, n) = top1(&|k| k == c);
-        let mark = match &unseen {
-            Some(u) if u[c] => "  (never named in training)",
+    for c in &r.classes {
+        let mark = match c.unseen {
+            Some(true) => "  (never named in training)",
             _ => "",
         };
-        println!("  {name:<24} {acc:6.2} % of {n}{mark}");
+        println!("  {:<24} {:6.2} % of {}{mark}", c.name, 100.0 * c.top1, c.images);
     }
-    if let Some(captions) = &test.captions {
-        let u_all = zs::embed_images(towers, &test.images, input);
-        let (distinct, caption_of) = zs::distinct_captions(captions);
-        let v = towers
-            .embed_texts(&distinct)?
-            .to_kind(tch::Kind::Float)
-            .to_device(tch::Device::Cpu);
-        let r = zs::retrieval_recall(&u_all, &v, &caption_of, &[1, 5]);
+    if let Some(t) = &r.retrieval {
         println!(
             "retrieval on {} test images, {} distinct captions: image→text R@1 {:.2} %, R@5 {:.2} %; \
              text→image R@1 {:.2} %, R@5 {:.2} %",
-            test.len(),
-            distinct.len(),
-            100.0 * r[0].0,
-            100.0 * r[1].0,
-            100.0 * r[0].1,
-            100.0 * r[1].1
+            t.images,
+            t.captions,
+            100.0 * t.image_to_text.0,
+            100.0 * t.image_to_text.1,
+            100.0 * t.text_to_image.0,
+            100.0 * t.text_to_image.1
         );
     }
     eprintln!("evaluated in {:.1} s", started.elapsed().as_secs_f64());
