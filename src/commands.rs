@@ -628,12 +628,15 @@ pub fn bench(a: &BenchArgs) -> anyhow::Result<()> {
     );
     let m = &cfg.model;
     println!(
-        "selfsup bench: {} ResNet-{} width {} {} stem, batch {b} ({} views of {size}x{size}), \
-         threads {}, {}, device {}",
+        "selfsup bench: {} {}, batch {b} ({} views of {size}x{size}), threads {}, {}, device {}",
         cfg.method.name,
-        m.depth,
-        m.width,
-        format!("{:?}", m.stem).to_lowercase(),
+        // the backbone's real name (a ViT run is no "ResNet-18")
+        match m.backbone_config(size) {
+            c @ selfsup::backbone::BackboneConfig::ResNet(_) => {
+                format!("{} {} stem", c.describe(), format!("{:?}", m.stem).to_lowercase())
+            }
+            c => c.describe(),
+        },
         2 * b,
         tch::get_num_threads(),
         if m.uses_channels_last() {
