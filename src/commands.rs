@@ -117,7 +117,9 @@ fn print_pretrain(r: &train::PretrainReport) {
 fn missing_labels(splits: &Splits) -> String {
     let layout = "a folder with train/ and test/ (or val/) of class folders, IDX or CIFAR files";
     match (&splits.test, splits.train.labels.is_some()) {
-        (None, _) => format!("evaluation needs a labeled test split, and this data has none: {layout}"),
+        (None, _) => {
+            format!("evaluation needs a labeled test split, and this data has none: {layout}")
+        }
         (Some(t), _) if t.labels.is_none() => format!(
             "evaluation needs a labeled test split, and this one is a flat folder of unlabeled \
              images: {layout}"
@@ -275,7 +277,11 @@ pub fn loading_flags(
 
 /// `cfg.data.path` (`--data`, else the run's data folder) must exist: a run's folder that was
 /// moved or deleted gets a message naming it and `--data`, not the advice about built-in data.
-pub fn data_or_flag(cfg: &mut TrainConfig, run: &Path, flag: &Option<PathBuf>) -> anyhow::Result<()> {
+pub fn data_or_flag(
+    cfg: &mut TrainConfig,
+    run: &Path,
+    flag: &Option<PathBuf>,
+) -> anyhow::Result<()> {
     if let Some(d) = flag {
         // the loader's own message would suggest the built-in data, which --data cannot mean
         anyhow::ensure!(
@@ -340,7 +346,14 @@ fn zero_shot(a: &EvalArgs) -> anyhow::Result<()> {
     };
     let started = Instant::now();
     let train_captions = splits.train.captions.as_deref();
-    let r = zs::evaluate(towers, test, train_captions, &a.classes, &a.templates, input)?;
+    let r = zs::evaluate(
+        towers,
+        test,
+        train_captions,
+        &a.classes,
+        &a.templates,
+        input,
+    )?;
     println!(
         "zero-shot top-1: {:.2} % on {} test images of {} classes (chance {:.2} %), {} template(s)",
         100.0 * r.top1,
@@ -354,7 +367,10 @@ fn zero_shot(a: &EvalArgs) -> anyhow::Result<()> {
         ("named in training captions", false),
     ] {
         if let Some((k, acc, n)) = r.group(want) {
-            println!("  classes {label} ({k}): {:.2} % on {n} images", 100.0 * acc);
+            println!(
+                "  classes {label} ({k}): {:.2} % on {n} images",
+                100.0 * acc
+            );
         }
     }
     for c in &r.classes {
@@ -362,7 +378,12 @@ fn zero_shot(a: &EvalArgs) -> anyhow::Result<()> {
             Some(true) => "  (never named in training)",
             _ => "",
         };
-        println!("  {:<24} {:6.2} % of {}{mark}", c.name, 100.0 * c.top1, c.images);
+        println!(
+            "  {:<24} {:6.2} % of {}{mark}",
+            c.name,
+            100.0 * c.top1,
+            c.images
+        );
     }
     if let Some(t) = &r.retrieval {
         println!(
@@ -633,7 +654,11 @@ pub fn bench(a: &BenchArgs) -> anyhow::Result<()> {
         // the backbone's real name (a ViT run is no "ResNet-18")
         match m.backbone_config(size) {
             c @ selfsup::backbone::BackboneConfig::ResNet(_) => {
-                format!("{} {} stem", c.describe(), format!("{:?}", m.stem).to_lowercase())
+                format!(
+                    "{} {} stem",
+                    c.describe(),
+                    format!("{:?}", m.stem).to_lowercase()
+                )
             }
             c => c.describe(),
         },

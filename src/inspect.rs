@@ -270,7 +270,10 @@ fn grid_path(given: &Option<PathBuf>, run: &Path, default: &str) -> anyhow::Resu
 
 fn write_png(img: &image::RgbImage, path: &Path) -> anyhow::Result<()> {
     // the error names the file
-    Ok(selfsup::checkpoint::write_atomic(path, &report::charts::png_bytes(img))?)
+    Ok(selfsup::checkpoint::write_atomic(
+        path,
+        &report::charts::png_bytes(img),
+    )?)
 }
 
 pub fn neighbors(a: &NeighborsArgs) -> anyhow::Result<()> {
@@ -452,7 +455,10 @@ pub fn export(a: &ExportArgs) -> anyhow::Result<()> {
                 selfsup::backbone::Backbone::ResNet(_) => "torchvision's",
                 selfsup::backbone::Backbone::Vit(_) => "timm's",
             };
-            println!("encoder weights written to {} under {names} names", out.display());
+            println!(
+                "encoder weights written to {} under {names} names",
+                out.display()
+            );
         }
         Format::Torchscript => {
             export::torchscript::save(&mut enc.vs, &enc.net, side, &out)?;

@@ -476,7 +476,9 @@ fn main() -> ExitCode {
 pub(crate) fn whole_number<T: std::str::FromStr>(s: &str) -> Result<T, String> {
     let t = s.trim();
     if t.starts_with('-') && t[1..].parse::<f64>().is_ok() {
-        return Err(format!("{t} is negative: it must be a positive whole number"));
+        return Err(format!(
+            "{t} is negative: it must be a positive whole number"
+        ));
     }
     t.parse::<T>()
         .map_err(|_| format!("{s:?} is not a whole number: give one such as 8"))

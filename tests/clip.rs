@@ -143,29 +143,38 @@ fn zero_shot_on_the_built_in_captioned_shapes_is_well_above_chance() {
     // images (seeds 0–2 with 2 threads: 36, 27, 22 %)
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
-    let o = run(selfsup().args(["pretrain", "--method", "clip", "--out"]).arg(&out).args([
-        "--width",
-        "0.125",
-        "--batch-size",
-        "64",
-        "--threads",
-        "1",
-        "--epochs",
-        "20",
-        "--no-eval",
-        "--set",
-        "data.synthetic_train_per_class=64",
-        "--set",
-        "data.synthetic_test_per_class=10",
-        "--set",
-        "data.synthetic_size=16",
-    ]));
+    let o = run(selfsup()
+        .args(["pretrain", "--method", "clip", "--out"])
+        .arg(&out)
+        .args([
+            "--width",
+            "0.125",
+            "--batch-size",
+            "64",
+            "--threads",
+            "1",
+            "--epochs",
+            "20",
+            "--no-eval",
+            "--set",
+            "data.synthetic_train_per_class=64",
+            "--set",
+            "data.synthetic_test_per_class=10",
+            "--set",
+            "data.synthetic_size=16",
+        ]));
     assert!(o.status.success(), "{}", text(&o));
     let o = zero_shot(&out, &[]);
     let t = text(&o);
-    assert!(o.status.success() && t.contains("of 10 classes (chance 10.00 %)"), "{t}");
+    assert!(
+        o.status.success() && t.contains("of 10 classes (chance 10.00 %)"),
+        "{t}"
+    );
     let top1 = printed_top1(&t);
-    assert!(top1 >= 20.0, "zero-shot top-1 {top1} % is not twice chance: {t}");
+    assert!(
+        top1 >= 20.0,
+        "zero-shot top-1 {top1} % is not twice chance: {t}"
+    );
 }
 
 #[test]

@@ -20,7 +20,11 @@ fn pictures(dir: &Path, prefix: &str, n: u32) {
         image::RgbImage::from_fn(16, 16, |x, y| {
             let on = ((x + 2 * y) / (1 + i % 4)) % 2 == 0;
             let v = (37 * i % 200) as u8;
-            image::Rgb(if on { [v, 255 - v, 90] } else { [255 - v, v, 30] })
+            image::Rgb(if on {
+                [v, 255 - v, 90]
+            } else {
+                [255 - v, v, 30]
+            })
         })
         .save(dir.join(format!("{prefix}{i}.png")))
         .unwrap();
@@ -78,10 +82,36 @@ fn outputs_never_replace_the_runs_own_files_whatever_the_spelling() {
         // embed's .npy, and the .csv it writes beside: `--out RUN/metrics.npy` would write
         // RUN/metrics.csv, not the log, so only the named file counts there
         for args in [
-            vec!["export", "--run", s(&out), "--format", "torchscript", "--out", t],
-            vec!["export", "--run", s(&out), "--format", "safetensors", "--out", t],
+            vec![
+                "export",
+                "--run",
+                s(&out),
+                "--format",
+                "torchscript",
+                "--out",
+                t,
+            ],
+            vec![
+                "export",
+                "--run",
+                s(&out),
+                "--format",
+                "safetensors",
+                "--out",
+                t,
+            ],
             vec!["embed", "--run", s(&out), "--data", s(&photos), "--out", t],
-            vec!["neighbors", "--run", s(&out), "--data", s(&photos), "--duplicates", "0.9", "--grid", t],
+            vec![
+                "neighbors",
+                "--run",
+                s(&out),
+                "--data",
+                s(&photos),
+                "--duplicates",
+                "0.9",
+                "--grid",
+                t,
+            ],
         ] {
             let o = run(selfsup().args(&args));
             let msg = text(&o);
@@ -91,17 +121,31 @@ fn outputs_never_replace_the_runs_own_files_whatever_the_spelling() {
         }
     }
     // the embeddings' .csv beside the .npy may not land on a run file either
-    let o = run(selfsup().args(["embed", "--run", s(&out), "--data", s(&photos)]).args([
-        "--out",
-        s(&out.join("config.npy")),
-    ]));
-    assert!(o.status.success(), "config.csv is no run file: {}", text(&o));
-    assert_eq!(std::fs::read(out.join("checkpoint.safetensors")).unwrap(), before);
+    let o = run(selfsup()
+        .args(["embed", "--run", s(&out), "--data", s(&photos)])
+        .args(["--out", s(&out.join("config.npy"))]));
+    assert!(
+        o.status.success(),
+        "config.csv is no run file: {}",
+        text(&o)
+    );
+    assert_eq!(
+        std::fs::read(out.join("checkpoint.safetensors")).unwrap(),
+        before
+    );
     assert_eq!(std::fs::read(out.join("config.toml")).unwrap(), config);
     // the run is whole: it evaluates and resumes
     let o = run(selfsup().args(["eval", "--run", s(&out), "--kind", "knn"]));
     assert!(o.status.success(), "{}", text(&o));
-    let o = run(selfsup().args(["pretrain", "--out", s(&out), "--resume", "--epochs", "2", "--no-eval"]));
+    let o = run(selfsup().args([
+        "pretrain",
+        "--out",
+        s(&out),
+        "--resume",
+        "--epochs",
+        "2",
+        "--no-eval",
+    ]));
     assert!(o.status.success(), "{}", text(&o));
 }
 
@@ -111,20 +155,48 @@ fn a_vit_torchscript_export_runs_at_any_batch_size_like_embed() {
     let out = dir.path().join("vit");
     let o = pretrain_tiny(
         &out,
-        &["--backbone", "vit_tiny", "--set", "model.patch_size=8", "--epochs", "1", "--no-eval"],
+        &[
+            "--backbone",
+            "vit_tiny",
+            "--set",
+            "model.patch_size=8",
+            "--epochs",
+            "1",
+            "--no-eval",
+        ],
     );
     assert!(o.status.success(), "{}", text(&o));
     let photos = dir.path().join("photos");
     pictures(&photos, "p", 40);
     let emb = dir.path().join("emb.npy");
-    let o = run(selfsup().args(["embed", "--run", s(&out), "--data", s(&photos), "--out", s(&emb)]));
+    let o = run(selfsup().args([
+        "embed",
+        "--run",
+        s(&out),
+        "--data",
+        s(&photos),
+        "--out",
+        s(&emb),
+    ]));
     assert!(o.status.success(), "{}", text(&o));
     let pt = dir.path().join("enc.pt");
-    let o = run(selfsup().args(["export", "--run", s(&out), "--format", "torchscript", "--out", s(&pt)]));
+    let o = run(selfsup().args([
+        "export",
+        "--run",
+        s(&out),
+        "--format",
+        "torchscript",
+        "--out",
+        s(&pt),
+    ]));
     assert!(o.status.success(), "{}", text(&o));
     // embed's rows in its csv's order, and the same images as the export's input
     let csv = std::fs::read_to_string(emb.with_extension("csv")).unwrap();
-    let names: Vec<&str> = csv.lines().skip(1).map(|l| l.split(',').next().unwrap()).collect();
+    let names: Vec<&str> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
     let want = read_npy(&emb, names.len());
     let (mean, std) = (
         selfsup::augment::normalize::CIFAR10_MEAN,
@@ -134,8 +206,14 @@ fn a_vit_torchscript_export_runs_at_any_batch_size_like_embed() {
         .iter()
         .map(|n| {
             let img = image::open(photos.join(n)).unwrap().into_rgb8();
-            let v: Vec<f32> = img.pixels().flat_map(|p| p.0).map(|b| b as f32 / 255.0).collect();
-            let t = tch::Tensor::from_slice(&v).view([16, 16, 3]).permute([2, 0, 1]);
+            let v: Vec<f32> = img
+                .pixels()
+                .flat_map(|p| p.0)
+                .map(|b| b as f32 / 255.0)
+                .collect();
+            let t = tch::Tensor::from_slice(&v)
+                .view([16, 16, 3])
+                .permute([2, 0, 1]);
             let m = tch::Tensor::from_slice(&mean).view([3, 1, 1]);
             let sd = tch::Tensor::from_slice(&std).view([3, 1, 1]);
             (t - m) / sd
@@ -147,7 +225,10 @@ fn a_vit_torchscript_export_runs_at_any_batch_size_like_embed() {
         let got = module
             .forward_ts(&[x])
             .unwrap_or_else(|e| panic!("batch of {n}: {e}"));
-        let diff = (&got - want.narrow(0, 0, n as i64)).abs().max().double_value(&[]);
+        let diff = (&got - want.narrow(0, 0, n as i64))
+            .abs()
+            .max()
+            .double_value(&[]);
         assert!(diff < 1e-4, "batch of {n}: max difference {diff}");
     }
 }
@@ -171,7 +252,12 @@ fn damaged_weights_are_refused_by_eval_and_finetune_and_resume_advice_says_start
     let out = dir.path().join("run");
     assert!(tiny_run(&out, "1").status.success());
     // what a NaN stop can leave: weights near 1e30 (the convolutions': features overflow to NaN)
-    set_weights(&out.join("checkpoint.safetensors"), "model.backbone.", "conv", 1e30);
+    set_weights(
+        &out.join("checkpoint.safetensors"),
+        "model.backbone.",
+        "conv",
+        1e30,
+    );
     for args in [
         vec!["eval", "--run", s(&out), "--kind", "knn"],
         vec!["finetune", "--run", s(&out), "--epochs", "0.2"],
@@ -179,14 +265,31 @@ fn damaged_weights_are_refused_by_eval_and_finetune_and_resume_advice_says_start
         let o = run(selfsup().args(&args));
         let t = text(&o);
         assert!(!o.status.success(), "{args:?}: {t}");
-        assert!(t.contains("non-finite features") && t.contains("damaged"), "{args:?}: {t}");
-        assert!(!t.contains("kNN top-1") && !t.contains("lower --lr"), "{args:?}: {t}");
+        assert!(
+            t.contains("non-finite features") && t.contains("damaged"),
+            "{args:?}: {t}"
+        );
+        assert!(
+            !t.contains("kNN top-1") && !t.contains("lower --lr"),
+            "{args:?}: {t}"
+        );
     }
     // resuming cannot recover such weights: the advice says to start again, not to resume
-    let o = run(selfsup().args(["pretrain", "--out", s(&out), "--resume", "--epochs", "2", "--no-eval"]));
+    let o = run(selfsup().args([
+        "pretrain",
+        "--out",
+        s(&out),
+        "--resume",
+        "--epochs",
+        "2",
+        "--no-eval",
+    ]));
     let t = text(&o);
     assert!(!o.status.success(), "{t}");
-    assert!(t.contains("exploded weights") && t.contains("Start a new run"), "{t}");
+    assert!(
+        t.contains("exploded weights") && t.contains("Start a new run"),
+        "{t}"
+    );
     assert!(!t.contains("--resume --lr"), "{t}");
 }
 
@@ -208,10 +311,19 @@ fn a_torchscript_export_onto_a_full_disk_is_one_message_and_leaves_nothing() {
         .args(["--user", "--map-root-user", "--mount", "sh", "-c", &script])
         .arg(env!("CARGO_BIN_EXE_selfsup")));
     let t = text(&o);
-    assert!(!t.contains("mount:") && !t.contains("unshare:"), "the test needs unshare and a mount namespace: {t}");
+    assert!(
+        !t.contains("mount:") && !t.contains("unshare:"),
+        "the test needs unshare and a mount namespace: {t}"
+    );
     assert_eq!(o.status.code(), Some(1), "{t}");
-    assert!(t.contains("enc.pt") && t.contains("choose another --out"), "{t}");
-    assert!(!t.contains("terminate called") && !t.contains("c10::Error"), "{t}");
+    assert!(
+        t.contains("enc.pt") && t.contains("choose another --out"),
+        "{t}"
+    );
+    assert!(
+        !t.contains("terminate called") && !t.contains("c10::Error"),
+        "{t}"
+    );
     // `ls -A` of the full file system printed nothing: no temporary file is left
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(!stdout.contains("tmp"), "{stdout}");
@@ -225,26 +337,33 @@ fn duplicate_pairs_of_a_collapsed_encoder_are_capped_and_counted() {
     let photos = dir.path().join("photos");
     pictures(&photos, "p", 30);
     // a threshold every pair passes: what a collapsed encoder does at any threshold
-    let o = run(selfsup().args(["neighbors", "--run", s(&out), "--data", s(&photos)]).args([
-        "--duplicates",
-        "-0.999",
-        "--max-pairs",
-        "7",
-        "--max-pairs-per-image",
-        "2",
-    ]));
+    let o = run(selfsup()
+        .args(["neighbors", "--run", s(&out), "--data", s(&photos)])
+        .args([
+            "--duplicates",
+            "-0.999",
+            "--max-pairs",
+            "7",
+            "--max-pairs-per-image",
+            "2",
+        ]));
     let t = text(&o);
     assert!(o.status.success(), "{t}");
     assert!(t.contains("435 pairs") && t.contains("listing 7"), "{t}");
     let stdout = String::from_utf8_lossy(&o.stdout);
-    assert_eq!(stdout.lines().filter(|l| l.starts_with("  ")).count(), 7, "{stdout}");
-    let o = run(selfsup().args(["neighbors", "--run", s(&out), "--data", s(&photos)]).args([
-        "--duplicates",
-        "0.9",
-        "--max-pairs",
-        "0",
-    ]));
-    assert!(!o.status.success() && text(&o).contains("--max-pairs"), "{}", text(&o));
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("  ")).count(),
+        7,
+        "{stdout}"
+    );
+    let o = run(selfsup()
+        .args(["neighbors", "--run", s(&out), "--data", s(&photos)])
+        .args(["--duplicates", "0.9", "--max-pairs", "0"]));
+    assert!(
+        !o.status.success() && text(&o).contains("--max-pairs"),
+        "{}",
+        text(&o)
+    );
 }
 
 #[test]
@@ -258,26 +377,43 @@ fn a_run_evaluates_from_another_folder_and_a_moved_data_folder_is_named() {
         .current_dir(dir.path())
         .arg("pretrain")
         .args(tiny(Path::new("run")))
-        .args(["--data", "shapes", "--epochs", "1", "--no-eval", "--no-cache"]));
+        .args([
+            "--data",
+            "shapes",
+            "--epochs",
+            "1",
+            "--no-eval",
+            "--no-cache",
+        ]));
     assert!(o.status.success(), "{}", text(&o));
     let saved = std::fs::read_to_string(out.join("config.toml")).unwrap();
-    assert!(saved.contains(&format!("path = \"{}\"", s(&data.canonicalize().unwrap()))), "{saved}");
+    assert!(
+        saved.contains(&format!("path = \"{}\"", s(&data.canonicalize().unwrap()))),
+        "{saved}"
+    );
     let elsewhere = tempfile::tempdir().unwrap();
-    let o = run(selfsup()
-        .current_dir(elsewhere.path())
-        .args(["eval", "--run", s(&out), "--kind", "knn", "--no-cache"]));
+    let o = run(selfsup().current_dir(elsewhere.path()).args([
+        "eval",
+        "--run",
+        s(&out),
+        "--kind",
+        "knn",
+        "--no-cache",
+    ]));
     assert!(o.status.success(), "{}", text(&o));
     // the data moved away: the message names the run's folder and --data
     std::fs::rename(&data, dir.path().join("moved")).unwrap();
     let o = run(selfsup().args(["eval", "--run", s(&out), "--kind", "knn"]));
     let t = text(&o);
     assert!(!o.status.success(), "{t}");
-    assert!(t.contains("does not exist") && t.contains("--data") && t.contains("config.toml"), "{t}");
+    assert!(
+        t.contains("does not exist") && t.contains("--data") && t.contains("config.toml"),
+        "{t}"
+    );
     assert!(!t.contains("built-in synthetic"), "{t}");
-    let o = run(selfsup().args(["eval", "--run", s(&out), "--kind", "knn", "--no-cache"]).args([
-        "--data",
-        s(&dir.path().join("moved")),
-    ]));
+    let o = run(selfsup()
+        .args(["eval", "--run", s(&out), "--kind", "knn", "--no-cache"])
+        .args(["--data", s(&dir.path().join("moved"))]));
     assert!(o.status.success(), "{}", text(&o));
 }
 
@@ -287,21 +423,40 @@ fn resume_refuses_changed_images_but_follows_a_moved_folder() {
     let data = dir.path().join("photos");
     pictures(&data, "p", 32);
     let out = dir.path().join("run");
-    let o = pretrain_tiny(&out, &["--data", s(&data), "--epochs", "1", "--no-eval", "--no-cache"]);
+    let o = pretrain_tiny(
+        &out,
+        &[
+            "--data",
+            s(&data),
+            "--epochs",
+            "1",
+            "--no-eval",
+            "--no-cache",
+        ],
+    );
     assert!(o.status.success(), "{}", text(&o));
     // images added since
     pictures(&data, "new", 3);
     let resume = |data: &Path| {
-        run(selfsup().args(["pretrain", "--out", s(&out), "--resume", "--epochs", "2", "--no-eval"]).args([
-            "--no-cache",
-            "--data",
-            s(data),
-        ]))
+        run(selfsup()
+            .args([
+                "pretrain",
+                "--out",
+                s(&out),
+                "--resume",
+                "--epochs",
+                "2",
+                "--no-eval",
+            ])
+            .args(["--no-cache", "--data", s(data)]))
     };
     let o = resume(&data);
     let t = text(&o);
     assert!(!o.status.success(), "{t}");
-    assert!(t.contains("training images changed") && t.contains("3 images added"), "{t}");
+    assert!(
+        t.contains("training images changed") && t.contains("3 images added"),
+        "{t}"
+    );
     // the same images in another folder: a moved collection resumes
     for i in 0..3 {
         std::fs::remove_file(data.join(format!("new{i}.png"))).unwrap();
@@ -320,10 +475,21 @@ fn a_deleted_config_is_rebuilt_from_the_checkpoint_on_resume() {
     assert!(tiny_run(&out, "1").status.success());
     let config = std::fs::read_to_string(out.join("config.toml")).unwrap();
     std::fs::remove_file(out.join("config.toml")).unwrap();
-    let o = run(selfsup().args(["pretrain", "--out", s(&out), "--resume", "--epochs", "2", "--no-eval"]));
+    let o = run(selfsup().args([
+        "pretrain",
+        "--out",
+        s(&out),
+        "--resume",
+        "--epochs",
+        "2",
+        "--no-eval",
+    ]));
     let t = text(&o);
     assert!(o.status.success(), "{t}");
-    assert!(t.contains("config.toml is missing") && t.contains("resuming"), "{t}");
+    assert!(
+        t.contains("config.toml is missing") && t.contains("resuming"),
+        "{t}"
+    );
     let again = std::fs::read_to_string(out.join("config.toml")).unwrap();
     assert_eq!(again.replace("\nepochs = 2", "\nepochs = 1"), config);
 }
@@ -334,7 +500,10 @@ fn sighup_checkpoints_like_sigterm() {
     let out = dir.path().join("hup");
     let (status, err) = interrupted_run(&out, libc::SIGHUP, 10);
     assert_eq!(status.code(), Some(130), "{err}");
-    assert!(err.contains("interrupted: stopped after step") && err.contains("--resume"), "{err}");
+    assert!(
+        err.contains("interrupted: stopped after step") && err.contains("--resume"),
+        "{err}"
+    );
     assert!(out.join("checkpoint.safetensors").exists());
 }
 
@@ -364,22 +533,52 @@ fn nothing_in_an_image_folder_is_left_out_silently() {
     let out = dir.path().join("run");
     let o = pretrain_tiny(
         &out,
-        &["--data", s(&data), "--epochs", "1", "--no-eval", "--no-cache", "--set", "train.batch_size=8"],
+        &[
+            "--data",
+            s(&data),
+            "--epochs",
+            "1",
+            "--no-eval",
+            "--no-cache",
+            "--set",
+            "train.batch_size=8",
+        ],
     );
     let t = text(&o);
     assert!(o.status.success(), "{t}");
-    let line = t.lines().find(|l| l.starts_with("data:")).unwrap_or_else(|| panic!("{t}"));
+    let line = t
+        .lines()
+        .find(|l| l.starts_with("data:"))
+        .unwrap_or_else(|| panic!("{t}"));
     // 8 + .jpe + .jfif + café; the deep image and the hard link's second name are not read
     assert!(line.contains(": 11 training images"), "{line}");
-    assert!(line.contains("1 files or folders reached a second time"), "{line}");
+    assert!(
+        line.contains("1 files or folders reached a second time"),
+        "{line}"
+    );
     assert!(line.contains("1 folders deeper than 16 levels"), "{line}");
-    assert!(line.contains("1 images in formats selfsup cannot decode") && line.contains("portrait.HEIC"), "{line}");
+    assert!(
+        line.contains("1 images in formats selfsup cannot decode")
+            && line.contains("portrait.HEIC"),
+        "{line}"
+    );
     // the cache reads the non-UTF-8 name too, and embed lists it (shown lossily)
     let emb = dir.path().join("emb.npy");
-    let o = run(selfsup().args(["embed", "--run", s(&out), "--data", s(&data), "--out", s(&emb)]));
+    let o = run(selfsup().args([
+        "embed",
+        "--run",
+        s(&out),
+        "--data",
+        s(&data),
+        "--out",
+        s(&emb),
+    ]));
     assert!(o.status.success(), "{}", text(&o));
     let csv = std::fs::read_to_string(emb.with_extension("csv")).unwrap();
-    assert!(csv.contains("caf\u{FFFD}.png") && csv.contains("phone.jpe"), "{csv}");
+    assert!(
+        csv.contains("caf\u{FFFD}.png") && csv.contains("phone.jpe"),
+        "{csv}"
+    );
 }
 
 #[test]
@@ -388,58 +587,103 @@ fn smaller_answers_are_clear() {
     // a negative number is a value, not an unknown flag
     let o = run(selfsup().args(["pretrain", "--batch-size", "-1"]));
     let t = text(&o);
-    assert!(!o.status.success() && t.contains("-1 is negative: it must be a positive whole number"), "{t}");
+    assert!(
+        !o.status.success() && t.contains("-1 is negative: it must be a positive whole number"),
+        "{t}"
+    );
     // bench trains no run: --epochs and --minutes would be ignored
     for flag in ["--epochs", "--minutes"] {
         let o = run(selfsup().args(["bench", flag, "3"]));
         let t = text(&o);
-        assert!(!o.status.success() && t.contains(&format!("{flag} would be ignored")), "{t}");
+        assert!(
+            !o.status.success() && t.contains(&format!("{flag} would be ignored")),
+            "{t}"
+        );
     }
     // --resume on a mistyped --out creates nothing
     let typo = dir.path().join("rnu");
     let o = run(selfsup().args(["pretrain", "--out", s(&typo), "--resume"]));
-    assert!(!o.status.success() && text(&o).contains("nothing to resume"), "{}", text(&o));
+    assert!(
+        !o.status.success() && text(&o).contains("nothing to resume"),
+        "{}",
+        text(&o)
+    );
     assert!(!typo.exists(), "the mistyped folder was created");
     // an error in a run's own config.toml names the file
     let out = dir.path().join("run");
     assert!(tiny_run(&out, "1").status.success());
     let config = out.join("config.toml");
     let text_before = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(&config, text_before.replacen("[train]", "[train]\nbogus_key = 1", 1)).unwrap();
+    std::fs::write(
+        &config,
+        text_before.replacen("[train]", "[train]\nbogus_key = 1", 1),
+    )
+    .unwrap();
     let o = run(selfsup().args(["pretrain", "--out", s(&out), "--resume", "--epochs", "2"]));
     let t = text(&o);
-    assert!(!o.status.success() && t.contains(s(&config)) && t.contains("bogus_key"), "{t}");
+    assert!(
+        !o.status.success() && t.contains(s(&config)) && t.contains("bogus_key"),
+        "{t}"
+    );
     assert_eq!(t.matches("bogus_key").count(), 1, "said once: {t}");
     std::fs::write(&config, &text_before).unwrap();
     // a --data that does not exist is named as such, not answered with the built-in data's advice
-    let o = run(selfsup().args(["embed", "--run", s(&out), "--data", "/nonexistent/photos"]).args([
-        "--out",
-        s(&dir.path().join("e.npy")),
-    ]));
+    let o = run(selfsup()
+        .args(["embed", "--run", s(&out), "--data", "/nonexistent/photos"])
+        .args(["--out", s(&dir.path().join("e.npy"))]));
     let t = text(&o);
-    assert!(!o.status.success() && t.contains("--data /nonexistent/photos does not exist"), "{t}");
+    assert!(
+        !o.status.success() && t.contains("--data /nonexistent/photos does not exist"),
+        "{t}"
+    );
     assert!(!t.contains("built-in"), "{t}");
     // kNN on a flat (captioned) training split: the message says which split lacks labels
     let capt = dir.path().join("captioned");
     pictures(&capt.join("train"), "t", 6);
     let rows: String = (0..6).map(|i| format!("t{i}.png,a picture\n")).collect();
-    std::fs::write(capt.join("train/captions.csv"), format!("file,caption\n{rows}")).unwrap();
+    std::fs::write(
+        capt.join("train/captions.csv"),
+        format!("file,caption\n{rows}"),
+    )
+    .unwrap();
     for class in ["a", "b"] {
         pictures(&capt.join("test").join(class), class, 3);
     }
-    let o = run(selfsup().args(["eval", "--run", s(&out), "--random-init", "--no-cache", "--data", s(&capt)]));
+    let o = run(selfsup().args([
+        "eval",
+        "--run",
+        s(&out),
+        "--random-init",
+        "--no-cache",
+        "--data",
+        s(&capt),
+    ]));
     let t = text(&o);
     assert!(!o.status.success(), "{t}");
-    assert!(t.contains("training split is a flat folder") && t.contains("--zero-shot"), "{t}");
+    assert!(
+        t.contains("training split is a flat folder") && t.contains("--zero-shot"),
+        "{t}"
+    );
     assert!(!t.contains("needs a labeled test split"), "{t}");
     // temporal order on still images: warned that they are not filmstrips
     let o = pretrain_tiny(
         &dir.path().join("to"),
-        &["--method", "temporal_order", "--set", "method.frames=3", "--epochs", "1", "--no-eval"],
+        &[
+            "--method",
+            "temporal_order",
+            "--set",
+            "method.frames=3",
+            "--epochs",
+            "1",
+            "--no-eval",
+        ],
     );
     let t = text(&o);
     assert!(o.status.success(), "{t}");
-    assert!(t.contains("warning: method temporal_order") && t.contains("not filmstrips"), "{t}");
+    assert!(
+        t.contains("warning: method temporal_order") && t.contains("not filmstrips"),
+        "{t}"
+    );
     // with no HOME, the cache goes to the temporary folder, not a hidden one in the working folder
     let tmp = dir.path().join("tmpdir");
     std::fs::create_dir(&tmp).unwrap();
@@ -453,8 +697,21 @@ fn smaller_answers_are_clear() {
         .env_remove("XDG_CACHE_HOME")
         .env_remove("SELFSUP_CACHE")
         .env("TMPDIR", &tmp)
-        .args(["eval", "--run", s(&out), "--random-init", "--kind", "knn", "--data", s(&lab)]));
+        .args([
+            "eval",
+            "--run",
+            s(&out),
+            "--random-init",
+            "--kind",
+            "knn",
+            "--data",
+            s(&lab),
+        ]));
     assert!(o.status.success(), "{}", text(&o));
     assert!(tmp.join("selfsup-cache").is_dir(), "{}", text(&o));
-    assert_eq!(std::fs::read_dir(&work).unwrap().count(), 0, "nothing in the working folder");
+    assert_eq!(
+        std::fs::read_dir(&work).unwrap().count(),
+        0,
+        "nothing in the working folder"
+    );
 }

@@ -362,7 +362,13 @@ impl Vit {
     /// N free instead of the example's batch size.
     pub fn prepend_class_token(&self, patches: &Tensor) -> Tensor {
         let cls = &self.cls_token + self.pos_embed.narrow(1, 0, 1); // [1, 1, D]
-        Tensor::cat(&[cls.expand_as(&patches.narrow(1, 0, 1)), patches.shallow_clone()], 1)
+        Tensor::cat(
+            &[
+                cls.expand_as(&patches.narrow(1, 0, 1)),
+                patches.shallow_clone(),
+            ],
+            1,
+        )
     }
 
     /// Class token and every patch token after all blocks: [N, 3, S, S] → [N, 1 + L, D].

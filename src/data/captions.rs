@@ -415,7 +415,11 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         image(d.path(), "1.png");
         // "a café" in Latin-1: é is the lone byte E9
-        std::fs::write(d.path().join(CAPTIONS_CSV), b"file,caption\n1.png,a caf\xe9\n").unwrap();
+        std::fs::write(
+            d.path().join(CAPTIONS_CSV),
+            b"file,caption\n1.png,a caf\xe9\n",
+        )
+        .unwrap();
         let e = read(d.path(), &names(&["1.png"])).unwrap_err().to_string();
         assert!(e.contains("not UTF-8") && e.contains("line 2"), "{e}");
         assert!(!e.contains("quote"), "{e}");
@@ -431,13 +435,20 @@ mod tests {
         image(d.path(), "1.png");
         image(d.path(), "2.png");
         let all = names(&["1.png", "2.png"]);
-        std::fs::write(d.path().join(CAPTIONS_CSV), "file,caption\n1.png,one\n2.png,two\n").unwrap();
+        std::fs::write(
+            d.path().join(CAPTIONS_CSV),
+            "file,caption\n1.png,one\n2.png,two\n",
+        )
+        .unwrap();
         // the same words in both places: fine
         std::fs::write(d.path().join("1.txt"), "one\n").unwrap();
         assert_eq!(read(d.path(), &all).unwrap().unwrap(), ["one", "two"]);
         std::fs::write(d.path().join("2.txt"), "a different caption").unwrap();
         let e = read(d.path(), &all).unwrap_err().to_string();
-        assert!(e.contains("2.txt") && e.contains("keep one of the two forms"), "{e}");
+        assert!(
+            e.contains("2.txt") && e.contains("keep one of the two forms"),
+            "{e}"
+        );
         assert!(!e.contains("line 0"), "{e}");
     }
 

@@ -262,13 +262,20 @@ mod tests {
             let mut want = image::DynamicImage::ImageRgb8(img.clone());
             want.apply_orientation(o);
             let want = want.into_rgb8();
-            assert_eq!((h, w), (want.height() as usize, want.width() as usize), "value {value}");
+            assert_eq!(
+                (h, w),
+                (want.height() as usize, want.width() as usize),
+                "value {value}"
+            );
             assert_eq!((h, w) == (24, 40), value <= 4, "value {value}");
             // the four corners have the colours the turned original has there
             for at in [(0, 0), (0, w - 1), (h - 1, 0), (h - 1, w - 1)] {
                 let got = corner(h, w, &px, at);
                 let exp = want.get_pixel(at.1 as u32, at.0 as u32).0;
-                let far = got.iter().zip(exp).any(|(a, b)| (*a as i32 - b as i32).abs() > 40);
+                let far = got
+                    .iter()
+                    .zip(exp)
+                    .any(|(a, b)| (*a as i32 - b as i32).abs() > 40);
                 assert!(!far, "value {value} at {at:?}: {got:?} vs {exp:?}");
             }
             // the shrinking JPEG path and a resize rule agree on the turned shape
@@ -277,8 +284,14 @@ mod tests {
         }
         // a rotated copy is no longer read as the same image as its upright original
         let upright = decode_bytes(&jpeg, Resize::Keep).unwrap();
-        assert_ne!(decode_bytes(&with_exif_orientation(&jpeg, 6), Resize::Keep).unwrap(), upright);
-        assert_eq!(decode_bytes(&with_exif_orientation(&jpeg, 1), Resize::Keep).unwrap(), upright);
+        assert_ne!(
+            decode_bytes(&with_exif_orientation(&jpeg, 6), Resize::Keep).unwrap(),
+            upright
+        );
+        assert_eq!(
+            decode_bytes(&with_exif_orientation(&jpeg, 1), Resize::Keep).unwrap(),
+            upright
+        );
     }
 
     #[test]

@@ -14,7 +14,9 @@ use rayon::prelude::*;
 use super::cache;
 pub use super::decode::{decode_bytes, decode_file, jpeg_has_end};
 use super::error::{IMAGE_EXTENSIONS, UNREADABLE_IMAGE_EXTENSIONS};
-use super::{check_dir, DataError, Dataset, ImageStore, LeftOut, LoadOptions, Splits, StoreBuilder};
+use super::{
+    check_dir, DataError, Dataset, ImageStore, LeftOut, LoadOptions, Splits, StoreBuilder,
+};
 
 /// Deeper folders than this inside a class folder are not searched (guards against link
 /// loops); the folders left out are counted ([`LeftOut::too_deep`]).
@@ -155,7 +157,14 @@ fn collect(
         return Ok(());
     }
     for d in &l.dirs {
-        collect(&dir.join(d), &child_rel(rel, d), label, depth + 1, seen, out)?;
+        collect(
+            &dir.join(d),
+            &child_rel(rel, d),
+            label,
+            depth + 1,
+            seen,
+            out,
+        )?;
     }
     Ok(())
 }
@@ -179,7 +188,14 @@ fn scan(dir: &Path) -> Result<(Layout, LeftOut), DataError> {
     for d in &l.dirs {
         let before = items.len();
         let label = Some(classes.len() as u32);
-        collect(&dir.join(d), &child_rel("", d), label, 1, &mut seen, &mut items)?;
+        collect(
+            &dir.join(d),
+            &child_rel("", d),
+            label,
+            1,
+            &mut seen,
+            &mut items,
+        )?;
         if items.len() > before {
             classes.push(d.to_string_lossy().into_owned());
         }
@@ -783,7 +799,10 @@ mod tests {
         let class = mkdir(&dir.path().join(cafe)).to_path_buf();
         solid(4, 4, [1, 2, 3]).save(class.join("ok.png")).unwrap();
         solid(4, 4, [9, 9, 9])
-            .save_with_format(class.join(std::ffi::OsStr::from_bytes(b"\xff.png")), image::ImageFormat::Png)
+            .save_with_format(
+                class.join(std::ffi::OsStr::from_bytes(b"\xff.png")),
+                image::ImageFormat::Png,
+            )
             .unwrap();
         for cache in [None, Some(dir.path().join("cache"))] {
             let o = LoadOptions {
@@ -793,7 +812,10 @@ mod tests {
             let d = load_folder(dir.path(), &o).unwrap_or_else(|e| panic!("{cache:?}: {e}"));
             assert_eq!(d.len(), 2, "{cache:?}");
             assert_eq!(d.class_names, vec!["caf\u{FFFD}".to_string()]);
-            assert_eq!(d.names, vec!["caf\u{FFFD}/ok.png", "caf\u{FFFD}/\u{FFFD}.png"]);
+            assert_eq!(
+                d.names,
+                vec!["caf\u{FFFD}/ok.png", "caf\u{FFFD}/\u{FFFD}.png"]
+            );
         }
     }
 
@@ -807,22 +829,36 @@ mod tests {
         let class = mkdir(&root.join("c")).to_path_buf();
         let deep = (0..MAX_DEPTH).fold(class.clone(), |p, i| p.join(format!("{i}")));
         mkdir(&deep);
-        solid(4, 4, [5, 5, 5]).save(class.join("in_class.png")).unwrap();
-        solid(4, 4, [5, 5, 5]).save(deep.join("too_deep.png")).unwrap();
+        solid(4, 4, [5, 5, 5])
+            .save(class.join("in_class.png"))
+            .unwrap();
+        solid(4, 4, [5, 5, 5])
+            .save(deep.join("too_deep.png"))
+            .unwrap();
         let e = load_folder(root, &opts()).unwrap_err().to_string();
-        assert!(e.contains("top.png") && e.contains("c"), "mixed layout: {e}");
+        assert!(
+            e.contains("top.png") && e.contains("c"),
+            "mixed layout: {e}"
+        );
         std::fs::remove_file(root.join("top.png")).unwrap();
         let d = load_folder(root, &opts()).unwrap();
         assert_eq!(d.len(), 1);
         assert_eq!(d.left_out.too_deep, 1);
         assert_eq!(d.left_out.unreadable, vec!["phone.heic", "raw.DNG"]);
         let line = d.left_out.describe().unwrap();
-        assert!(line.contains("1 folders deeper than 16 levels") && line.contains("2 images in formats"), "{line}");
+        assert!(
+            line.contains("1 folders deeper than 16 levels")
+                && line.contains("2 images in formats"),
+            "{line}"
+        );
         // only unreadable formats: the message says so
         let only = tempfile::tempdir().unwrap();
         std::fs::write(only.path().join("a.heic"), b"x").unwrap();
         let e = load_folder(only.path(), &opts()).unwrap_err().to_string();
-        assert!(e.contains("cannot decode (e.g. a.heic)") && e.contains("convert"), "{e}");
+        assert!(
+            e.contains("cannot decode (e.g. a.heic)") && e.contains("convert"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -146,7 +146,7 @@ pub fn duplicate_pairs(x: &Tensor, threshold: f32, limits: PairLimits) -> Duplic
     for start in (0..n).step_by(BLOCK as usize) {
         let rows = BLOCK.min(n - start);
         let sim = u.narrow(0, start, rows).matmul(&u.tr()); // [rows, N]
-        // only j > i: the diagonal and the lower triangle below any cosine
+                                                            // only j > i: the diagonal and the lower triangle below any cosine
         let cols = Tensor::arange(n, (Kind::Int64, sim.device())).unsqueeze(0); // [1, N]
         let own = Tensor::arange_start(start, start + rows, (Kind::Int64, sim.device()));
         let sim = sim.masked_fill(&cols.le_tensor(&own.unsqueeze(1)), -2.0); // [rows, N]
@@ -222,7 +222,9 @@ mod tests {
         assert!(!found.capped());
         // random 64-d directions are far apart: none at 0.99 without the copy
         let y = Tensor::randn([200, 64], (Kind::Float, Device::Cpu));
-        assert!(duplicate_pairs(&y, 0.99, PairLimits::default()).pairs.is_empty());
+        assert!(duplicate_pairs(&y, 0.99, PairLimits::default())
+            .pairs
+            .is_empty());
         let all = PairLimits {
             per_image: 200,
             total: usize::MAX,
@@ -259,13 +261,27 @@ mod tests {
         // rows at growing angles from row 0: pair (0, 1) is the most similar, then (0, 2) ...
         let v: Vec<[f32; 2]> = (0..6).map(|a| [1.0, 0.01 * a as f32 * a as f32]).collect();
         let x = rows(&v);
-        let d = duplicate_pairs(&x, 0.0, PairLimits { per_image: 5, total: 3 });
+        let d = duplicate_pairs(
+            &x,
+            0.0,
+            PairLimits {
+                per_image: 5,
+                total: 3,
+            },
+        );
         assert_eq!(d.found, 15);
         let sims: Vec<f32> = d.pairs.iter().map(|p| p.2).collect();
         let mut sorted = sims.clone();
         sorted.sort_by(|a, b| b.total_cmp(a));
         assert_eq!(sims, sorted);
-        let all = duplicate_pairs(&x, 0.0, PairLimits { per_image: 5, total: 100 });
+        let all = duplicate_pairs(
+            &x,
+            0.0,
+            PairLimits {
+                per_image: 5,
+                total: 100,
+            },
+        );
         assert_eq!(&all.pairs[..3], &d.pairs[..]);
     }
 }

@@ -205,7 +205,11 @@ pub struct ZeroShotReport {
 impl ZeroShotReport {
     /// Top-1 and images over the classes whose `unseen` is `want`; None when there are none.
     pub fn group(&self, want: bool) -> Option<(usize, f64, usize)> {
-        let members: Vec<&ClassScore> = self.classes.iter().filter(|c| c.unseen == Some(want)).collect();
+        let members: Vec<&ClassScore> = self
+            .classes
+            .iter()
+            .filter(|c| c.unseen == Some(want))
+            .collect();
         let n: usize = members.iter().map(|c| c.images).sum();
         let hits: f64 = members.iter().map(|c| c.top1 * c.images as f64).sum();
         (!members.is_empty()).then(|| (members.len(), hits / n.max(1) as f64, n))
@@ -247,17 +251,27 @@ pub fn evaluate(
         };
         class_index.push(i as u32);
     }
-    anyhow::ensure!(chosen.len() >= 2, "--classes: give at least 2 classes to choose between");
+    anyhow::ensure!(
+        chosen.len() >= 2,
+        "--classes: give at least 2 classes to choose between"
+    );
     let templates = match templates.is_empty() {
         true => vec![DEFAULT_TEMPLATE.to_string()],
         false => templates.to_vec(),
     };
     check_templates(&templates).map_err(anyhow::Error::msg)?;
     // the test images of the chosen classes, labelled by their place in `chosen`
-    let keep: Vec<usize> = (0..test.len()).filter(|&i| class_index.contains(&labels[i])).collect();
+    let keep: Vec<usize> = (0..test.len())
+        .filter(|&i| class_index.contains(&labels[i]))
+        .collect();
     let truth: Vec<usize> = keep
         .iter()
-        .map(|&i| class_index.iter().position(|&c| c == labels[i]).expect("kept"))
+        .map(|&i| {
+            class_index
+                .iter()
+                .position(|&c| c == labels[i])
+                .expect("kept")
+        })
         .collect();
     let u = embed_images(model, &test.subset(&keep).images, input); // [N, D]
     let w = class_embeddings(model, &chosen, &templates)?; // [C, D]
@@ -277,13 +291,18 @@ pub fn evaluate(
             }
         })
         .collect();
-    let hits = (0..truth.len()).filter(|&i| pred[i] == truth[i] as i64).count();
+    let hits = (0..truth.len())
+        .filter(|&i| pred[i] == truth[i] as i64)
+        .count();
     let retrieval = match &test.captions {
         None => None,
         Some(captions) => {
             let u_all = embed_images(model, &test.images, input);
             let (distinct, caption_of) = distinct_captions(captions);
-            let v = model.embed_texts(&distinct)?.to_kind(Kind::Float).to_device(tch::Device::Cpu);
+            let v = model
+                .embed_texts(&distinct)?
+                .to_kind(Kind::Float)
+                .to_device(tch::Device::Cpu);
             let r = retrieval_recall(&u_all, &v, &caption_of, &[1, 5]);
             Some(Retrieval {
                 images: test.len(),
@@ -369,9 +388,13 @@ mod tests {
         fn embed_texts(&self, texts: &[String]) -> anyhow::Result<Tensor> {
             let rows: Vec<f32> = texts
                 .iter()
-                .flat_map(|t| ["red", "green", "blue"].map(|c| if t.contains(c) { 1.0 } else { 0.0 }))
+                .flat_map(|t| {
+                    ["red", "green", "blue"].map(|c| if t.contains(c) { 1.0 } else { 0.0 })
+                })
                 .collect();
-            Ok(unit(&Tensor::from_slice(&rows).view([texts.len() as i64, 3])))
+            Ok(unit(
+                &Tensor::from_slice(&rows).view([texts.len() as i64, 3]),
+            ))
         }
         fn device(&self) -> tch::Device {
             tch::Device::Cpu
@@ -413,7 +436,15 @@ mod tests {
     fn evaluate_scores_a_model_whose_answers_are_known() {
         let test = colour_split(true);
         let train = vec!["a red thing".to_string(), "a green thing".to_string()];
-        let r = evaluate(&Colours, &test, Some(&train), &[], &["a {} square".into()], INPUT).unwrap();
+        let r = evaluate(
+            &Colours,
+            &test,
+            Some(&train),
+            &[],
+            &["a {} square".into()],
+            INPUT,
+        )
+        .unwrap();
         assert_eq!((r.top1, r.images, r.templates), (1.0, 12, 1));
         assert!((r.chance - 1.0 / 3.0).abs() < 1e-12);
         assert_eq!(r.classes[2].unseen, Some(true)); // "blue" is in no training caption
@@ -423,7 +454,15 @@ mod tests {
         assert_eq!((ret.images, ret.captions), (12, 3));
         assert_eq!(ret.image_to_text, (1.0, 1.0));
         // a class named twice counts once; a subset is scored on its own images
-        let two = evaluate(&Colours, &colour_split(false), None, &["blue".into(), "red".into(), "blue".into()], &[], INPUT).unwrap();
+        let two = evaluate(
+            &Colours,
+            &colour_split(false),
+            None,
+            &["blue".into(), "red".into(), "blue".into()],
+            &[],
+            INPUT,
+        )
+        .unwrap();
         assert_eq!((two.classes.len(), two.images, two.chance), (2, 8, 0.5));
         assert!(two.retrieval.is_none() && two.classes[0].unseen.is_none());
         // a model that mixes two colours up scores them wrong
@@ -433,8 +472,19 @@ mod tests {
         let r = evaluate(&Colours, &swapped, None, &[], &[], INPUT).unwrap();
         assert!((r.top1 - 4.0 / 12.0).abs() < 1e-12, "{r:?}");
         // bad input
-        let e = evaluate(&Colours, &test, None, &["purple".into(), "red".into()], &[], INPUT).unwrap_err();
-        assert!(e.to_string().contains("\"purple\" is not a class folder"), "{e}");
+        let e = evaluate(
+            &Colours,
+            &test,
+            None,
+            &["purple".into(), "red".into()],
+            &[],
+            INPUT,
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("\"purple\" is not a class folder"),
+            "{e}"
+        );
         let e = evaluate(&Colours, &test, None, &["red".into()], &[], INPUT).unwrap_err();
         assert!(e.to_string().contains("at least 2 classes"), "{e}");
     }

@@ -24,7 +24,10 @@ pub fn save(vs: &mut VarStore, net: &Backbone, side: usize, path: &Path) -> anyh
     let bytes = module_bytes(&module)?;
     write_atomic(path, &bytes).map_err(|e| match e {
         CheckpointError::Write { cause, .. } => {
-            anyhow::anyhow!("cannot write {} ({cause}): choose another --out", path.display())
+            anyhow::anyhow!(
+                "cannot write {} ({cause}): choose another --out",
+                path.display()
+            )
         }
         other => other.into(),
     })
@@ -53,7 +56,10 @@ fn scratch_file() -> anyhow::Result<(std::fs::File, std::path::PathBuf)> {
     // SAFETY: a constant NUL-terminated name; the returned descriptor is owned by the File.
     let fd = unsafe { libc::memfd_create(c"selfsup-export".as_ptr(), libc::MFD_CLOEXEC) };
     if fd < 0 {
-        anyhow::bail!("cannot create a file in memory: {}", std::io::Error::last_os_error());
+        anyhow::bail!(
+            "cannot create a file in memory: {}",
+            std::io::Error::last_os_error()
+        );
     }
     let file = unsafe { std::fs::File::from_raw_fd(fd) };
     Ok((file, format!("/proc/self/fd/{fd}").into()))

@@ -23,10 +23,10 @@ pub mod views;
 pub use loader::{Loader, LoaderData, LoaderSpec};
 pub use pretrain::{pretrain, PretrainReport, Pretraining};
 pub use resume::{check_resumable, DataFingerprint, RESUMABLE_CHANGES};
-pub use run_paths::refuse_own_file;
 pub use run_dir::{
     load_checkpoint, open_encoder, restore_variables, RunDir, RunState, TrainedEncoder,
 };
+pub use run_paths::refuse_own_file;
 pub use step::{sgd_step, FaultAt, StepDone, StepFault};
 pub use trainer::{Batch, Batches, Flow, Schedule, StepObserver, StepRecord, Trainer};
 pub use views::{loader_data, method_views, small_crop_size, view_recipe, view_recipes};

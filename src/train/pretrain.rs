@@ -8,8 +8,8 @@ use super::resume::{check_resumable, non_finite_advice};
 use super::trainer::{Flow, LoaderBatches, Schedule, StepObserver, StepRecord, Trainer};
 use super::{budget, build_model, interrupt, load_checkpoint, memory, restore_variables};
 use super::{
-    loader_data, method_views, DataFingerprint, FaultAt, Loader, LoaderData, LoaderSpec, Model, RunDir,
-    RunState,
+    loader_data, method_views, DataFingerprint, FaultAt, Loader, LoaderData, LoaderSpec, Model,
+    RunDir, RunState,
 };
 use crate::augment::Views;
 use crate::config::TrainConfig;
@@ -440,7 +440,10 @@ fn preflight(
             crate::method::registry::names_where(|s| s.data_parallel()).join(", ")
         );
     }
-    if let (Some(w), true) = (spec.data_warning(&splits.train.images), crate::dist::is_root()) {
+    if let (Some(w), true) = (
+        spec.data_warning(&splits.train.images),
+        crate::dist::is_root(),
+    ) {
         eprintln!("warning: {w}");
     }
     let size = cfg.crop_size(&splits.train.images);

@@ -107,12 +107,12 @@ pub fn check_resumable(
         let same_folder = k == "data.path"
             && (same_images
                 || match (&saved.data.path, &now.data.path) {
-                (Some(a), Some(b)) => {
-                    a.canonicalize().ok().is_some()
-                        && a.canonicalize().ok() == b.canonicalize().ok()
-                }
-                _ => false,
-            });
+                    (Some(a), Some(b)) => {
+                        a.canonicalize().ok().is_some()
+                            && a.canonicalize().ok() == b.canonicalize().ok()
+                    }
+                    _ => false,
+                });
         if !allowed || (k == "data.path" && !same_folder) {
             refused.push(format!("{k}: {o} in the checkpoint, {n} now"));
         }

@@ -322,7 +322,10 @@ pub fn open_encoder(
             );
         }
         let mut config = TrainConfig::load(Some(&path), &[])?;
-        config.data.path = config.data.path.map(|p| super::run_paths::resolve_data_path(dir, p));
+        config.data.path = config
+            .data
+            .path
+            .map(|p| super::run_paths::resolve_data_path(dir, p));
         return build(config);
     }
     let ckpt = run.checkpoint();
@@ -334,7 +337,10 @@ pub fn open_encoder(
     }
     let loaded = load_checkpoint(&ckpt)?;
     let mut config = loaded.state.config;
-    config.data.path = config.data.path.map(|p| super::run_paths::resolve_data_path(dir, p));
+    config.data.path = config
+        .data
+        .path
+        .map(|p| super::run_paths::resolve_data_path(dir, p));
     let enc = build(config)?;
     restore_under(&enc.vs, &loaded.model, &ckpt, crate::method::ENCODER_PREFIX)
         .context("loading the run's weights")?;

@@ -51,7 +51,9 @@ pub fn resolve_data_path(run_dir: &Path, data: PathBuf) -> PathBuf {
     if data.is_absolute() {
         return data;
     }
-    let run_dir = run_dir.canonicalize().unwrap_or_else(|_| run_dir.to_path_buf());
+    let run_dir = run_dir
+        .canonicalize()
+        .unwrap_or_else(|_| run_dir.to_path_buf());
     run_dir
         .ancestors()
         .map(|a| a.join(&data))
@@ -76,10 +78,16 @@ mod tests {
             dir.path().join("link/.lock"),
             run.join("tokenizer.json"), // CLIP's run file, declared by its method
         ] {
-            let e = refuse_own_file(&run, &out, "--out").unwrap_err().to_string();
+            let e = refuse_own_file(&run, &out, "--out")
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("is the run's own"), "{}: {e}", out.display());
         }
-        for out in [run.join("encoder.pt"), dir.path().join("config.toml"), run.join("emb.npy")] {
+        for out in [
+            run.join("encoder.pt"),
+            dir.path().join("config.toml"),
+            run.join("emb.npy"),
+        ] {
             refuse_own_file(&run, &out, "--out").unwrap();
         }
     }
@@ -93,7 +101,13 @@ mod tests {
         let found = resolve_data_path(&run, PathBuf::from("data/cifar"));
         assert_eq!(found, dir.path().canonicalize().unwrap().join("data/cifar"));
         // found nowhere: as it was (relative to the working folder); absolute: untouched
-        assert_eq!(resolve_data_path(&run, "nowhere/x".into()), PathBuf::from("nowhere/x"));
-        assert_eq!(resolve_data_path(&run, "/abs/x".into()), PathBuf::from("/abs/x"));
+        assert_eq!(
+            resolve_data_path(&run, "nowhere/x".into()),
+            PathBuf::from("nowhere/x")
+        );
+        assert_eq!(
+            resolve_data_path(&run, "/abs/x".into()),
+            PathBuf::from("/abs/x")
+        );
     }
 }

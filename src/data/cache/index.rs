@@ -35,7 +35,10 @@ pub const CONTENT_SPAN: u64 = 64 << 10;
 
 /// `crc32(first 64 KiB) << 32 | crc32(last 64 KiB)` of a file `size` bytes long (for a file
 /// of at most 64 KiB, the whole file twice).
-pub fn content_of(file: &mut (impl std::io::Read + std::io::Seek), size: u64) -> std::io::Result<u64> {
+pub fn content_of(
+    file: &mut (impl std::io::Read + std::io::Seek),
+    size: u64,
+) -> std::io::Result<u64> {
     let mut buf = vec![0u8; CONTENT_SPAN.min(size) as usize];
     file.read_exact(&mut buf)?;
     let head = crc32fast::hash(&buf);

@@ -299,7 +299,10 @@ fn drop_damaged(
     items: &[Item],
     found: &mut [Option<Stored>],
 ) -> Result<(), DataError> {
-    if !found.iter().any(|f| matches!(f, Some(Stored::Image { .. }))) {
+    if !found
+        .iter()
+        .any(|f| matches!(f, Some(Stored::Image { .. })))
+    {
         return Ok(());
     }
     let pixels = cache.map_all()?;
@@ -333,7 +336,10 @@ fn drop_damaged(
             *f = None;
         }
     }
-    cache.index.entries.retain(|e| !bad.contains(e.rel.as_str()));
+    cache
+        .index
+        .entries
+        .retain(|e| !bad.contains(e.rel.as_str()));
     Ok(())
 }
 
