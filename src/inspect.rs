@@ -46,14 +46,14 @@ impl RunData {
     fn open(&self) -> anyhow::Result<(TrainedEncoder, TrainConfig)> {
         let enc = train::open_encoder(&self.run, false, selfsup::device::resolve(&self.device)?)?;
         let mut cfg = enc.config.clone();
-        crate::commands::loading_flags(
+        crate::eval_commands::loading_flags(
             &mut cfg,
             self.image_size,
             self.skip_bad,
             self.no_cache,
             &self.cache,
         )?;
-        crate::commands::data_or_flag(&mut cfg, &self.run, &self.data)?;
+        crate::eval_commands::data_or_flag(&mut cfg, &self.run, &self.data)?;
         cfg.data.limit = self.limit;
         Ok((enc, cfg))
     }

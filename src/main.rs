@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod commands;
+mod eval_commands;
 mod inspect;
 mod make_data;
 
@@ -434,7 +435,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command.unwrap_or(Command::Demo(DemoArgs::default())) {
         Command::Pretrain(a) => commands::pretrain(&a),
-        Command::Eval(a) => commands::eval(&a),
+        Command::Eval(a) => eval_commands::eval(&a),
         Command::Embed(a) => commands::embed(&a),
         Command::Report(a) => inspect::report(&a),
         Command::Neighbors(a) => inspect::neighbors(&a),
@@ -445,7 +446,7 @@ fn main() -> ExitCode {
             selfsup::sequence::experiment::compare(steps, a.seeds, &mut |l| eprintln!("{l}"))
                 .map(|r| print!("{}", selfsup::sequence::experiment::table(&r, steps)))
         }
-        Command::Finetune(a) => commands::finetune(&a),
+        Command::Finetune(a) => eval_commands::finetune(&a),
         Command::Demo(a) => commands::demo(&a),
         Command::Bench(a) => commands::bench(&a),
         Command::DistCheck(a) => commands::dist_check(&a),
