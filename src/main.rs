@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 mod commands;
 mod eval_commands;
+mod export_command;
 mod inspect;
 mod make_data;
 
@@ -42,7 +43,7 @@ enum Command {
     /// near-duplicate pairs with --duplicates.
     Neighbors(inspect::NeighborsArgs),
     /// Write a run's encoder for other tools: safetensors under torchvision's names, or TorchScript.
-    Export(inspect::ExportArgs),
+    Export(export_command::ExportArgs),
     /// Write built-in or converted data sets as image folders: captioned-shapes (for --method
     /// clip), moving-shapes (filmstrips for --method temporal_order) or filmstrips (from your
     /// folders of frames).
@@ -439,7 +440,7 @@ fn main() -> ExitCode {
         Command::Embed(a) => commands::embed(&a),
         Command::Report(a) => inspect::report(&a),
         Command::Neighbors(a) => inspect::neighbors(&a),
-        Command::Export(a) => inspect::export(&a),
+        Command::Export(a) => export_command::export(&a),
         Command::MakeData(a) => make_data::make_data(&a),
         Command::Cpc(a) => {
             let steps = a.steps as usize;
