@@ -74,7 +74,7 @@ pub fn time_train_step(
         .collect();
     let indices = Tensor::arange(batch as i64, (Kind::Int64, Device::Cpu));
     let labels: i64 = shapes.iter().map(|v| v.labels as i64).sum();
-    let targets = match model.spec.targets() {
+    let targets = match model.spec.plan().targets {
         Targets::Nothing => None,
         Targets::ClassLabels => Some(indices.remainder(10)),
         Targets::ImageIndices => Some(indices),

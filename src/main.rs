@@ -528,7 +528,7 @@ mod tests {
             TrainConfig::load(None, std::slice::from_ref(one))
                 .unwrap_or_else(|e| panic!("{one}: {e}"));
         }
-        let multi_crop = selfsup::method::registry::names_where(|s| s.views().multi_crop)[0];
+        let multi_crop = selfsup::method::registry::names_where(|s| s.plan().views.multi_crop)[0];
         let args = ConfigArgs {
             method: Some(multi_crop.into()),
             small_crops: Some(2),

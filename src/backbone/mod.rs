@@ -127,6 +127,15 @@ impl Backbone {
         }
     }
 
+    /// The variables more than 1-D that weight decay must leave alone: a ViT's class token and
+    /// position embeddings (timm's `no_weight_decay`); none for a ResNet.
+    pub fn no_decay(&self) -> Vec<Tensor> {
+        match self {
+            Backbone::ResNet(_) => Vec::new(),
+            Backbone::Vit(n) => n.no_decay(),
+        }
+    }
+
     /// The dimension of [`features_at`](Self::features_at) `layer`.
     pub fn layer_dim(&self, layer: Layer) -> i64 {
         match self {

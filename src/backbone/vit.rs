@@ -271,12 +271,20 @@ pub struct Vit {
 }
 
 impl Vit {
-    /// Creates the variables under `p` (timm's names).
     /// Where the weights live.
     pub fn device(&self) -> tch::Device {
         self.cls_token.device()
     }
 
+    /// The class token and the position embeddings: not weight-decayed.
+    pub fn no_decay(&self) -> Vec<Tensor> {
+        vec![
+            self.cls_token.shallow_clone(),
+            self.pos_embed.shallow_clone(),
+        ]
+    }
+
+    /// Creates the variables under `p` (timm's names).
     pub fn new(p: &nn::Path, config: &VitConfig) -> Result<Self, String> {
         config.validate()?;
         let (d, patch, l) = (config.dim, config.patch, config.patches());

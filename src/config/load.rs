@@ -116,7 +116,7 @@ impl TrainConfig {
 fn lr_for(optim: &OptimConfig, spec: Option<&dyn crate::method::MethodSpec>) -> f64 {
     optim
         .lr
-        .or_else(|| spec.and_then(|s| s.default_lr()))
+        .or_else(|| spec.and_then(|s| s.plan().default_lr))
         .unwrap_or(OptimConfig::DEFAULT_LR)
 }
 
@@ -249,8 +249,11 @@ mod tests {
     struct OwnLr;
 
     impl MethodSpec for OwnLr {
-        fn default_lr(&self) -> Option<f64> {
-            Some(0.05)
+        fn plan(&self) -> crate::method::MethodPlan {
+            crate::method::MethodPlan {
+                default_lr: Some(0.05),
+                ..Default::default()
+            }
         }
         fn build(
             &self,

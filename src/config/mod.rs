@@ -372,7 +372,7 @@ impl OptimConfig {
     /// `optim.name`, else `spec`'s, else SGD.
     pub fn optimizer(&self, spec: Option<&dyn MethodSpec>) -> OptimizerName {
         self.name
-            .or_else(|| spec.map(|s| s.default_optimizer()))
+            .or_else(|| spec.map(|s| s.plan().default_optimizer))
             .unwrap_or_default()
     }
 

@@ -133,8 +133,8 @@ impl TrainConfig {
             ));
         }
         let d = &self.data;
-        if d.small_crops > 0 && !spec.views().multi_crop {
-            let takers = registry::names_where(|s| s.views().multi_crop);
+        if d.small_crops > 0 && !spec.plan().views.multi_crop {
+            let takers = registry::names_where(|s| s.plan().views.multi_crop);
             return bad(format!(
                 "data.small_crops is {} but method {:?} trains on 2 views: multi-crop works with {}",
                 d.small_crops,

@@ -2,6 +2,7 @@
 //! views' projections is pulled to the identity, on a wide 3-layer projector (§4, Table 14).
 
 use super::simclr::TwoViewNet;
+use super::MethodPlan;
 use super::{BuildContext, Method, MethodSection, MethodSpec};
 use crate::head::Mlp;
 use crate::loss::TwoViewLoss;
@@ -30,9 +31,12 @@ impl MethodSection for BarlowTwinsConfig {
 }
 
 impl MethodSpec for BarlowTwinsConfig {
-    /// Data-parallel: the cross-correlation of the gathered global batch.
-    fn data_parallel(&self) -> bool {
-        true
+    fn plan(&self) -> MethodPlan {
+        MethodPlan {
+            // Data-parallel: the cross-correlation of the gathered global batch.
+            data_parallel: true,
+            ..MethodPlan::default()
+        }
     }
 
     fn check(&self) -> Result<(), String> {

@@ -2,6 +2,7 @@
 //! the projection of a momentum (EMA) target network; no negatives.
 
 use super::ema::Ema;
+use super::MethodPlan;
 use super::{
     unit_interval, BuildContext, Method, MethodSection, MethodSpec, StepContext, StepOutput,
     ViewPlan,
@@ -36,20 +37,20 @@ impl MethodSection for ByolConfig {
 }
 
 impl MethodSpec for ByolConfig {
-    /// Data-parallel: the global mean of the per-image loss; the EMA target moves identically.
-    fn data_parallel(&self) -> bool {
-        true
+    fn plan(&self) -> MethodPlan {
+        MethodPlan {
+            // Data-parallel: the global mean of the per-image loss; the EMA target moves identically.
+            data_parallel: true,
+            views: ViewPlan {
+                asymmetric: true,
+                multi_crop: false,
+            },
+            ..MethodPlan::default()
+        }
     }
 
     fn check(&self) -> Result<(), String> {
         unit_interval("method.byol.ema_momentum", self.ema_momentum)
-    }
-
-    fn views(&self) -> ViewPlan {
-        ViewPlan {
-            asymmetric: true,
-            multi_crop: false,
-        }
     }
 
     fn build(&self, vs: &nn::VarStore, ctx: &BuildContext) -> anyhow::Result<Box<dyn Method>> {

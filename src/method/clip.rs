@@ -16,6 +16,7 @@
 //! trained on such crops alone), no flip ("on the left" would become false), no colour jitter
 //! or grayscale ("red" would).
 
+use super::MethodPlan;
 use super::{
     BuildContext, Method, MethodSection, MethodSpec, StepContext, StepOutput, Targets, TextImage,
 };
@@ -85,6 +86,19 @@ impl MethodSection for ClipConfig {
 }
 
 impl MethodSpec for ClipConfig {
+    fn plan(&self) -> MethodPlan {
+        MethodPlan {
+            // The images' indices: their captions are looked up by them.
+            targets: Targets::ImageIndices,
+            // The global batch's image and text rows are gathered (open_clip's `gather_features`).
+            data_parallel: true,
+            default_optimizer: OptimizerName::Adamw,
+            // 1e-3 with AdamW (open_clip's small-model recipes use 5e-4 to 1e-3).
+            default_lr: Some(1e-3),
+            ..MethodPlan::default()
+        }
+    }
+
     fn check(&self) -> Result<(), String> {
         let key = |k: &str| format!("method.clip.{k}");
         if self.text_width < 8 {
@@ -136,11 +150,6 @@ impl MethodSpec for ClipConfig {
         Ok(())
     }
 
-    /// The images' indices: their captions are looked up by them.
-    fn targets(&self) -> Targets {
-        Targets::ImageIndices
-    }
-
     /// One view: the first recipe's crop at this section's scale, its size and normalisation;
     /// nothing that changes what a caption says (flip, colour, blur).
     fn render_views(&self, recipes: Vec<ViewRecipe>) -> Result<Vec<Arc<dyn Views>>, String> {
@@ -154,20 +163,6 @@ impl MethodSpec for ClipConfig {
             solarize_p: 0.0,
             ..r
         })])
-    }
-
-    /// The global batch's image and text rows are gathered (open_clip's `gather_features`).
-    fn data_parallel(&self) -> bool {
-        true
-    }
-
-    fn default_optimizer(&self) -> OptimizerName {
-        OptimizerName::Adamw
-    }
-
-    /// 1e-3 with AdamW (open_clip's small-model recipes use 5e-4 to 1e-3).
-    fn default_lr(&self) -> Option<f64> {
-        Some(1e-3)
     }
 
     fn build(&self, vs: &nn::VarStore, ctx: &BuildContext) -> anyhow::Result<Box<dyn Method>> {

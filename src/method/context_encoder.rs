@@ -17,10 +17,11 @@
 use super::self_prediction::PICTURE_STEP;
 use super::self_prediction::{check_crop_min_scale, pixel_views, square_hole, EncoderDecoder};
 use super::{positive, unit_interval, BuildContext, Method, MethodSection, MethodSpec};
+use super::{MethodPlan, ParamPlan};
 use super::{StepContext, StepOutput};
 use crate::augment::{ViewRecipe, Views};
 use crate::backbone::Backbone;
-use crate::optim::AdamW;
+use crate::optim::{AdamW, Param};
 use crate::train::StepFault;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -81,9 +82,14 @@ const DISC: &str = "disc";
 const DISC_OPT: &str = "disc_opt";
 
 impl MethodSpec for ContextEncoderConfig {
-    /// Data-parallel: global means of the generator and discriminator losses; the discriminator's gradients are summed over the ranks before its own update.
-    fn data_parallel(&self) -> bool {
-        true
+    fn plan(&self) -> MethodPlan {
+        MethodPlan {
+            // Data-parallel: global means of the generator and discriminator losses; the discriminator's gradients are summed over the ranks before its own update.
+            data_parallel: true,
+            similarity_matrix: false,
+            default_lr: Some(0.1),
+            ..MethodPlan::default()
+        }
     }
 
     fn check(&self) -> Result<(), String> {
@@ -100,24 +106,15 @@ impl MethodSpec for ContextEncoderConfig {
         pixel_views(recipes, self.crop_min_scale)
     }
 
-    fn similarity_matrix(&self) -> bool {
-        false
-    }
-
-    fn default_lr(&self) -> Option<f64> {
-        Some(0.1)
-    }
-
-    fn own_optimizer_prefixes(&self) -> Vec<&'static str> {
-        vec!["disc."]
-    }
-
     /// `backbone.*`, `decoder.*`, `disc.*`, `disc_opt.*`.
     fn build(&self, vs: &nn::VarStore, ctx: &BuildContext) -> anyhow::Result<Box<dyn Method>> {
         let net = EncoderDecoder::new(vs, ctx)?;
         let disc = discriminator(&(vs.root() / DISC));
-        let mut params = crate::optim::trainable_by_name(vs);
-        params.retain(|(n, _)| n.starts_with("disc."));
+        let params: Vec<Param> = crate::optim::trainable_by_name(vs)
+            .into_iter()
+            .filter(|(n, _)| n.starts_with("disc."))
+            .map(|(n, t)| Param::scheduled(n, t))
+            .collect();
         let o = vs.root() / DISC_OPT;
         let steps = o.zeros_no_train("step", &[1]);
         let opt = AdamW::with_state(
@@ -251,6 +248,20 @@ impl Method for ContextEncoder {
         }
     }
 
+    /// D is trained by the method's own optimiser, in `after_step`.
+    fn param_plan(&self) -> ParamPlan {
+        ParamPlan {
+            own_update: self
+                .opt
+                .params()
+                .iter()
+                .map(|(_, t)| t.shallow_clone())
+                .collect(),
+            no_decay: self.encoder().no_decay(),
+            ..Default::default()
+        }
+    }
+
     fn encoder(&self) -> &Backbone {
         &self.net.backbone
     }
@@ -281,8 +292,9 @@ mod tests {
         };
         let mut m = spec.build(&vs, &tiny_context()).unwrap();
         let views = vec![tiny_views(8, 5)[0].shallow_clone()];
-        let mut opt = Sgd::new(&vs, 0.9, 0.0);
-        assert!(opt.exclude("disc.") > 0, "the trainer leaves D alone");
+        let plan = m.param_plan();
+        assert!(!plan.own_update.is_empty(), "the trainer leaves D alone");
+        let mut opt = Sgd::planned(plan.params(&vs, 0.0), 0.9, 0.0);
         let w = |n: &str| vs.variables()[n].copy();
         let (d0, g0) = (w("disc.conv0.weight"), w("backbone.conv1.weight"));
         let mut first = None;

@@ -19,6 +19,7 @@
 
 use super::kmeans::spherical_kmeans;
 use super::swav::check_prototypes;
+use super::MethodPlan;
 use super::{
     positive, BuildContext, Method, MethodSection, MethodSpec, StepContext, StepOutput, Targets,
     ViewPlan,
@@ -63,9 +64,17 @@ impl MethodSection for DeepClusterConfig {
 }
 
 impl MethodSpec for DeepClusterConfig {
-    /// Data-parallel: the global mean of the loss; every rank writes the gathered global batch into its bank (each builds and clusters the same bank).
-    fn data_parallel(&self) -> bool {
-        true
+    fn plan(&self) -> MethodPlan {
+        MethodPlan {
+            // Data-parallel: the global mean of the loss; every rank writes the gathered global batch into its bank (each builds and clusters the same bank).
+            data_parallel: true,
+            targets: Targets::ImageIndices,
+            views: ViewPlan {
+                asymmetric: false,
+                multi_crop: true,
+            },
+            ..MethodPlan::default()
+        }
     }
 
     fn check(&self) -> Result<(), String> {
@@ -74,17 +83,6 @@ impl MethodSpec for DeepClusterConfig {
             "method.deepcluster.prototype_temperature",
             self.prototype_temperature,
         )
-    }
-
-    fn targets(&self) -> Targets {
-        Targets::ImageIndices
-    }
-
-    fn views(&self) -> ViewPlan {
-        ViewPlan {
-            asymmetric: false,
-            multi_crop: true,
-        }
     }
 
     fn build(&self, vs: &nn::VarStore, ctx: &BuildContext) -> anyhow::Result<Box<dyn Method>> {

@@ -12,6 +12,7 @@
 
 use super::self_prediction::PICTURE_STEP;
 use super::self_prediction::{check_crop_min_scale, pixel_noise, pixel_views, EncoderDecoder};
+use super::MethodPlan;
 use super::StepOutput;
 use super::{unit_interval, BuildContext, Method, MethodSection, MethodSpec, StepContext};
 use crate::augment::{ViewRecipe, Views};
@@ -50,9 +51,15 @@ impl MethodSection for DenoisingAeConfig {
 }
 
 impl MethodSpec for DenoisingAeConfig {
-    /// Data-parallel: the global mean of the reconstruction loss.
-    fn data_parallel(&self) -> bool {
-        true
+    fn plan(&self) -> MethodPlan {
+        MethodPlan {
+            // Data-parallel: the global mean of the reconstruction loss.
+            data_parallel: true,
+            similarity_matrix: false,
+            // SGD at 0.1 (as the pretext tasks; README).
+            default_lr: Some(0.1),
+            ..MethodPlan::default()
+        }
     }
 
     fn check(&self) -> Result<(), String> {
@@ -71,15 +78,6 @@ impl MethodSpec for DenoisingAeConfig {
 
     fn render_views(&self, recipes: Vec<ViewRecipe>) -> Result<Vec<Arc<dyn Views>>, String> {
         pixel_views(recipes, self.crop_min_scale)
-    }
-
-    fn similarity_matrix(&self) -> bool {
-        false
-    }
-
-    /// SGD at 0.1 (as the pretext tasks; README).
-    fn default_lr(&self) -> Option<f64> {
-        Some(0.1)
     }
 
     /// `backbone.*`, `decoder.*`.

@@ -4,6 +4,7 @@
 
 use super::ema::Ema;
 use super::swav::check_prototypes;
+use super::MethodPlan;
 use super::{
     positive, unit_interval, BuildContext, Method, MethodSection, MethodSpec, StepContext,
     StepOutput, ViewPlan,
@@ -70,9 +71,16 @@ impl MethodSection for DinoConfig {
 }
 
 impl MethodSpec for DinoConfig {
-    /// Data-parallel: the global mean of the cross-view loss; the centre moves by the global batch mean of the teacher outputs.
-    fn data_parallel(&self) -> bool {
-        true
+    fn plan(&self) -> MethodPlan {
+        MethodPlan {
+            // Data-parallel: the global mean of the cross-view loss; the centre moves by the global batch mean of the teacher outputs.
+            data_parallel: true,
+            views: ViewPlan {
+                asymmetric: true,
+                multi_crop: true,
+            },
+            ..MethodPlan::default()
+        }
     }
 
     fn check(&self) -> Result<(), String> {
@@ -94,13 +102,6 @@ impl MethodSpec for DinoConfig {
         }
         unit_interval("method.dino.center_momentum", self.center_momentum)?;
         unit_interval("method.dino.ema_momentum", self.ema_momentum)
-    }
-
-    fn views(&self) -> ViewPlan {
-        ViewPlan {
-            asymmetric: true,
-            multi_crop: true,
-        }
     }
 
     fn build(&self, vs: &nn::VarStore, ctx: &BuildContext) -> anyhow::Result<Box<dyn Method>> {

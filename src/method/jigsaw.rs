@@ -6,6 +6,7 @@
 //! ([`PermutationSet::greedy`]), computed here from its seed; see [`JigsawViews`].
 
 use super::pretext::PretextNet;
+use super::MethodPlan;
 use super::{BuildContext, Method, MethodSection, MethodSpec, Targets};
 use crate::augment::grid::{Grid, CELLS};
 use crate::augment::jigsaw::{JigsawViews, PermutationSet, ORDERS};
@@ -67,9 +68,16 @@ impl MethodSection for JigsawConfig {
 }
 
 impl MethodSpec for JigsawConfig {
-    /// Data-parallel: the global mean of the classification loss.
-    fn data_parallel(&self) -> bool {
-        true
+    fn plan(&self) -> MethodPlan {
+        MethodPlan {
+            // Data-parallel: the global mean of the classification loss.
+            data_parallel: true,
+            targets: Targets::ViewLabels,
+            similarity_matrix: false,
+            // 0.1, as the other pretext methods (RotNet's SGD rate).
+            default_lr: Some(0.1),
+            ..MethodPlan::default()
+        }
     }
 
     fn check(&self) -> Result<(), String> {
@@ -84,10 +92,6 @@ impl MethodSpec for JigsawConfig {
         self.grid()
             .check([&k("view_side"), &k("tile_size"), "0 (the gap)"].map(|s| s as &str))?;
         super::pretext::check_grid_recipe("jigsaw", self.grayscale_p, self.crop_min_scale)
-    }
-
-    fn targets(&self) -> Targets {
-        Targets::ViewLabels
     }
 
     /// The first recipe at `view_side` with the crop scale and grayscale of this section and
@@ -106,15 +110,6 @@ impl MethodSpec for JigsawConfig {
             set,
             normalize_tiles: true,
         })])
-    }
-
-    fn similarity_matrix(&self) -> bool {
-        false
-    }
-
-    /// 0.1, as the other pretext methods (RotNet's SGD rate).
-    fn default_lr(&self) -> Option<f64> {
-        Some(0.1)
     }
 
     /// Encoder, then `head.*`: per-tile `Linear(D, D) → BN → ReLU` (fc6), the 9 joined into

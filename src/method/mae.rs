@@ -17,6 +17,7 @@
 use super::self_prediction::{check_crop_min_scale, pixel_views, random_masking, PICTURE_STEP};
 use super::StepOutput;
 use super::{unit_interval, BuildContext, Method, MethodSection, MethodSpec, StepContext};
+use super::{MethodPlan, ParamPlan};
 use crate::augment::{ViewRecipe, Views};
 use crate::backbone::vit::{layer_norm, patchify, sincos_2d, unpatchify, xavier_linear, Block};
 use crate::backbone::{Backbone, Vit};
@@ -66,9 +67,18 @@ impl MethodSection for MaeConfig {
 }
 
 impl MethodSpec for MaeConfig {
-    /// Data-parallel: the global mean of the masked-patch loss (equal masked counts per image).
-    fn data_parallel(&self) -> bool {
-        true
+    fn plan(&self) -> MethodPlan {
+        MethodPlan {
+            // Data-parallel: the global mean of the masked-patch loss (equal masked counts per image).
+            data_parallel: true,
+            similarity_matrix: false,
+            // AdamW (β 0.9, 0.95; weight decay 0.05), the paper's Table 8.
+            default_optimizer: OptimizerName::Adamw,
+            // 1.5e-3: the paper's base rate 1.5e-4 per 256 images scaled to its batch of 4096 is
+            // 2.4e-3; short CPU runs at batch 256 train best in the low 1e-3s (README).
+            default_lr: Some(1.5e-3),
+            ..MethodPlan::default()
+        }
     }
 
     fn check(&self) -> Result<(), String> {
@@ -96,21 +106,6 @@ impl MethodSpec for MaeConfig {
 
     fn render_views(&self, recipes: Vec<ViewRecipe>) -> Result<Vec<Arc<dyn Views>>, String> {
         pixel_views(recipes, self.crop_min_scale)
-    }
-
-    fn similarity_matrix(&self) -> bool {
-        false
-    }
-
-    /// AdamW (β 0.9, 0.95; weight decay 0.05), the paper's Table 8.
-    fn default_optimizer(&self) -> OptimizerName {
-        OptimizerName::Adamw
-    }
-
-    /// 1.5e-3: the paper's base rate 1.5e-4 per 256 images scaled to its batch of 4096 is
-    /// 2.4e-3; short CPU runs at batch 256 train best in the low 1e-3s (README).
-    fn default_lr(&self) -> Option<f64> {
-        Some(1.5e-3)
     }
 
     fn build(&self, vs: &nn::VarStore, ctx: &BuildContext) -> anyhow::Result<Box<dyn Method>> {
@@ -259,6 +254,16 @@ impl Method for Mae {
         })
     }
 
+    /// The encoder's tokens and the decoder's mask token are not decayed.
+    fn param_plan(&self) -> ParamPlan {
+        let mut no_decay = self.backbone.no_decay();
+        no_decay.push(self.mask_token.shallow_clone());
+        ParamPlan {
+            no_decay,
+            ..Default::default()
+        }
+    }
+
     fn encoder(&self) -> &Backbone {
         &self.backbone
     }
@@ -329,6 +334,29 @@ mod tests {
         let per = (&pred - &target).square().mean_dim(-1, false, None);
         let want = (per * &mask).sum(Kind::Float).double_value(&[]) / 12.0;
         assert!((base - want).abs() < 1e-6);
+    }
+
+    #[test]
+    fn adamw_leaves_the_tokens_norms_and_biases_undecayed() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let m = small().build(&vs, &tiny_vit_context()).unwrap();
+        let decay: std::collections::HashMap<String, bool> = m
+            .param_plan()
+            .params(&vs, 0.0)
+            .into_iter()
+            .map(|p| (p.name, p.decay))
+            .collect();
+        for n in [
+            "backbone.cls_token",
+            "decoder.mask_token",
+            "backbone.blocks.0.attn.qkv.bias",
+            "backbone.norm.weight",
+        ] {
+            assert_eq!(decay.get(n), Some(&false), "{n}");
+        }
+        assert_eq!(decay.get("backbone.blocks.0.attn.qkv.weight"), Some(&true));
+        assert_eq!(decay.get("decoder.decoder_pred.weight"), Some(&true));
+        assert_eq!(decay.get("backbone.pos_embed"), None, "sin-cos: fixed, not trained");
     }
 
     #[test]

@@ -12,6 +12,7 @@ use super::{
     positive, unit_interval, BuildContext, Method, MethodSection, MethodSpec, StepContext,
     StepOutput,
 };
+use super::{LargeState, MethodPlan};
 use crate::backbone::Backbone;
 use crate::dist::gather_rows;
 use crate::head::{Block, Mlp};
@@ -50,23 +51,22 @@ impl MethodSection for MoCoConfig {
 }
 
 impl MethodSpec for MoCoConfig {
-    /// Data-parallel: queries and keys gathered; every rank enqueues the same global keys.
-    fn data_parallel(&self) -> bool {
-        true
+    fn plan(&self) -> MethodPlan {
+        MethodPlan {
+            // Data-parallel: queries and keys gathered; every rank enqueues the same global keys.
+            data_parallel: true,
+            state: Some(LargeState::Queue {
+                keys: self.queue_size,
+                setting: "method.moco.queue_size",
+            }),
+            ..MethodPlan::default()
+        }
     }
 
     fn check(&self) -> Result<(), String> {
         positive("method.moco.temperature", self.temperature)?;
         unit_interval("method.moco.ema_momentum", self.ema_momentum)?;
         check_queue_size("moco", self.queue_size)
-    }
-
-    fn state_bytes(&self, projection_dim: i64) -> Option<(f64, String, &'static str)> {
-        Some(queue_bytes(
-            self.queue_size,
-            projection_dim,
-            "method.moco.queue_size",
-        ))
     }
 
     fn build(&self, vs: &nn::VarStore, ctx: &BuildContext) -> anyhow::Result<Box<dyn Method>> {
@@ -82,16 +82,6 @@ pub fn check_queue_size(method: &str, size: usize) -> Result<(), String> {
             "method.{method}.queue_size is {size}: it must be between 1 and 1048576 (MoCo uses 4096–65536)"
         )),
     }
-}
-
-/// Bytes of a queue of `size` keys of `dim` floats, kept twice (the queue and the step's
-/// snapshot), with its description for the memory check.
-pub fn queue_bytes(size: usize, dim: i64, setting: &'static str) -> (f64, String, &'static str) {
-    (
-        2.0 * 4.0 * size as f64 * dim as f64,
-        format!("a queue of {size} keys × {dim} dimensions"),
-        setting,
-    )
 }
 
 pub struct MoCo {

@@ -24,6 +24,7 @@ pub mod kmeans;
 pub mod mae;
 pub mod moco;
 pub mod nnclr;
+pub mod plan;
 pub mod pretext;
 pub mod queue;
 pub mod registry;
@@ -39,6 +40,7 @@ pub mod temporal_order;
 pub mod vicreg;
 
 pub use ema::Ema;
+pub use plan::{LargeState, MethodPlan, ParamPlan, Targets, ViewPlan};
 pub use queue::Queue;
 pub use registry::{MethodEntry, REGISTRY};
 
@@ -62,30 +64,6 @@ pub struct StepOutput {
     pub embeddings_b: Tensor,
     /// Figures of the step logged beside the loss (a pretext task's accuracy), by name.
     pub metrics: Vec<(&'static str, f64)>,
-}
-
-/// The per-image targets a method's `step` is given with each batch.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Targets {
-    /// None: the views are all it needs.
-    Nothing,
-    /// The images' classes (SupCon).
-    ClassLabels,
-    /// The images' indices in the training split (a per-image memory bank).
-    ImageIndices,
-    /// The labels the views drew [K, L] (a pretext task's answers: which rotation, which
-    /// neighbour, which permutation), image-major as [`Views`] render them.
-    ViewLabels,
-}
-
-/// The views a method trains on, besides the configured recipe.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ViewPlan {
-    /// The second large view is blurred a tenth as often and solarized with probability 0.2
-    /// (BYOL Table 6; DINO's appendix).
-    pub asymmetric: bool,
-    /// Takes small multi-crop views after the two large ones (`data.small_crops`).
-    pub multi_crop: bool,
 }
 
 /// Where the run is when a step runs: schedules inside a method (EMA momentum, temperature
@@ -192,6 +170,15 @@ pub trait Method {
     /// The encoder f whose features are evaluated and exported (its variables are under
     /// [`ENCODER_PREFIX`]).
     fn encoder(&self) -> &Backbone;
+    /// The method's parameter groups ([`ParamPlan`]): which variables are not decayed, held at
+    /// the peak learning rate, or updated by the method itself. By default the encoder's
+    /// no-decay tokens (a ViT's class token and position embeddings).
+    fn param_plan(&self) -> ParamPlan {
+        ParamPlan {
+            no_decay: self.encoder().no_decay(),
+            ..Default::default()
+        }
+    }
     /// For the self-prediction methods: of clean views `x` [n, 3, S, S], what the encoder saw
     /// and what the method made of it, both [n, 3, S, S] in the views' normalised space (eval
     /// mode, no gradient, the masks of [`self_prediction::PICTURE_STEP`]). None: nothing to
@@ -229,15 +216,12 @@ pub trait MethodSpec: std::fmt::Debug {
     fn check(&self) -> Result<(), String> {
         Ok(())
     }
-    /// What the loader gives `step` as `targets`.
-    fn targets(&self) -> Targets {
-        Targets::Nothing
+    /// What the method declares about itself as data: views, targets, optimiser defaults,
+    /// memory, data-parallel ([`MethodPlan`]).
+    fn plan(&self) -> MethodPlan {
+        MethodPlan::default()
     }
-    /// The views the method trains on.
-    fn views(&self) -> ViewPlan {
-        ViewPlan::default()
-    }
-    /// What the loader renders for each image, from the recipes of [`views`](Self::views)
+    /// What the loader renders for each image, from the recipes of the plan's views
     /// (large views at the crop size first): the recipes themselves, unless the method cuts
     /// them up (pretext tasks). The message of an error names the setting.
     fn render_views(&self, recipes: Vec<ViewRecipe>) -> Result<Vec<Arc<dyn Views>>, String> {
@@ -245,40 +229,6 @@ pub trait MethodSpec: std::fmt::Debug {
             .into_iter()
             .map(|r| Arc::new(r) as Arc<dyn Views>)
             .collect())
-    }
-    /// The step holds a 2K×2K similarity matrix (memory estimate); false for blockwise losses.
-    fn similarity_matrix(&self) -> bool {
-        true
-    }
-    /// State kept across steps that can be large, for the memory check: its bytes, what it is
-    /// and the setting that sizes it.
-    fn state_bytes(&self, _projection_dim: i64) -> Option<(f64, String, &'static str)> {
-        None
-    }
-    /// The peak learning rate this method's recipe uses when `optim.lr` is not given.
-    fn default_lr(&self) -> Option<f64> {
-        None
-    }
-    /// The optimiser used when `optim.name` is unset.
-    fn default_optimizer(&self) -> crate::optim::OptimizerName {
-        crate::optim::OptimizerName::Sgd
-    }
-    /// Variable-name prefixes the trainer's optimiser leaves alone: the method updates them
-    /// itself in [`Method::after_step`] (the context encoder's discriminator).
-    fn own_optimizer_prefixes(&self) -> Vec<&'static str> {
-        Vec::new()
-    }
-    /// Variable-name prefixes trained at the peak learning rate in every step, outside the
-    /// warm-up and cosine schedule (SimSiam's predictor, §4.3 of the paper).
-    fn constant_lr_prefixes(&self) -> Vec<&'static str> {
-        Vec::new()
-    }
-    /// The method runs data-parallel ([`crate::dist`]): its loss is the global batch's (it
-    /// gathers what couples the images of a batch with [`crate::dist::gather_rows`], or takes
-    /// the [`crate::dist::global_mean`] of a per-image mean), and its state across steps stays
-    /// the same on every rank. False: a job with several ranks refuses it.
-    fn data_parallel(&self) -> bool {
-        false
     }
     /// A warning when the training images do not look like what the method reads (temporal
     /// order's filmstrips); printed before training.

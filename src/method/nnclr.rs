@@ -9,9 +9,10 @@
 //! Q ← enqueue(z_a) after the update
 //! ```
 
-use super::moco::{check_queue_size, queue_bytes};
+use super::moco::check_queue_size;
 use super::queue::Queue;
 use super::{positive, BuildContext, Method, MethodSection, MethodSpec, StepContext, StepOutput};
+use super::{LargeState, MethodPlan};
 use crate::backbone::Backbone;
 use crate::head::Mlp;
 use crate::loss::{info_nce_in_batch, l2_normalize};
@@ -51,22 +52,21 @@ impl MethodSection for NnclrConfig {
 }
 
 impl MethodSpec for NnclrConfig {
-    /// Data-parallel: in-batch InfoNCE over the gathered global batch; every rank enqueues the same global embeddings.
-    fn data_parallel(&self) -> bool {
-        true
+    fn plan(&self) -> MethodPlan {
+        MethodPlan {
+            // Data-parallel: in-batch InfoNCE over the gathered global batch; every rank enqueues the same global embeddings.
+            data_parallel: true,
+            state: Some(LargeState::Queue {
+                keys: self.queue_size,
+                setting: "method.nnclr.queue_size",
+            }),
+            ..MethodPlan::default()
+        }
     }
 
     fn check(&self) -> Result<(), String> {
         positive("method.nnclr.temperature", self.temperature)?;
         check_queue_size("nnclr", self.queue_size)
-    }
-
-    fn state_bytes(&self, projection_dim: i64) -> Option<(f64, String, &'static str)> {
-        Some(queue_bytes(
-            self.queue_size,
-            projection_dim,
-            "method.nnclr.queue_size",
-        ))
     }
 
     /// Projection hidden width `model.projection_hidden`, default the encoder's features.

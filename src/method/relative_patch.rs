@@ -7,6 +7,7 @@
 //! patterns or textures continuing between patches"); see [`PatchPairViews`].
 
 use super::pretext::PretextNet;
+use super::MethodPlan;
 use super::{BuildContext, Method, MethodSection, MethodSpec, Targets};
 use crate::augment::grid::{Grid, NEIGHBOURS};
 use crate::augment::relative_patch::PatchPairViews;
@@ -69,9 +70,16 @@ impl MethodSection for RelativePatchConfig {
 }
 
 impl MethodSpec for RelativePatchConfig {
-    /// Data-parallel: the global mean of the classification loss.
-    fn data_parallel(&self) -> bool {
-        true
+    fn plan(&self) -> MethodPlan {
+        MethodPlan {
+            // Data-parallel: the global mean of the classification loss.
+            data_parallel: true,
+            targets: Targets::ViewLabels,
+            similarity_matrix: false,
+            // 0.1, as the other pretext methods (RotNet's SGD rate).
+            default_lr: Some(0.1),
+            ..MethodPlan::default()
+        }
     }
 
     fn check(&self) -> Result<(), String> {
@@ -79,10 +87,6 @@ impl MethodSpec for RelativePatchConfig {
         self.grid()
             .check([&k("view_side"), &k("patch_size"), &k("gap")].map(String::as_str))?;
         super::pretext::check_grid_recipe("relative_patch", self.grayscale_p, self.crop_min_scale)
-    }
-
-    fn targets(&self) -> Targets {
-        Targets::ViewLabels
     }
 
     /// The first recipe at `view_side` with the crop scale and grayscale of this section and
@@ -98,15 +102,6 @@ impl MethodSpec for RelativePatchConfig {
             recipe,
             grid: self.grid(),
         })])
-    }
-
-    fn similarity_matrix(&self) -> bool {
-        false
-    }
-
-    /// 0.1, as the other pretext methods (RotNet's SGD rate).
-    fn default_lr(&self) -> Option<f64> {
-        Some(0.1)
     }
 
     /// Encoder, then `head.*`: per-patch `Linear(D, D) → BN → ReLU` (fc6), both joined into

@@ -6,6 +6,7 @@
 //! the finished view (crop, flip and, when asked, colour), see [`RotationViews`].
 
 use super::pretext::PretextNet;
+use super::MethodPlan;
 use super::{BuildContext, Method, MethodSection, MethodSpec, Targets};
 use crate::augment::rotation::RotationViews;
 use crate::augment::{ViewRecipe, Views};
@@ -43,13 +44,16 @@ impl MethodSection for RotationConfig {
 }
 
 impl MethodSpec for RotationConfig {
-    /// Data-parallel: the global mean of the classification loss.
-    fn data_parallel(&self) -> bool {
-        true
-    }
-
-    fn targets(&self) -> Targets {
-        Targets::ViewLabels
+    fn plan(&self) -> MethodPlan {
+        MethodPlan {
+            // Data-parallel: the global mean of the classification loss.
+            data_parallel: true,
+            targets: Targets::ViewLabels,
+            similarity_matrix: false,
+            // RotNet's SGD learning rate, 0.1 (§3, "learning rate 0.1 … batch size 128").
+            default_lr: Some(0.1),
+            ..MethodPlan::default()
+        }
     }
 
     /// The first recipe (crop + flip, colour only with `color_jitter`), rotated.
@@ -64,15 +68,6 @@ impl MethodSpec for RotationConfig {
             all_four: self.all_four,
         };
         Ok(vec![Arc::new(views)])
-    }
-
-    fn similarity_matrix(&self) -> bool {
-        false
-    }
-
-    /// RotNet's SGD learning rate, 0.1 (§3, "learning rate 0.1 … batch size 128").
-    fn default_lr(&self) -> Option<f64> {
-        Some(0.1)
     }
 
     /// Encoder, then `head.*`: per-crop `Linear(D, D) → BN → ReLU`, then

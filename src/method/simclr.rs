@@ -2,6 +2,7 @@
 //! and NT-Xent between the two augmented views of every image; all other views in the batch
 //! are negatives. Any two-view loss of the catalogue can replace NT-Xent (`method.loss`).
 
+use super::MethodPlan;
 use super::{positive, BuildContext, Method, MethodSection, MethodSpec, StepContext, StepOutput};
 use crate::backbone::Backbone;
 use crate::dist::gather_rows;
@@ -68,9 +69,13 @@ impl MethodSection for SimClrConfig {
 }
 
 impl MethodSpec for SimClrConfig {
-    /// Data-parallel: every two-view loss of the gathered global batch.
-    fn data_parallel(&self) -> bool {
-        true
+    fn plan(&self) -> MethodPlan {
+        MethodPlan {
+            // Data-parallel: every two-view loss of the gathered global batch.
+            data_parallel: true,
+            similarity_matrix: !self.two_view_loss().is_ok_and(|l| l.is_tiled()),
+            ..MethodPlan::default()
+        }
     }
 
     fn check(&self) -> Result<(), String> {
@@ -88,10 +93,6 @@ impl MethodSpec for SimClrConfig {
             }
         }
         self.two_view_loss().map(|_| ())
-    }
-
-    fn similarity_matrix(&self) -> bool {
-        !self.two_view_loss().is_ok_and(|l| l.is_tiled())
     }
 
     /// Projection `Linear(d, hidden) → BN → ReLU → Linear(hidden, projection_dim)`, hidden
@@ -186,6 +187,8 @@ mod tests {
             loss: NAMES[1].into(),
             ..Default::default()
         };
-        assert!(!tiled.similarity_matrix() && SimClrConfig::default().similarity_matrix());
+        assert!(
+            !tiled.plan().similarity_matrix && SimClrConfig::default().plan().similarity_matrix
+        );
     }
 }

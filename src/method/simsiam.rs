@@ -1,7 +1,9 @@
 //! SimSiam (Chen & He 2021, arXiv:2011.10566): two views, a predictor on one side and
 //! stop-gradient on the other; no negatives, no momentum encoder.
 
-use super::{BuildContext, Method, MethodSection, MethodSpec, StepContext, StepOutput};
+use super::{
+    BuildContext, Method, MethodPlan, MethodSection, MethodSpec, ParamPlan, StepContext, StepOutput,
+};
 use crate::backbone::Backbone;
 use crate::head::{Block, Mlp};
 use crate::loss::negative_cosine;
@@ -47,19 +49,12 @@ impl MethodSection for SimSiamConfig {
 }
 
 impl MethodSpec for SimSiamConfig {
-    /// Data-parallel: the global mean of the per-image loss.
-    fn data_parallel(&self) -> bool {
-        true
-    }
-
-    fn default_lr(&self) -> Option<f64> {
-        Some(SIMSIAM_LR)
-    }
-
-    fn constant_lr_prefixes(&self) -> Vec<&'static str> {
-        match self.fixed_predictor_lr {
-            true => vec!["predictor."],
-            false => Vec::new(),
+    fn plan(&self) -> MethodPlan {
+        MethodPlan {
+            // Data-parallel: the global mean of the per-image loss.
+            data_parallel: true,
+            default_lr: Some(SIMSIAM_LR),
+            ..MethodPlan::default()
         }
     }
 
@@ -75,6 +70,8 @@ pub struct SimSiam {
     pub projection: Mlp,
     /// The bottleneck predictor h: `Linear(out, hidden) → BN → ReLU → Linear(hidden, out)`.
     pub predictor: Mlp,
+    /// The predictor's variables with `fixed_predictor_lr`: trained at the peak rate.
+    constant_lr: Vec<Tensor>,
 }
 
 impl SimSiam {
@@ -113,6 +110,11 @@ impl SimSiam {
             backbone,
             projection,
             predictor,
+            // §4.3: the predictor at the peak learning rate, outside the schedule
+            constant_lr: match cfg.fixed_predictor_lr {
+                true => super::plan::variables_under(vs, "predictor"),
+                false => Vec::new(),
+            },
         })
     }
 }
@@ -141,6 +143,15 @@ impl Method for SimSiam {
             embeddings_b: z_b.detach(),
             metrics: Vec::new(),
         })
+    }
+
+    /// With `fixed_predictor_lr`, the predictor at the peak learning rate (§4.3).
+    fn param_plan(&self) -> ParamPlan {
+        ParamPlan {
+            constant_lr: self.constant_lr.iter().map(Tensor::shallow_clone).collect(),
+            no_decay: self.backbone.no_decay(),
+            ..Default::default()
+        }
     }
 
     fn encoder(&self) -> &Backbone {
@@ -180,9 +191,25 @@ mod tests {
             "0: a quarter of model.projection_dim"
         );
         let paper = SimSiamConfig::default();
-        assert_eq!(paper.constant_lr_prefixes(), ["predictor."]);
         let vs = nn::VarStore::new(tch::Device::Cpu);
-        SimSiam::new(&vs, &tiny_context(), &paper).unwrap();
+        let m = SimSiam::new(&vs, &tiny_context(), &paper).unwrap();
+        let held: Vec<String> = m
+            .param_plan()
+            .params(&vs, 0.5)
+            .into_iter()
+            .filter(|p| p.held_lr == Some(0.5))
+            .map(|p| p.name)
+            .collect();
+        let predictor: Vec<String> = crate::optim::trainable_by_name(&vs)
+            .into_iter()
+            .map(|(n, _)| n)
+            .filter(|n| n.starts_with("predictor."))
+            .collect();
+        assert!(!held.is_empty());
+        assert_eq!(
+            held, predictor,
+            "held: the predictor's variables, no others"
+        );
         assert_eq!(
             vs.variables()["predictor.layers.0.linear.weight"].size(),
             [512, 2048]

@@ -1,6 +1,7 @@
 //! Supervised contrastive learning (Khosla et al. 2020, arXiv:2004.11362) when labels are
 //! given: SimCLR's network, but every view of the same class is a positive.
 
+use super::MethodPlan;
 use super::{
     positive, BuildContext, Method, MethodSection, MethodSpec, StepContext, StepOutput, Targets,
 };
@@ -32,17 +33,17 @@ impl MethodSection for SupConConfig {
 }
 
 impl MethodSpec for SupConConfig {
-    /// Data-parallel: the supervised contrastive loss of the gathered global batch and its labels.
-    fn data_parallel(&self) -> bool {
-        true
+    fn plan(&self) -> MethodPlan {
+        MethodPlan {
+            // Data-parallel: the supervised contrastive loss of the gathered global batch and its labels.
+            data_parallel: true,
+            targets: Targets::ClassLabels,
+            ..MethodPlan::default()
+        }
     }
 
     fn check(&self) -> Result<(), String> {
         positive("method.supcon.temperature", self.temperature)
-    }
-
-    fn targets(&self) -> Targets {
-        Targets::ClassLabels
     }
 
     /// SimCLR's network: projection hidden width `model.projection_hidden`, default the

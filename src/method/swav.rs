@@ -3,6 +3,7 @@
 //! predicted from every other view, small multi-crop views included.
 
 use super::sinkhorn::sinkhorn;
+use super::MethodPlan;
 use super::{
     positive, BuildContext, Method, MethodSection, MethodSpec, StepContext, StepOutput, ViewPlan,
 };
@@ -54,9 +55,16 @@ pub fn check_prototypes(method: &str, p: usize) -> Result<(), String> {
 }
 
 impl MethodSpec for SwAVConfig {
-    /// Data-parallel: Sinkhorn codes of the gathered global batch (each rank keeps its rows) and the global mean of the loss.
-    fn data_parallel(&self) -> bool {
-        true
+    fn plan(&self) -> MethodPlan {
+        MethodPlan {
+            // Data-parallel: Sinkhorn codes of the gathered global batch (each rank keeps its rows) and the global mean of the loss.
+            data_parallel: true,
+            views: ViewPlan {
+                asymmetric: false,
+                multi_crop: true,
+            },
+            ..MethodPlan::default()
+        }
     }
 
     fn check(&self) -> Result<(), String> {
@@ -66,13 +74,6 @@ impl MethodSpec for SwAVConfig {
             self.prototype_temperature,
         )?;
         positive("method.swav.sinkhorn_epsilon", self.sinkhorn_epsilon)
-    }
-
-    fn views(&self) -> ViewPlan {
-        ViewPlan {
-            asymmetric: false,
-            multi_crop: true,
-        }
     }
 
     fn build(&self, vs: &nn::VarStore, ctx: &BuildContext) -> anyhow::Result<Box<dyn Method>> {

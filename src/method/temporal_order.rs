@@ -7,6 +7,7 @@
 //! any image encoder: the eval view of a filmstrip is its centred square, the middle frame.
 
 use super::pretext::PretextNet;
+use super::MethodPlan;
 use super::{BuildContext, Method, MethodSection, MethodSpec, Targets};
 use crate::augment::temporal_order::TemporalOrderViews;
 use crate::augment::{ViewRecipe, Views};
@@ -45,9 +46,16 @@ impl MethodSection for TemporalOrderConfig {
 }
 
 impl MethodSpec for TemporalOrderConfig {
-    /// Data-parallel: the global mean of the classification loss.
-    fn data_parallel(&self) -> bool {
-        true
+    fn plan(&self) -> MethodPlan {
+        MethodPlan {
+            // Data-parallel: the global mean of the classification loss.
+            data_parallel: true,
+            targets: Targets::ViewLabels,
+            similarity_matrix: false,
+            // 0.1, as the other pretext methods.
+            default_lr: Some(0.1),
+            ..MethodPlan::default()
+        }
     }
 
     fn check(&self) -> Result<(), String> {
@@ -58,10 +66,6 @@ impl MethodSpec for TemporalOrderConfig {
             ));
         }
         super::pretext::check_grid_recipe("temporal_order", self.grayscale_p, self.crop_min_scale)
-    }
-
-    fn targets(&self) -> Targets {
-        Targets::ViewLabels
     }
 
     /// A filmstrip of `frames` square frames is `frames` times as wide as it is high; images of
@@ -102,15 +106,6 @@ impl MethodSpec for TemporalOrderConfig {
             recipe,
             frames: self.frames,
         })])
-    }
-
-    fn similarity_matrix(&self) -> bool {
-        false
-    }
-
-    /// 0.1, as the other pretext methods.
-    fn default_lr(&self) -> Option<f64> {
-        Some(0.1)
     }
 
     /// Encoder, then `head.*`: per-frame embedding, the three joined, a 2-way classifier.

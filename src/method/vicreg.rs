@@ -2,6 +2,7 @@
 //! between the two views' projections, on a wide 3-layer projector (§4.3).
 
 use super::barlow_twins::wide_projector_net;
+use super::MethodPlan;
 use super::{BuildContext, Method, MethodSection, MethodSpec};
 use crate::loss::TwoViewLoss;
 use serde::{Deserialize, Serialize};
@@ -29,9 +30,12 @@ impl MethodSection for VicRegConfig {
 }
 
 impl MethodSpec for VicRegConfig {
-    /// Data-parallel: variance, covariance and invariance of the gathered global batch.
-    fn data_parallel(&self) -> bool {
-        true
+    fn plan(&self) -> MethodPlan {
+        MethodPlan {
+            // Data-parallel: variance, covariance and invariance of the gathered global batch.
+            data_parallel: true,
+            ..MethodPlan::default()
+        }
     }
 
     fn check(&self) -> Result<(), String> {

@@ -1,8 +1,10 @@
 //! AdamW (Loshchilov & Hutter 2019, arXiv:1711.05101): Adam with weight decay decoupled from
 //! the gradient, PyTorch's `torch.optim.AdamW` semantics, with its moments exposed for
-//! checkpoints. Norms, biases and the ViT's tokens and position embeddings are not decayed
-//! (timm's `param_groups_weight_decay`, as MAE and DINO train).
+//! checkpoints. Which parameters it decays is the method's plan ([`super::groups`]): not
+//! norms and biases, nor a ViT's tokens and position embeddings (timm's
+//! `param_groups_weight_decay`, as MAE and DINO train).
 
+use super::groups::Param;
 use tch::{nn::VarStore, Kind, Tensor};
 
 /// PyTorch's `AdamW.step` (`torch/optim/adamw.py`, `_single_tensor_adamw`, amsgrad off):
@@ -30,18 +32,27 @@ pub struct AdamW {
     pub weight_decay: f64,
 }
 
-/// Whether a parameter of this name and shape is decayed: not norms and biases (1-D), nor a
-/// ViT's class token, position embeddings or MAE's mask token.
-pub fn decays(name: &str, shape: &[i64]) -> bool {
-    let leaf = name.rsplit('.').next().unwrap_or(name);
-    shape.len() > 1 && !matches!(leaf, "cls_token" | "pos_embed" | "mask_token")
-}
-
 impl AdamW {
-    /// Optimises every trainable variable of `vs`, in name order; its moments are plain tensors.
+    /// Optimises every trainable variable of `vs`, in name order, all scheduled; its moments
+    /// are plain tensors.
     pub fn new(vs: &VarStore, betas: (f64, f64), weight_decay: f64) -> Self {
-        let params = super::trainable_by_name(vs);
-        let steps = Tensor::zeros([1], (Kind::Float, vs.device()));
+        Self::planned(
+            super::groups::scheduled(vs),
+            betas,
+            weight_decay,
+            vs.device(),
+        )
+    }
+
+    /// Optimises `params` as their groups say ([`super::ParamPlan`]): decayed or not, at a
+    /// held learning rate where one is given; moments are plain tensors on `device`.
+    pub fn planned(
+        params: Vec<Param>,
+        betas: (f64, f64),
+        weight_decay: f64,
+        device: tch::Device,
+    ) -> Self {
+        let steps = Tensor::zeros([1], (Kind::Float, device));
         Self::with_state(params, betas, weight_decay, |_, p| p.zeros_like(), steps)
     }
 
@@ -49,12 +60,16 @@ impl AdamW {
     /// when the state is to be checkpointed with it, as the context encoder's discriminator
     /// does), `steps` (shape \[1\]) holds the step count.
     pub fn with_state(
-        params: Vec<(String, Tensor)>,
+        params: Vec<Param>,
         betas: (f64, f64),
         weight_decay: f64,
         mut buffer: impl FnMut(String, &Tensor) -> Tensor,
         steps: Tensor,
     ) -> Self {
+        let decay = params.iter().map(|p| p.decay).collect();
+        let held_lr = params.iter().map(|p| p.held_lr).collect();
+        let params: Vec<(String, Tensor)> =
+            params.into_iter().map(|p| (p.name, p.tensor)).collect();
         let exp_avg = params
             .iter()
             .map(|(n, p)| buffer(format!("exp_avg.{n}"), p))
@@ -64,8 +79,8 @@ impl AdamW {
             .map(|(n, p)| buffer(format!("exp_avg_sq.{n}"), p))
             .collect();
         AdamW {
-            decay: params.iter().map(|(n, p)| decays(n, &p.size())).collect(),
-            held_lr: vec![None; params.len()],
+            decay,
+            held_lr,
             params,
             exp_avg,
             exp_avg_sq,
@@ -76,38 +91,9 @@ impl AdamW {
         }
     }
 
-    /// Stops optimising the parameters whose names start with `prefix` (a method trains them
-    /// with its own optimiser); returns how many there were.
-    pub fn exclude(&mut self, prefix: &str) -> usize {
-        let before = self.params.len();
-        let keep: Vec<bool> = self
-            .params
-            .iter()
-            .map(|(n, _)| !n.starts_with(prefix))
-            .collect();
-        super::keep_where(&mut self.params, &keep);
-        super::keep_where(&mut self.exp_avg, &keep);
-        super::keep_where(&mut self.exp_avg_sq, &keep);
-        super::keep_where(&mut self.decay, &keep);
-        super::keep_where(&mut self.held_lr, &keep);
-        before - self.params.len()
-    }
-
     /// The parameters, by name.
     pub fn params(&self) -> &[(String, Tensor)] {
         &self.params
-    }
-
-    /// Updates the parameters whose names start with `prefix` at `lr` in every step.
-    pub fn hold_lr(&mut self, prefix: &str, lr: f64) -> usize {
-        let mut n = 0;
-        for ((name, _), held) in self.params.iter().zip(self.held_lr.iter_mut()) {
-            if name.starts_with(prefix) {
-                *held = Some(lr);
-                n += 1;
-            }
-        }
-        n
     }
 
     /// Steps taken so far.
@@ -240,16 +226,6 @@ mod tests {
         }
         assert!((b.double_value(&[0]) - pb).abs() < 1e-6);
         assert_eq!(opt.steps_taken(), 4);
-    }
-
-    #[test]
-    fn no_decay_on_norms_biases_and_tokens() {
-        assert!(decays("backbone.blocks.0.attn.qkv.weight", &[576, 192]));
-        assert!(!decays("backbone.blocks.0.attn.qkv.bias", &[576]));
-        assert!(!decays("backbone.norm.weight", &[192]));
-        assert!(!decays("backbone.pos_embed", &[1, 65, 192]));
-        assert!(!decays("backbone.cls_token", &[1, 1, 192]));
-        assert!(!decays("decoder.mask_token", &[1, 1, 128]));
     }
 
     #[test]

@@ -3,10 +3,12 @@
 //! `optim.name` (unset: the method's own, [`crate::method::MethodSpec::default_optimizer`]).
 
 pub mod adamw;
+pub mod groups;
 pub mod schedule;
 pub mod sgd;
 
 pub use adamw::AdamW;
+pub use groups::{Param, ParamPlan};
 pub use schedule::{cosine_schedule, warmup_cosine};
 pub use sgd::Sgd;
 
@@ -53,11 +55,15 @@ pub fn adamw_default_betas() -> (f64, f64) {
     (0.9, 0.95)
 }
 
-/// Keeps the entries of `v` whose `keep` is true (the per-parameter vectors of an optimiser
-/// when some parameters are handed to another, [`Optimizer::exclude`]).
-pub(crate) fn keep_where<T>(v: &mut Vec<T>, keep: &[bool]) {
-    let mut k = keep.iter();
-    v.retain(|_| *k.next().expect("one flag per entry"));
+/// The optimisers' hyper-parameters (`optim.*`; each optimiser reads its own).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Settings {
+    /// SGD's μ.
+    pub momentum: f64,
+    /// AdamW's (β1, β2).
+    pub betas: (f64, f64),
+    /// λ: SGD's coupled or AdamW's decoupled weight decay.
+    pub weight_decay: f64,
 }
 
 /// The trainer's optimiser.
@@ -67,6 +73,25 @@ pub enum Optimizer {
 }
 
 impl Optimizer {
+    /// Optimiser `name` over the trainable variables of `vs`, grouped by `plan` (those held
+    /// at a constant rate at `peak_lr`).
+    pub fn new(
+        name: OptimizerName,
+        vs: &tch::nn::VarStore,
+        plan: &ParamPlan,
+        settings: Settings,
+        peak_lr: f64,
+    ) -> Self {
+        let params = plan.params(vs, peak_lr);
+        let wd = settings.weight_decay;
+        match name {
+            OptimizerName::Sgd => Optimizer::Sgd(Sgd::planned(params, settings.momentum, wd)),
+            OptimizerName::Adamw => {
+                Optimizer::AdamW(AdamW::planned(params, settings.betas, wd, vs.device()))
+            }
+        }
+    }
+
     pub fn zero_grad(&mut self) {
         match self {
             Optimizer::Sgd(o) => o.zero_grad(),
@@ -87,22 +112,6 @@ impl Optimizer {
         match self {
             Optimizer::Sgd(o) => o.step(lr),
             Optimizer::AdamW(o) => o.step(lr),
-        }
-    }
-
-    /// Trains the parameters under `prefix` at a constant `lr`.
-    pub fn hold_lr(&mut self, prefix: &str, lr: f64) -> usize {
-        match self {
-            Optimizer::Sgd(o) => o.hold_lr(prefix, lr),
-            Optimizer::AdamW(o) => o.hold_lr(prefix, lr),
-        }
-    }
-
-    /// Leaves the parameters under `prefix` to the method's own optimiser.
-    pub fn exclude(&mut self, prefix: &str) -> usize {
-        match self {
-            Optimizer::Sgd(o) => o.exclude(prefix),
-            Optimizer::AdamW(o) => o.exclude(prefix),
         }
     }
 

@@ -1,6 +1,7 @@
 //! SGD with momentum and weight decay (PyTorch's `torch.optim.SGD` semantics), with its
 //! momentum buffers exposed for checkpointing.
 
+use super::groups::Param;
 use tch::{nn::VarStore, Tensor};
 
 /// For every trainable parameter p with gradient g (PyTorch `SGD`, dampening 0):
@@ -20,12 +21,20 @@ pub struct Sgd {
 }
 
 impl Sgd {
-    /// Optimises every trainable variable of `vs`, in name order.
+    /// Optimises every trainable variable of `vs`, in name order, all scheduled.
     pub fn new(vs: &VarStore, momentum: f64, weight_decay: f64) -> Self {
-        let params = super::trainable_by_name(vs);
+        Self::planned(super::groups::scheduled(vs), momentum, weight_decay)
+    }
+
+    /// Optimises `params` as their groups say ([`super::ParamPlan`]): a held learning rate
+    /// where one is given. SGD's coupled decay applies to all of them.
+    pub fn planned(params: Vec<Param>, momentum: f64, weight_decay: f64) -> Self {
+        let held_lr = params.iter().map(|p| p.held_lr).collect();
+        let params: Vec<(String, Tensor)> =
+            params.into_iter().map(|p| (p.name, p.tensor)).collect();
         let momentum_buffers = params.iter().map(|(_, p)| p.zeros_like()).collect();
         Sgd {
-            held_lr: vec![None; params.len()],
+            held_lr,
             params,
             momentum_buffers,
             momentum,
@@ -52,34 +61,7 @@ impl Sgd {
         &self.params
     }
 
-    /// Stops optimising the parameters whose names start with `prefix`; returns how many.
-    pub fn exclude(&mut self, prefix: &str) -> usize {
-        let before = self.params.len();
-        let keep: Vec<bool> = self
-            .params
-            .iter()
-            .map(|(n, _)| !n.starts_with(prefix))
-            .collect();
-        super::keep_where(&mut self.params, &keep);
-        super::keep_where(&mut self.momentum_buffers, &keep);
-        super::keep_where(&mut self.held_lr, &keep);
-        before - self.params.len()
-    }
-
-    /// Updates the parameters whose names start with `prefix` at `lr` in every step, whatever
-    /// the schedule gives the others; returns how many there are.
-    pub fn hold_lr(&mut self, prefix: &str, lr: f64) -> usize {
-        let mut n = 0;
-        for ((name, _), held) in self.params.iter().zip(self.held_lr.iter_mut()) {
-            if name.starts_with(prefix) {
-                *held = Some(lr);
-                n += 1;
-            }
-        }
-        n
-    }
-
-    /// One update with learning rate `lr` (or a held one, [`Sgd::hold_lr`]); parameters
+    /// One update with learning rate `lr` (or a parameter's held one, [`Param::held_lr`]); parameters
     /// without a gradient are left alone.
     pub fn step(&mut self, lr: f64) {
         tch::no_grad(|| {
@@ -163,8 +145,11 @@ mod tests {
         let vs = VarStore::new(Device::Cpu);
         let a = vs.root().var_copy("a", &Tensor::from_slice(&[1.0f32]));
         let h = (vs.root() / "head").var_copy("w", &Tensor::from_slice(&[1.0f32]));
-        let mut opt = Sgd::new(&vs, 0.0, 0.0);
-        assert_eq!(opt.hold_lr("head.", 0.5), 1);
+        let plan = crate::optim::ParamPlan {
+            constant_lr: vec![h.shallow_clone()],
+            ..Default::default()
+        };
+        let mut opt = Sgd::planned(plan.params(&vs, 0.5), 0.0, 0.0);
         opt.zero_grad();
         (&a * 1.0 + &h * 1.0).sum(Kind::Float).backward(); // both gradients 1
         opt.step(0.1);

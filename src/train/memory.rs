@@ -262,11 +262,14 @@ mod tests {
 
     #[test]
     fn a_queue_that_cannot_fit_is_refused_and_one_that_fits_leaves_the_rest() {
-        use crate::method::moco::queue_bytes;
-        let (need, what, setting) = queue_bytes(4096, 128, "method.moco.queue_size");
+        let queue = |keys| crate::method::LargeState::Queue {
+            keys,
+            setting: "method.moco.queue_size",
+        };
+        let (need, what, setting) = queue(4096).bytes(128);
         let left = check_state_fits(need, &what, setting, 1e9).unwrap();
         assert!((left - (1e9 - 8.0 * 4096.0 * 128.0)).abs() < 1.0);
-        let (need, what, setting) = queue_bytes(1 << 20, 128, "method.moco.queue_size");
+        let (need, what, setting) = queue(1 << 20).bytes(128);
         let e = check_state_fits(need, &what, setting, 1e8).unwrap_err();
         assert!(
             e.contains("1048576 keys") && e.contains("queue_size"),

@@ -432,12 +432,12 @@ fn preflight(
         );
     }
     crate::dist::local_batch(t.batch_size).map_err(anyhow::Error::msg)?;
-    if crate::dist::size() > 1 && !spec.data_parallel() {
+    if crate::dist::size() > 1 && !spec.plan().data_parallel {
         bail!(
             "method.name = {} does not run data-parallel yet (its loss or state is not shared across \
              ranks): run it in one process, or use one of {}",
             cfg.method.name,
-            crate::method::registry::names_where(|s| s.data_parallel()).join(", ")
+            crate::method::registry::names_where(|s| s.plan().data_parallel).join(", ")
         );
     }
     if let (Some(w), true) = (
@@ -455,7 +455,9 @@ fn preflight(
         );
     }
     if let Some(mut available) = memory::available_bytes() {
-        if let Some((bytes, what, setting)) = spec.state_bytes(cfg.model.projection_dim) {
+        if let Some((bytes, what, setting)) =
+            spec.plan().state.map(|s| s.bytes(cfg.model.projection_dim))
+        {
             available = memory::check_state_fits(bytes, &what, setting, available)
                 .map_err(anyhow::Error::msg)?;
         }
@@ -465,7 +467,7 @@ fn preflight(
                 .iter()
                 .map(|v| (v.shape().crops, v.shape().side))
                 .collect(),
-            tiled: !spec.similarity_matrix(),
+            tiled: !spec.plan().similarity_matrix,
         };
         memory::check_fits(&cfg.model.backbone_config(size), &shape, available)
             .map_err(anyhow::Error::msg)?;

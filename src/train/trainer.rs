@@ -8,7 +8,7 @@ use super::step::{sgd_step, FaultAt, StepDone, StepFault};
 use super::{Loader, Model};
 use crate::config::TrainConfig;
 use crate::method::StepContext;
-use crate::optim::{warmup_cosine, AdamW, Optimizer, OptimizerName, Sgd};
+use crate::optim::{warmup_cosine, Optimizer, Settings};
 use std::time::Instant;
 use tch::Tensor;
 
@@ -161,22 +161,18 @@ pub struct Trainer<'m> {
 
 impl<'m> Trainer<'m> {
     /// The config's optimiser (SGD with momentum, or AdamW) over the model's trainable
-    /// variables, except those the method optimises itself (those it asks for at the constant
-    /// peak learning rate, the others scheduled).
+    /// variables, grouped by the method's [`ParamPlan`](crate::optim::ParamPlan): decayed or
+    /// not, scheduled or at the constant peak learning rate, or left to the method.
     pub fn new(model: &'m mut Model, cfg: &TrainConfig, schedule: Schedule) -> Self {
         let o = &cfg.optim;
         let name = o.optimizer(Some(model.spec.as_ref()));
-        let wd = o.weight_decay_for(name);
-        let mut opt = match name {
-            OptimizerName::Sgd => Optimizer::Sgd(Sgd::new(&model.vs, o.momentum, wd)),
-            OptimizerName::Adamw => Optimizer::AdamW(AdamW::new(&model.vs, o.betas(), wd)),
+        let settings = Settings {
+            momentum: o.momentum,
+            betas: o.betas(),
+            weight_decay: o.weight_decay_for(name),
         };
-        for prefix in model.spec.own_optimizer_prefixes() {
-            opt.exclude(prefix);
-        }
-        for prefix in model.spec.constant_lr_prefixes() {
-            opt.hold_lr(prefix, schedule.lr);
-        }
+        let plan = model.method.param_plan();
+        let opt = Optimizer::new(name, &model.vs, &plan, settings, schedule.lr);
         let shared = crate::optim::trainable_by_name(&model.vs);
         // every rank starts from rank 0's weights and state
         crate::dist::broadcast_from_root(&model.vs);

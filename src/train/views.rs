@@ -47,7 +47,7 @@ pub fn method_views(
     size: usize,
 ) -> anyhow::Result<Vec<Arc<dyn Views>>> {
     let views = spec
-        .render_views(view_recipes(data, spec.views(), size))
+        .render_views(view_recipes(data, spec.plan().views, size))
         .map_err(anyhow::Error::msg)?;
     for v in &views {
         v.validate().map_err(anyhow::Error::msg)?;
@@ -65,7 +65,7 @@ pub fn small_crop_size(data: &DataConfig, size: usize) -> usize {
 
 /// What the loader reads: the images, and the per-image targets the method trains on.
 pub fn loader_data(train: &Dataset, spec: &dyn MethodSpec) -> anyhow::Result<LoaderData> {
-    let targets = match spec.targets() {
+    let targets = match spec.plan().targets {
         Targets::Nothing | Targets::ViewLabels => None,
         Targets::ClassLabels => {
             let Some(l) = &train.labels else {
