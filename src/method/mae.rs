@@ -356,7 +356,11 @@ mod tests {
         }
         assert_eq!(decay.get("backbone.blocks.0.attn.qkv.weight"), Some(&true));
         assert_eq!(decay.get("decoder.decoder_pred.weight"), Some(&true));
-        assert_eq!(decay.get("backbone.pos_embed"), None, "sin-cos: fixed, not trained");
+        assert_eq!(
+            decay.get("backbone.pos_embed"),
+            None,
+            "sin-cos: fixed, not trained"
+        );
     }
 
     #[test]

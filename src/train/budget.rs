@@ -37,7 +37,7 @@
 //! the budget.
 
 use super::trainer::{median, LoaderBatches, Schedule, Timing, Trainer};
-use super::{build_model, Loader, LoaderData, LoaderSpec};
+use super::{build_model, Loader, LoaderData, LoaderSpec, RunState};
 use crate::augment::Views;
 use crate::config::TrainConfig;
 use std::sync::Arc;
@@ -140,6 +140,63 @@ pub fn calibrate(
         seconds: start.elapsed().as_secs_f64(),
         first_step_extra_s: (timing.step_s[0] - per_step).max(0.0),
     })
+}
+
+/// Fits a run not yet fitted to a budget of `minutes`: calibrates (both sizes with
+/// progressive resolution), sets the run's length, warm-up and the ratio of the sizes' speeds
+/// in `state`, fits `schedule`, and counts the calibration on the training clock.
+pub fn fit(
+    cfg: &TrainConfig,
+    minutes: f64,
+    data: &LoaderData,
+    views: &[Arc<dyn Views>],
+    early_views: Option<&[Arc<dyn Views>]>,
+    state: &mut RunState,
+    schedule: &mut Schedule,
+) -> anyhow::Result<()> {
+    let fraction = cfg.data.progressive_fraction;
+    let c = calibrate(cfg, data, views)?;
+    // the run's own first step repeats the calibration's one-time work
+    let mut measured = c.seconds;
+    let first_step_extra = match state.step {
+        0 => c.first_step_extra_s,
+        _ => 0.0,
+    };
+    let mut per_step = c.seconds_per_step;
+    if let Some(early) = early_views {
+        // progressive resolution: the early steps' own speed, and the ratio of the two
+        let e = calibrate(cfg, data, early)?;
+        measured += e.seconds;
+        per_step = e.seconds_per_step;
+        state.late_over_early = Some(c.seconds_per_step / e.seconds_per_step.max(1e-9));
+    }
+    let switch = state.late_over_early.map(|rho| (fraction, rho));
+    let mut total = [fit_length(
+        minutes * 60.0 - measured - first_step_extra,
+        0,
+        per_step,
+        switch,
+        schedule.total,
+    ) as f64];
+    // every rank runs rank 0's count (each measured its own speed)
+    crate::dist::world().broadcast_f64(&mut total, "broadcast of the time budget's steps");
+    let total = total[0] as u64;
+    *schedule = schedule.fitted(total);
+    (state.total_steps, state.fitted) = (total, true);
+    state.warmup_steps = Some(schedule.warmup);
+    // the clock counts the calibration; the run's own slow first step it will see itself
+    state.train_seconds += measured;
+    crate::dist::is_root().then(|| eprintln!(
+            "time budget {minutes} min: {total} steps ({:.2} epochs) fit at {:.3} s/step{} (measured in {:.0} s)",
+            total as f64 / schedule.steps_per_epoch as f64,
+            per_step,
+            match state.late_over_early {
+                Some(rho) => format!(" early, {:.3} s/step at full size", rho * per_step),
+                None => String::new(),
+            },
+            measured
+        ));
+    Ok(())
 }
 
 #[cfg(test)]

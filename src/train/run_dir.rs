@@ -48,6 +48,26 @@ pub struct RunState {
     pub data: Option<super::resume::DataFingerprint>,
 }
 
+impl RunState {
+    /// The state of a run not yet started: step 0 of `total_steps`, nothing fitted, re-timed
+    /// or trained, no data fingerprint.
+    pub fn fresh(config: &TrainConfig, total_steps: u64) -> Self {
+        RunState {
+            step: 0,
+            total_steps,
+            fitted: false,
+            warmup_steps: None,
+            retimed_at: Vec::new(),
+            retimed_lengths: Vec::new(),
+            switch_step: None,
+            late_over_early: None,
+            train_seconds: 0.0,
+            config: config.clone(),
+            data: None,
+        }
+    }
+}
+
 pub struct RunDir {
     pub dir: PathBuf,
     /// The open `.lock` file whose exclusive `flock` this process holds while it writes the
