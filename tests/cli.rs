@@ -569,11 +569,14 @@ fn progressive_resolution_under_a_budget_retimes_at_both_sizes() {
     let state = selfsup::train::load_checkpoint(&out.join("checkpoint.safetensors"))
         .unwrap()
         .state;
-    let switch = state.switch_step.unwrap();
+    let switch = state.budget.switch_step.unwrap();
     // in the warm-up, then every tenth of the run, and 25 steps after the switch
-    assert!(state.retimed_at.len() >= 2, "{t}");
-    assert!(state.retimed_at.contains(&(switch + 25)), "{t}");
-    assert_eq!(state.retimed_lengths.last(), Some(&state.total_steps));
+    assert!(state.budget.retimed_at.len() >= 2, "{t}");
+    assert!(state.budget.retimed_at.contains(&(switch + 25)), "{t}");
+    assert_eq!(
+        state.budget.retimed_lengths.last(),
+        Some(&state.total_steps)
+    );
     assert!(
         t.contains(&format!("s/step since step {}", switch + 5)),
         "{t}"

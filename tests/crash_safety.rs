@@ -276,7 +276,7 @@ fn a_resumed_time_budget_run_keeps_its_fitted_length_and_schedule() {
         .unwrap()
         .state;
     assert!(
-        state.fitted,
+        state.budget.fitted,
         "the first checkpoint already holds the fitted length"
     );
     let o = run(selfsup().arg("pretrain").args(start_or_resume(&args)));
@@ -290,7 +290,7 @@ fn a_resumed_time_budget_run_keeps_its_fitted_length_and_schedule() {
     let last = load_checkpoint(&out.join("checkpoint.safetensors"))
         .unwrap()
         .state;
-    let at = *last.retimed_at.first().expect("the run re-timed");
+    let at = *last.budget.retimed_at.first().expect("the run re-timed");
     assert!(
         at > state.step && t.contains(&format!("re-timed at step {at}")),
         "{t}"
@@ -300,17 +300,18 @@ fn a_resumed_time_budget_run_keeps_its_fitted_length_and_schedule() {
     // from the re-timing on the refitted one: 5 steps per epoch, warm-up
     // min(round(0.5 × 5), calibrated total / 4) throughout, peak 0.3
     let (calibrated, total) = (state.total_steps, last.total_steps);
-    assert_eq!(last.retimed_lengths.last(), Some(&total));
+    assert_eq!(last.budget.retimed_lengths.last(), Some(&total));
     let warmup = 3u64.min(calibrated / 4);
-    assert_eq!(last.warmup_steps, Some(warmup));
+    assert_eq!(last.budget.warmup_steps, Some(warmup));
     let got: Vec<f64> = series(&out, "lr").into_iter().map(|(_, lr)| lr).collect();
     assert_eq!(got.len() as u64, total);
     for (s, lr) in got.iter().enumerate() {
         // the length in force: the calibrated one, then each re-timing's from its step on
         let length = last
+            .budget
             .retimed_at
             .iter()
-            .zip(&last.retimed_lengths)
+            .zip(&last.budget.retimed_lengths)
             .rfind(|(a, _)| s as u64 >= **a)
             .map_or(calibrated, |(_, l)| *l);
         let want = warmup_cosine(s as u64, length, warmup, 0.3, 0.0);

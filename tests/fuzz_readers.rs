@@ -125,16 +125,8 @@ fn valid_checkpoint() -> Vec<u8> {
     ];
     let state = RunState {
         step: 3,
-        total_steps: 10,
-        fitted: false,
-        warmup_steps: None,
-        retimed_at: Vec::new(),
-        retimed_lengths: Vec::new(),
-        switch_step: None,
-        late_over_early: None,
         train_seconds: 1.5,
-        config: TrainConfig::default(),
-        data: None,
+        ..RunState::fresh(&TrainConfig::default(), 10)
     };
     let meta = HashMap::from([(
         checkpoint::STATE_KEY.to_string(),

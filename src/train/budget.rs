@@ -168,9 +168,9 @@ pub fn fit(
         let e = calibrate(cfg, data, early)?;
         measured += e.seconds;
         per_step = e.seconds_per_step;
-        state.late_over_early = Some(c.seconds_per_step / e.seconds_per_step.max(1e-9));
+        state.budget.late_over_early = Some(c.seconds_per_step / e.seconds_per_step.max(1e-9));
     }
-    let switch = state.late_over_early.map(|rho| (fraction, rho));
+    let switch = state.budget.late_over_early.map(|rho| (fraction, rho));
     let mut total = [fit_length(
         minutes * 60.0 - measured - first_step_extra,
         0,
@@ -182,15 +182,15 @@ pub fn fit(
     crate::dist::world().broadcast_f64(&mut total, "broadcast of the time budget's steps");
     let total = total[0] as u64;
     *schedule = schedule.fitted(total);
-    (state.total_steps, state.fitted) = (total, true);
-    state.warmup_steps = Some(schedule.warmup);
+    (state.total_steps, state.budget.fitted) = (total, true);
+    state.budget.warmup_steps = Some(schedule.warmup);
     // the clock counts the calibration; the run's own slow first step it will see itself
     state.train_seconds += measured;
     crate::dist::is_root().then(|| eprintln!(
             "time budget {minutes} min: {total} steps ({:.2} epochs) fit at {:.3} s/step{} (measured in {:.0} s)",
             total as f64 / schedule.steps_per_epoch as f64,
             per_step,
-            match state.late_over_early {
+            match state.budget.late_over_early {
                 Some(rho) => format!(" early, {:.3} s/step at full size", rho * per_step),
                 None => String::new(),
             },

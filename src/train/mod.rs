@@ -26,7 +26,7 @@ pub use loader::{Loader, LoaderData, LoaderSpec};
 pub use pretrain::{pretrain, PretrainReport, Pretraining};
 pub use resume::{check_resumable, DataFingerprint, RESUMABLE_CHANGES};
 pub use run_dir::{
-    load_checkpoint, open_encoder, restore_variables, RunDir, RunState, TrainedEncoder,
+    load_checkpoint, open_encoder, restore_variables, BudgetState, RunDir, RunState, TrainedEncoder,
 };
 pub use run_paths::refuse_own_file;
 pub use step::{sgd_step, FaultAt, StepDone, StepFault};

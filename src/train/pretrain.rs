@@ -191,17 +191,15 @@ impl Pretraining {
         let s = &mut self.state;
         s.step = loaded.state.step;
         s.train_seconds = loaded.state.train_seconds;
-        if loaded.state.fitted {
+        if loaded.state.budget.fitted {
             self.schedule = self.schedule.fitted(loaded.state.total_steps);
-            if let Some(w) = loaded.state.warmup_steps {
+            if let Some(w) = loaded.state.budget.warmup_steps {
                 self.schedule.warmup = w;
             }
-            (s.total_steps, s.fitted) = (loaded.state.total_steps, true);
-            (s.warmup_steps, s.retimed_at) = (loaded.state.warmup_steps, loaded.state.retimed_at);
-            s.retimed_lengths = loaded.state.retimed_lengths;
-            s.late_over_early = loaded.state.late_over_early;
+            s.total_steps = loaded.state.total_steps;
         }
-        s.switch_step = loaded.state.switch_step;
+        // the budget's plan and progressive resolution's switch, as the run left them
+        s.budget = loaded.state.budget;
         if s.step >= s.total_steps {
             bail!(
                 "{} is complete: all {} steps are trained, so there is nothing to resume. Evaluate it \
@@ -230,7 +228,7 @@ impl Pretraining {
         let cfg = &self.cfg;
         let t = &cfg.train;
         let fraction = cfg.data.progressive_fraction;
-        if let (Some(minutes), false) = (t.minutes, self.state.fitted) {
+        if let (Some(minutes), false) = (t.minutes, self.state.budget.fitted) {
             budget::fit(
                 cfg,
                 minutes,
@@ -241,20 +239,21 @@ impl Pretraining {
                 &mut self.schedule,
             )?;
         }
-        if self.early_views.is_some() && self.state.switch_step.is_none() {
-            self.state.switch_step = Some(budget::switch_step(fraction, self.state.total_steps));
+        if self.early_views.is_some() && self.state.budget.switch_step.is_none() {
+            self.state.budget.switch_step =
+                Some(budget::switch_step(fraction, self.state.total_steps));
         }
         let switch = Arc::new(std::sync::atomic::AtomicU64::new(
-            self.state.switch_step.unwrap_or(0),
+            self.state.budget.switch_step.unwrap_or(0),
         ));
-        if let (Some(at), true) = (self.state.switch_step, crate::dist::is_root()) {
+        if let (Some(at), true) = (self.state.budget.switch_step, crate::dist::is_root()) {
             eprintln!(
                 "progressive resolution: {} px views for steps 1..{at} ({:.0} % of {}), then {} px{}",
                 cfg.data.progressive_size,
                 100.0 * fraction,
                 self.state.total_steps,
                 cfg.model.crop_size.unwrap_or(0),
-                if self.state.retimed_at.is_empty() && t.minutes.is_some() {
+                if self.state.budget.retimed_at.is_empty() && t.minutes.is_some() {
                     " (moved when the budget re-times)"
                 } else {
                     ""

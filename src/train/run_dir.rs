@@ -19,6 +19,21 @@ pub struct RunState {
     /// Steps completed (the next step to run).
     pub step: u64,
     pub total_steps: u64,
+    /// The time budget's and progressive resolution's plan (saved flat, as before).
+    #[serde(flatten)]
+    pub budget: BudgetState,
+    /// Wall-clock seconds of training so far, over all sessions of the run.
+    pub train_seconds: f64,
+    pub config: TrainConfig,
+    /// The training images the run was planned on (absent in runs from before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<super::resume::DataFingerprint>,
+}
+
+/// What a time budget (`train.minutes`, see train/budget.rs) and progressive resolution
+/// decided for the run, kept in every checkpoint so that a resumed run keeps it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct BudgetState {
     /// `total_steps` was fitted to the time budget `train.minutes` (and is kept on resume).
     #[serde(default)]
     pub fitted: bool,
@@ -40,12 +55,6 @@ pub struct RunState {
     /// early step, as the calibration measured them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub late_over_early: Option<f64>,
-    /// Wall-clock seconds of training so far, over all sessions of the run.
-    pub train_seconds: f64,
-    pub config: TrainConfig,
-    /// The training images the run was planned on (absent in runs from before it was kept).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub data: Option<super::resume::DataFingerprint>,
 }
 
 impl RunState {
@@ -55,12 +64,7 @@ impl RunState {
         RunState {
             step: 0,
             total_steps,
-            fitted: false,
-            warmup_steps: None,
-            retimed_at: Vec::new(),
-            retimed_lengths: Vec::new(),
-            switch_step: None,
-            late_over_early: None,
+            budget: BudgetState::default(),
             train_seconds: 0.0,
             config: config.clone(),
             data: None,

@@ -39,7 +39,7 @@ impl Retime {
         bound: u64,
     ) -> Option<Self> {
         let total = state.total_steps;
-        let (at, from) = match state.retimed_at.last() {
+        let (at, from) = match state.budget.retimed_at.last() {
             None => (
                 budget::retime_step(total, warmup, start)?,
                 start + budget::SKIP,
@@ -47,7 +47,7 @@ impl Retime {
             Some(&last) => {
                 let from = last.max(start + budget::SKIP);
                 let at = from + (total / 10).max(budget::RETIME_AFTER);
-                match state.switch_step {
+                match state.budget.switch_step {
                     Some(switch) if last < switch && at + budget::SKIP >= switch => {
                         let from = switch.max(start) + budget::SKIP;
                         (from - budget::SKIP + budget::RETIME_AFTER, from)
@@ -89,9 +89,9 @@ impl Retimer {
         let per_step = (s.clock.session_s() - r.clock_at_from?) / (done - r.from).max(1) as f64;
         let fraction = s.cfg.data.progressive_fraction;
         // progressive resolution, the switch still to come: the full-size steps cost more
-        let switch = s.state.switch_step.filter(|&w| done < w);
+        let switch = s.state.budget.switch_step.filter(|&w| done < w);
         let phases = switch
-            .and(s.state.late_over_early)
+            .and(s.state.budget.late_over_early)
             .map(|rho| (fraction, rho));
         let left = r.budget_s - s.clock.trained_s();
         let mut total = [budget::fit_length(left, done, per_step, phases, r.bound) as f64];
@@ -102,7 +102,7 @@ impl Retimer {
             // the batches already prepared stay early ones
             let ahead = done + s.cfg.train.prefetch as u64 + 2;
             let at = budget::switch_step(fraction, total).max(ahead);
-            s.state.switch_step = Some(at);
+            s.state.budget.switch_step = Some(at);
             self.switch.store(at, Ordering::Relaxed);
         }
         if crate::dist::is_root() {
@@ -114,7 +114,7 @@ impl Retimer {
                 s.clock.trained_s() / 60.0,
                 r.budget_s / 60.0,
                 s.state.total_steps,
-                match s.state.switch_step.filter(|_| switch.is_some()) {
+                match s.state.budget.switch_step.filter(|_| switch.is_some()) {
                     Some(w) => format!(", full size from step {w}"),
                     None => String::new(),
                 }
@@ -122,8 +122,8 @@ impl Retimer {
             s.console.say(line);
         }
         s.state.total_steps = total;
-        s.state.retimed_at.push(done);
-        s.state.retimed_lengths.push(total);
+        s.state.budget.retimed_at.push(done);
+        s.state.budget.retimed_lengths.push(total);
         self.next = Retime::next(&s.state, r.budget_s, 0, s.start, r.bound);
         let now = s.clock.session_s();
         if let Some(next) = self.next.as_mut().filter(|n| n.from == done) {
@@ -154,7 +154,7 @@ mod tests {
         let cfg = TrainConfig::default();
         let run = RunDir::open(std::path::Path::new("unused"));
         let mut state = RunState::fresh(&cfg, 100);
-        state.fitted = true;
+        state.budget.fitted = true;
         let hand = ManualClock::default();
         let mut s = Session::new(
             &cfg,
@@ -184,7 +184,7 @@ mod tests {
         // at 25: 12.5 s spent, 47.5 s left at 0.5 s/step → 25 + 95; then every 25 steps
         // (a tenth of 120, at least RETIME_AFTER), none in the last tenth
         assert_eq!(refits, vec![(25, 120), (50, 120), (75, 120), (100, 120)]);
-        assert_eq!(s.state.retimed_at, vec![25, 50, 75, 100]);
+        assert_eq!(s.state.budget.retimed_at, vec![25, 50, 75, 100]);
         assert!(s.console.lines()[0].starts_with("re-timed at step 25: 0.500 s/step"));
     }
 }
