@@ -1,162 +1,58 @@
-//! The commands that look at a trained encoder: `report`, `neighbors`, `export`.
+//! `selfsup neighbors`: the images most similar to a query, or near-duplicate pairs.
 
-use crate::whole_number;
+use super::args::whole_number;
+use super::report::source;
+use super::report::RunData;
 use anyhow::Context;
 use clap::Args;
 use selfsup::config::TrainConfig;
-use selfsup::data::{self, ImageStore, Splits};
-use selfsup::eval::similarity::{duplicate_pairs, nearest, PairLimits};
-use selfsup::export::{self, Embeddings};
-use selfsup::report::{self, map::MapKind, progress::Work, thumbs};
-use selfsup::train::{self, TrainedEncoder};
-use std::path::{Path, PathBuf};
+use selfsup::data;
+use selfsup::data::ImageStore;
+use selfsup::data::Splits;
+use selfsup::eval::similarity::duplicate_pairs;
+use selfsup::eval::similarity::nearest;
+use selfsup::eval::similarity::PairLimits;
+use selfsup::export;
+use selfsup::export::Embeddings;
+use selfsup::report;
+use selfsup::report::progress::Work;
+use selfsup::report::thumbs;
+use selfsup::train;
+use selfsup::train::TrainedEncoder;
+use std::path::Path;
+use std::path::PathBuf;
 use tch::Tensor;
-
-/// A run folder and the images to look at with its encoder.
-#[derive(Args)]
-pub struct RunData {
-    /// Run folder written by `selfsup pretrain` (its checkpoint.safetensors).
-    #[arg(long)]
-    run: PathBuf,
-    /// Images (any format selfsup reads). Default: the run's own data.
-    #[arg(long)]
-    data: Option<PathBuf>,
-    /// Use at most this many images per split.
-    #[arg(allow_negative_numbers = true, value_parser = whole_number::<usize>, long)]
-    limit: Option<usize>,
-    /// Resize every image to this square size when loading (default: the run's setting).
-    #[arg(allow_negative_numbers = true, value_parser = whole_number::<usize>, long)]
-    image_size: Option<usize>,
-    /// Skip unreadable image files (they are counted and listed) instead of stopping.
-    #[arg(long)]
-    skip_bad: bool,
-    /// Folder of the decoded-image cache (default: the run's setting).
-    #[arg(long, value_name = "DIR")]
-    cache: Option<PathBuf>,
-    /// Decode image folders into memory instead of using the cache.
-    #[arg(long)]
-    no_cache: bool,
-    /// auto (a GPU when libtorch sees one, else the CPU), cpu, cuda or cuda:N.
-    #[arg(long, default_value = "auto")]
-    device: String,
-}
-
-impl RunData {
-    /// The run's encoder and its config with these flags over it.
-    fn open(&self) -> anyhow::Result<(TrainedEncoder, TrainConfig)> {
-        let enc = train::open_encoder(&self.run, false, selfsup::device::resolve(&self.device)?)?;
-        let mut cfg = enc.config.clone();
-        crate::eval_commands::loading_flags(
-            &mut cfg,
-            self.image_size,
-            self.skip_bad,
-            self.no_cache,
-            &self.cache,
-        )?;
-        crate::eval_commands::data_or_flag(&mut cfg, &self.run, &self.data)?;
-        cfg.data.limit = self.limit;
-        Ok((enc, cfg))
-    }
-}
-
-/// Where the images come from, in words.
-fn source(cfg: &TrainConfig) -> String {
-    match &cfg.data.path {
-        Some(p) => p.display().to_string(),
-        None => "built-in synthetic shapes".into(),
-    }
-}
-
-#[derive(Args)]
-pub struct ReportArgs {
-    #[command(flatten)]
-    run: RunData,
-    /// The 2-D map: t-SNE, or PCA (seconds; classes overlap more).
-    #[arg(long, value_enum, default_value_t = MapKind::Tsne)]
-    map: MapKind,
-    /// Images on the map (a random sample of the test split, or of the training split).
-    #[arg(allow_negative_numbers = true, value_parser = whole_number::<usize>, long, default_value_t = 2000)]
-    map_points: usize,
-    /// Query images of the nearest-neighbour grid.
-    #[arg(allow_negative_numbers = true, value_parser = whole_number::<usize>, long, default_value_t = 8)]
-    queries: usize,
-    /// Neighbours per query.
-    #[arg(allow_negative_numbers = true, value_parser = whole_number::<usize>, short, default_value_t = 8)]
-    k: usize,
-}
-
-pub fn report(a: &ReportArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        a.k >= 1 && a.k <= 32,
-        "-k is {}: give 1 to 32 neighbours",
-        a.k
-    );
-    anyhow::ensure!(
-        a.queries >= 1 && a.queries <= 64,
-        "--queries is {}: give 1 to 64",
-        a.queries
-    );
-    anyhow::ensure!(
-        a.map_points >= 2,
-        "--map-points is {}: give at least 2",
-        a.map_points
-    );
-    let (enc, cfg) = a.run.open()?;
-    let splits = train::load_data(&cfg)?;
-    let inputs = report::Inputs {
-        run_dir: &a.run.run,
-        encoder: enc.frozen(&splits.train.images),
-        config: &cfg,
-        splits: &splits,
-        data: source(&cfg),
-    };
-    let opts = report::Options {
-        map: a.map,
-        map_points: a.map_points,
-        queries: a.queries,
-        k: a.k,
-        ..Default::default()
-    };
-    let t = std::time::Instant::now();
-    let page = report::write(&inputs, &opts)?;
-    println!(
-        "report written to {} ({:.0} s); its figures are beside it as PNG files",
-        page.display(),
-        t.elapsed().as_secs_f64()
-    );
-    Ok(())
-}
 
 #[derive(Args)]
 pub struct NeighborsArgs {
     #[command(flatten)]
-    run: RunData,
+    pub run: RunData,
     /// An image, or a folder of images, to find the most similar images of in --data.
     #[arg(long)]
-    query: Option<PathBuf>,
+    pub query: Option<PathBuf>,
     /// Neighbours per query.
     #[arg(allow_negative_numbers = true, value_parser = whole_number::<usize>, short, default_value_t = 8)]
-    k: usize,
+    pub k: usize,
     /// Also list every pair of images in --data at least this similar (cosine, e.g. 0.95):
     /// near-duplicates, to clean a collection before training.
     #[arg(long, value_name = "THRESHOLD", allow_negative_numbers = true)]
-    duplicates: Option<f32>,
+    pub duplicates: Option<f32>,
     /// With --duplicates: pairs kept per image (its most similar partners); a collapsed
     /// encoder finds every pair, so what is listed is bounded.
     #[arg(allow_negative_numbers = true, value_parser = whole_number::<usize>, long, default_value_t = PairLimits::default().per_image, value_name = "N")]
-    max_pairs_per_image: usize,
+    pub max_pairs_per_image: usize,
     /// With --duplicates: pairs listed in all (the most similar of those kept per image).
     #[arg(allow_negative_numbers = true, value_parser = whole_number::<usize>, long, default_value_t = PairLimits::default().total, value_name = "N")]
-    max_pairs: usize,
+    pub max_pairs: usize,
     /// The grid picture to write (queries and their neighbours, or the duplicate pairs).
     /// Default: neighbors.png (duplicates.png) in the run folder.
     #[arg(long, value_name = "PNG")]
-    grid: Option<PathBuf>,
+    pub grid: Option<PathBuf>,
 }
 
 /// Images to show by a global row: each part's store and the row where it starts.
 struct Rows<'a> {
-    parts: Vec<(&'a ImageStore, usize)>,
+    pub parts: Vec<(&'a ImageStore, usize)>,
 }
 
 impl Rows<'_> {
@@ -258,7 +154,7 @@ fn load_queries(path: &Path, cfg: &TrainConfig) -> anyhow::Result<Splits> {
 /// The picture's path: `--grid`, else `default` in the run folder; its folder must exist.
 fn grid_path(given: &Option<PathBuf>, run: &Path, default: &str) -> anyhow::Result<PathBuf> {
     let p = given.clone().unwrap_or_else(|| run.join(default));
-    crate::commands::existing_parent(&p, "--grid")?;
+    super::common::existing_parent(&p, "--grid")?;
     train::refuse_own_file(run, &p, "--grid")?;
     anyhow::ensure!(
         !p.is_dir(),

@@ -1,7 +1,8 @@
 //! `selfsup export`: a run's encoder as safetensors (torchvision's or timm's names) or
 //! TorchScript, for other tools.
 
-use clap::{Args, ValueEnum};
+use clap::Args;
+use clap::ValueEnum;
 use selfsup::export;
 use selfsup::train;
 use std::path::PathBuf;
@@ -20,13 +21,13 @@ pub enum Format {
 pub struct ExportArgs {
     /// Run folder written by `selfsup pretrain` (its checkpoint.safetensors).
     #[arg(long)]
-    run: PathBuf,
+    pub run: PathBuf,
     /// What to write.
     #[arg(long, value_enum)]
-    format: Format,
+    pub format: Format,
     /// The file to write. Default: encoder.safetensors / encoder.pt in the run folder.
     #[arg(long)]
-    out: Option<PathBuf>,
+    pub out: Option<PathBuf>,
 }
 
 pub fn export(a: &ExportArgs) -> anyhow::Result<()> {
@@ -36,7 +37,7 @@ pub fn export(a: &ExportArgs) -> anyhow::Result<()> {
             Format::Torchscript => "encoder.pt",
         })
     });
-    crate::commands::existing_parent(&out, "--out")?;
+    super::common::existing_parent(&out, "--out")?;
     train::refuse_own_file(&a.run, &out, "--out")?;
     anyhow::ensure!(
         !out.is_dir(),

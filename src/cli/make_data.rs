@@ -2,10 +2,12 @@
 //! the in-memory synthetic shapes are not (temporal order needs sequences).
 
 use anyhow::Context;
-use clap::{Args, ValueEnum};
+use clap::Args;
+use clap::ValueEnum;
 use rayon::prelude::*;
 use selfsup::data::moving_shapes;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::path::PathBuf;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Kind {
@@ -26,28 +28,28 @@ pub enum Kind {
 pub struct MakeDataArgs {
     /// Which set.
     #[arg(value_enum)]
-    kind: Kind,
+    pub kind: Kind,
     /// The folder to create (train/ and test/ class folders of PNG files); must not exist.
     #[arg(long)]
-    out: PathBuf,
+    pub out: PathBuf,
     /// Frames per sequence.
     #[arg(long, default_value_t = 5)]
-    frames: usize,
+    pub frames: usize,
     /// Side of a frame in pixels.
     #[arg(long, default_value_t = 32)]
-    size: usize,
+    pub size: usize,
     /// Training sequences per class.
     #[arg(long, default_value_t = 1000)]
-    train_per_class: usize,
+    pub train_per_class: usize,
     /// Test sequences per class.
     #[arg(long, default_value_t = 200)]
-    test_per_class: usize,
+    pub test_per_class: usize,
     /// Seed of the set.
     #[arg(long, default_value_t = 0)]
-    seed: u64,
+    pub seed: u64,
     /// filmstrips: the folder of sequence folders (frames sorted by file name).
     #[arg(long)]
-    from: Option<PathBuf>,
+    pub from: Option<PathBuf>,
 }
 
 pub fn make_data(a: &MakeDataArgs) -> anyhow::Result<()> {
@@ -70,7 +72,7 @@ pub fn make_data(a: &MakeDataArgs) -> anyhow::Result<()> {
         "--out {} exists: give a new folder",
         a.out.display()
     );
-    let parent = crate::commands::existing_parent(&a.out, "--out")?;
+    let parent = super::common::existing_parent(&a.out, "--out")?;
     anyhow::ensure!(
         a.from.is_none() || a.kind == Kind::Filmstrips,
         "--from is for `make-data filmstrips`: moving-shapes draws its own frames"
