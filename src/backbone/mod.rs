@@ -2,6 +2,7 @@
 //! Vision Transformer ([`vit`]), chosen by `model.backbone` (`--backbone`) for every method.
 
 pub mod resnet;
+pub mod transformer;
 pub mod vit;
 
 pub use resnet::{Layer, ResNet, ResNetConfig, Stem};

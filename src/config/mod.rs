@@ -4,17 +4,20 @@
 //! once, before any work starts. The config is saved beside every checkpoint.
 
 mod load;
+pub mod method;
+pub mod optim;
 pub mod presets;
 mod validate;
 
 use crate::backbone::vit::{Pool, PosEmbed};
 use crate::backbone::{BackboneConfig, BackboneName, ResNetConfig, Stem, VitConfig};
 pub use crate::eval::EvalConfig;
-use crate::method::{registry, MethodSpec};
-use crate::optim::OptimizerName;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use thiserror::Error;
+
+pub use method::MethodConfig;
+pub use optim::OptimConfig;
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -281,131 +284,6 @@ impl ModelConfig {
     }
 }
 
-/// `[method]`: the method's name and its own section `[method.<name>]` (see
-/// [`crate::method::registry`] for the layout; the section's keys and defaults are documented
-/// in the method's file). Written as TOML: `[method] name = "<name>"` and
-/// `[method.<name>] key = value`.
-#[derive(Clone, Debug, PartialEq)]
-pub struct MethodConfig {
-    /// The method, by name (`--method`). Default the registry's first.
-    pub name: String,
-    /// The method's section with every key (defaults filled in).
-    pub settings: toml::Table,
-}
-
-impl Default for MethodConfig {
-    fn default() -> Self {
-        let name = registry::default_name();
-        let settings = (registry::entry(name)
-            .expect("the default is registered")
-            .defaults)();
-        MethodConfig {
-            name: name.to_string(),
-            settings,
-        }
-    }
-}
-
-impl MethodConfig {
-    /// The method's typed section, parsed and checked (errors name the key).
-    pub fn spec(&self) -> Result<Box<dyn MethodSpec>, String> {
-        (registry::entry(&self.name)?.parse)(self.settings.clone())
-    }
-
-    /// As written in TOML: `{ name, <name> = section }`.
-    fn to_table(&self) -> toml::Table {
-        let mut t = toml::Table::new();
-        t.insert("name".into(), toml::Value::String(self.name.clone()));
-        t.insert(self.name.clone(), toml::Value::Table(self.settings.clone()));
-        t
-    }
-
-    /// From `[method]` as written (sections, flat keys of the old layout): see
-    /// [`registry::resolve`].
-    pub fn from_table(table: toml::Table) -> Result<Self, String> {
-        let (name, settings) = registry::resolve(table)?;
-        Ok(MethodConfig { name, settings })
-    }
-}
-
-impl Serialize for MethodConfig {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.to_table().serialize(s)
-    }
-}
-
-impl<'de> Deserialize<'de> for MethodConfig {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let table = toml::Table::deserialize(d)?;
-        MethodConfig::from_table(table).map_err(serde::de::Error::custom)
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct OptimConfig {
-    /// Peak learning rate of SGD. Unset: the method's recipe's ([`MethodSpec::default_lr`]),
-    /// else [`OptimConfig::DEFAULT_LR`]; a loaded config always has it set.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub lr: Option<f64>,
-    /// Learning rate at the end of the cosine decay. Default 0.
-    pub final_lr: f64,
-    /// The optimiser: "sgd" or "adamw". Unset: the method's own
-    /// ([`MethodSpec::default_optimizer`]: AdamW for MAE, SGD for the others); a loaded
-    /// config always has it set.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub name: Option<OptimizerName>,
-    /// SGD's momentum μ. Default 0.9.
-    pub momentum: f64,
-    /// AdamW's (β₁, β₂). Unset: MAE's (0.9, 0.95).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub betas: Option<(f64, f64)>,
-    /// Weight decay λ (coupled for SGD, decoupled for AdamW, which skips norms, biases and
-    /// tokens). Unset: 5e-4 for SGD, 0.05 for AdamW; a loaded config always has it set.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub weight_decay: Option<f64>,
-    /// Linear warm-up length in epochs (fractions allowed). Default 0.5.
-    pub warmup_epochs: f64,
-}
-
-impl OptimConfig {
-    /// `optim.name`, else `spec`'s, else SGD.
-    pub fn optimizer(&self, spec: Option<&dyn MethodSpec>) -> OptimizerName {
-        self.name
-            .or_else(|| spec.map(|s| s.plan().default_optimizer))
-            .unwrap_or_default()
-    }
-
-    /// `optim.weight_decay`, else the default of `name`.
-    pub fn weight_decay_for(&self, name: OptimizerName) -> f64 {
-        self.weight_decay
-            .unwrap_or_else(|| name.default_weight_decay())
-    }
-
-    /// `optim.betas`, else MAE's.
-    pub fn betas(&self) -> (f64, f64) {
-        self.betas.unwrap_or(crate::optim::adamw_default_betas())
-    }
-
-    /// The peak learning rate of methods without their own: 0.3 (one-epoch CIFAR-10 runs at
-    /// τ = 0.2: 0.3 and 0.12 tie; the 8-epoch 30-minute recipe of the README uses 0.3).
-    pub const DEFAULT_LR: f64 = 0.3;
-}
-
-impl Default for OptimConfig {
-    fn default() -> Self {
-        OptimConfig {
-            lr: None,
-            final_lr: 0.0,
-            name: None,
-            momentum: 0.9,
-            betas: None,
-            weight_decay: None,
-            warmup_epochs: 0.5,
-        }
-    }
-}
-
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LoopConfig {
@@ -470,6 +348,7 @@ impl Default for LoopConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::optim::OptimizerName;
 
     #[test]
     fn defaults_are_valid_and_round_trip() {

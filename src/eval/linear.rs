@@ -1,7 +1,7 @@
 //! Linear probe: multinomial logistic regression on frozen, L2-normalised, standardised
 //! features, trained with Adam on mini-batches and a cosine learning rate.
 
-use tch::nn::{self, Module, OptimizerConfig};
+use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};
 
 /// Accuracies of a trained linear probe.
@@ -42,7 +42,7 @@ pub fn linear_probe(
     tch::manual_seed(seed as i64);
     let vs = nn::VarStore::new(Device::Cpu);
     let lin = nn::linear(vs.root(), d, num_classes, Default::default());
-    let mut opt = nn::Adam::default().build(&vs, lr).expect("Adam builds");
+    let mut opt = crate::optim::AdamW::new(&vs, (0.9, 0.999), 0.0); // Adam: no decay
     let batch = 256i64;
     let steps_per_epoch = (n + batch - 1) / batch;
     let total = steps_per_epoch as u64 * epochs as u64;
@@ -60,8 +60,9 @@ pub fn linear_probe(
             let idx = perm.narrow(0, b * batch, len);
             let logits = lin.forward(&xtr.index_select(0, &idx));
             let loss = logits.cross_entropy_for_logits(&train_labels.index_select(0, &idx));
-            opt.set_lr(crate::optim::cosine_schedule(step, total, lr, 0.0));
-            opt.backward_step(&loss);
+            opt.zero_grad();
+            loss.backward();
+            opt.step(crate::optim::cosine_schedule(step, total, lr, 0.0));
             step += 1;
         }
     }

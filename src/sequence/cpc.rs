@@ -13,9 +13,10 @@
 //! ```
 
 use crate::loss::cpc::{k_step_accuracy, k_step_info_nce};
+use crate::optim::AdamW;
 use crate::rng::Rng;
 use crate::sequence::signals::SignalSet;
-use tch::nn::{self, Module, OptimizerConfig, RNN};
+use tch::nn::{self, Module, RNN};
 use tch::{Kind, Tensor};
 
 /// Samples per latent step (the encoder's total stride).
@@ -127,19 +128,35 @@ impl CpcNet {
     }
 }
 
-/// Trains `net` (its variables in `vs`) for `steps` Adam steps on random batches of `set`,
-/// telling `log` each tenth of the way `(step, loss, accuracy)`; returns the last loss.
+/// How long and how fast [`train`] trains.
+#[derive(Clone, Copy, Debug)]
+pub struct Steps {
+    /// Adam steps.
+    pub steps: usize,
+    /// Sequences per step, drawn with replacement.
+    pub batch: usize,
+    /// Constant learning rate.
+    pub lr: f64,
+    /// Seed of the batches' draw.
+    pub seed: u64,
+}
+
+/// Trains `net` (its variables in `vs`) with Adam (the project's [`AdamW`] without decay,
+/// β = (0.9, 0.999)) on random batches of `set`, telling `log` each tenth of the way
+/// `(step, loss, accuracy)`; returns the last loss.
 pub fn train(
     vs: &nn::VarStore,
     net: &CpcNet,
     set: &SignalSet,
-    steps: usize,
-    batch: usize,
-    lr: f64,
-    seed: u64,
+    Steps {
+        steps,
+        batch,
+        lr,
+        seed,
+    }: Steps,
     mut log: impl FnMut(usize, f64, f64),
 ) -> anyhow::Result<f64> {
-    let mut opt = nn::Adam::default().build(vs, lr)?;
+    let mut opt = AdamW::new(vs, (0.9, 0.999), 0.0);
     let mut rng = Rng::new(seed);
     let n = set.x.size()[0] as usize;
     let mut last = f64::NAN;
@@ -152,7 +169,9 @@ pub fn train(
             last.is_finite(),
             "the loss is {last} at step {step}: lower the learning rate"
         );
-        opt.backward_step(&loss);
+        opt.zero_grad();
+        loss.backward();
+        opt.step(lr);
         if step % (steps / 10).max(1) == 0 || step == steps {
             log(step, last, acc);
         }
@@ -189,7 +208,13 @@ mod tests {
             assert_eq!(net.latents(&x).size(), vec![4, 8, 16]);
             assert_eq!(net.features(&x).size(), vec![4, 12]);
             let mut losses = Vec::new();
-            train(&vs, &net, &set, 60, 16, 3e-3, 0, |_, l, _| losses.push(l)).unwrap();
+            let how = Steps {
+                steps: 60,
+                batch: 16,
+                lr: 3e-3,
+                seed: 0,
+            };
+            train(&vs, &net, &set, how, |_, l, _| losses.push(l)).unwrap();
             assert!(
                 losses.last().unwrap() < &losses[0],
                 "{objective:?}: {losses:?}"

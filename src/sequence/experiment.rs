@@ -60,10 +60,12 @@ pub fn compare(
                     &vs,
                     &net,
                     &train,
-                    steps,
-                    64,
-                    2e-3,
-                    seed,
+                    cpc::Steps {
+                        steps,
+                        batch: 64,
+                        lr: 2e-3,
+                        seed,
+                    },
                     |step, loss, acc| {
                         let acc = match acc.is_nan() {
                             true => String::new(),

@@ -18,6 +18,7 @@ pub mod pretrain;
 pub mod resume;
 pub mod run_dir;
 pub mod run_paths;
+pub mod run_state;
 pub mod step;
 pub mod trainer;
 pub mod views;
@@ -25,10 +26,9 @@ pub mod views;
 pub use loader::{Loader, LoaderData, LoaderSpec};
 pub use pretrain::{pretrain, PretrainReport, Pretraining};
 pub use resume::{check_resumable, DataFingerprint, RESUMABLE_CHANGES};
-pub use run_dir::{
-    load_checkpoint, open_encoder, restore_variables, BudgetState, RunDir, RunState, TrainedEncoder,
-};
+pub use run_dir::{load_checkpoint, open_encoder, restore_variables, RunDir, TrainedEncoder};
 pub use run_paths::refuse_own_file;
+pub use run_state::{BudgetState, RunState};
 pub use step::{sgd_step, FaultAt, StepDone, StepFault};
 pub use trainer::{Batch, Batches, Flow, Schedule, StepObserver, StepRecord, Trainer};
 pub use views::{loader_data, method_views, small_crop_size, view_recipe, view_recipes};
