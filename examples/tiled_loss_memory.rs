@@ -6,8 +6,8 @@
 //! Run one form per process: peak RSS (Linux VmHWM) is per process. "extra" is the peak minus
 //! the resident memory just before the loss (inputs already allocated).
 
-use selfsup::bench::{peak_rss_mib, status_mib};
 use selfsup::loss::{nt_xent, nt_xent_tiled};
+use selfsup::train::bench::{peak_rss_mib, status_mib};
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 

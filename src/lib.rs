@@ -15,7 +15,6 @@
 
 pub mod augment;
 pub mod backbone;
-pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod data;

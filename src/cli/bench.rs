@@ -23,7 +23,7 @@ pub struct BenchArgs {
 }
 
 pub fn bench(a: &BenchArgs) -> anyhow::Result<()> {
-    use selfsup::bench;
+    use selfsup::train::bench;
     if let Some(out) = &a.config.out {
         anyhow::bail!(
             "bench writes no run folder, so --out {} would be ignored: leave it out",

@@ -14,7 +14,7 @@ pub struct DistCheckArgs {
 
 pub fn dist_check(a: &DistCheckArgs) -> anyhow::Result<()> {
     let ranks = selfsup::dist::size();
-    let rows = selfsup::dist::check::run(a.images)?;
+    let rows = selfsup::train::dist_check::run(a.images)?;
     let mut worst = 0f64;
     for r in &rows {
         worst = worst.max(r.loss_diff).max(r.grad_diff).max(r.state_diff);

@@ -3,6 +3,7 @@
 //! (the CLI's flags are overrides too). Unknown keys are an error, and `validate` checks values
 //! once, before any work starts. The config is saved beside every checkpoint.
 
+pub mod eval;
 mod load;
 pub mod method;
 pub mod optim;
@@ -11,7 +12,7 @@ mod validate;
 
 use crate::backbone::vit::{Pool, PosEmbed};
 use crate::backbone::{BackboneConfig, BackboneName, ResNetConfig, Stem, VitConfig};
-pub use crate::eval::EvalConfig;
+pub use eval::EvalConfig;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use thiserror::Error;

@@ -194,6 +194,15 @@ fn first_scan(bytes: &[u8]) -> Option<usize> {
     }
 }
 
+/// Decoded images of a list of items, in the list's order, bad files left out.
+pub(crate) struct Decoded {
+    pub store: super::ImageStore,
+    /// For each image of `store`, the index of its item.
+    pub kept: Vec<usize>,
+    /// "rel: reason" for each bad file (with `skip_bad`).
+    pub skipped: Vec<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,11 +10,12 @@ use std::path::Path;
 use rayon::prelude::*;
 
 use super::cache;
+use super::decode::Decoded;
 pub use super::decode::{decode_bytes, decode_file, jpeg_has_end};
 pub use super::folder_walk::is_image_name;
 pub(crate) use super::folder_walk::Item;
 use super::folder_walk::{scan, Layout};
-use super::{DataError, Dataset, ImageStore, LeftOut, LoadOptions, Splits, StoreBuilder};
+use super::{DataError, Dataset, LeftOut, LoadOptions, Splits, StoreBuilder};
 
 /// At most `limit` of `items` (sorted by class, then file), spread evenly over the classes:
 /// the first file of every class, then the second of every class, and so on, kept in their
@@ -42,15 +43,6 @@ fn class_balanced_prefix(items: Vec<Item>, limit: usize) -> Vec<Item> {
         .zip(keep)
         .filter_map(|(it, k)| k.then_some(it))
         .collect()
-}
-
-/// Decoded images of a list of items, in the list's order, bad files left out.
-pub(crate) struct Decoded {
-    pub store: ImageStore,
-    /// For each image of `store`, the index of its item.
-    pub kept: Vec<usize>,
-    /// "rel: reason" for each bad file (with `skip_bad`).
-    pub skipped: Vec<String>,
 }
 
 /// Decodes every item into memory, in parallel: a bad file is an error naming it, or with

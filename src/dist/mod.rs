@@ -19,7 +19,6 @@
 //! Nothing in a method names MPI: it calls [`gather_rows`] or [`global_mean`], which are the
 //! identity in one process.
 
-pub mod check;
 #[cfg(feature = "mpi")]
 mod mpi_world;
 mod tensor;

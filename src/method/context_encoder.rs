@@ -16,13 +16,13 @@
 
 use super::self_prediction::PICTURE_STEP;
 use super::self_prediction::{check_crop_min_scale, pixel_views, square_hole, EncoderDecoder};
+use super::StepFault;
 use super::{positive, unit_interval, BuildContext, Method, MethodSection, MethodSpec};
 use super::{MethodPlan, ParamPlan};
 use super::{StepContext, StepOutput};
 use crate::augment::{ViewRecipe, Views};
 use crate::backbone::Backbone;
 use crate::optim::{AdamW, Param};
-use crate::train::StepFault;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use tch::nn::{self, Module};

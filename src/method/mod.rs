@@ -19,6 +19,7 @@ pub mod deepcluster;
 pub mod denoising_ae;
 pub mod dino;
 pub mod ema;
+pub mod fault;
 pub mod jigsaw;
 pub mod kmeans;
 pub mod mae;
@@ -40,6 +41,7 @@ pub mod temporal_order;
 pub mod vicreg;
 
 pub use ema::Ema;
+pub use fault::StepFault;
 pub use plan::{LargeState, MethodPlan, ParamPlan, Targets, ViewPlan};
 pub use queue::Queue;
 pub use registry::{MethodEntry, REGISTRY};

@@ -7,7 +7,9 @@
 //! - [`views`]: each method's view recipes; [`memory`]: the up-front memory check;
 //! - [`run_dir`]: the run folder (checkpoints, lock, metrics, opening a trained encoder).
 
+pub mod bench;
 pub mod budget;
+pub mod dist_check;
 pub mod interrupt;
 pub mod loader;
 pub mod memory;

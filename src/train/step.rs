@@ -5,6 +5,7 @@
 //! ```
 
 use super::Model;
+pub use crate::method::StepFault;
 use crate::method::{StepContext, StepOutput};
 use crate::optim::Optimizer;
 use tch::Tensor;
@@ -15,19 +16,6 @@ pub struct StepDone {
     pub loss: f64,
     /// Global L2 norm of the gradient before the update.
     pub grad_norm: f64,
-}
-
-/// Why a step stopped before changing any weight.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum StepFault {
-    #[error("the loss became {0}")]
-    Loss(f64),
-    /// A part of the method's objective that is not the returned loss (the context encoder's
-    /// discriminator loss).
-    #[error("the {what} became {value}")]
-    Part { what: &'static str, value: f64 },
-    #[error("the gradient became non-finite ({grad_norm}) with a finite loss {loss}")]
-    Gradient { grad_norm: f64, loss: f64 },
 }
 
 /// A [`StepFault`] at a step of the run.

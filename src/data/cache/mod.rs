@@ -33,7 +33,8 @@ use self::index::{Entry, Source, Stored};
 use self::progress::Progress;
 use self::writer::Writer;
 use super::decode::decode_file;
-use super::image_folder::{Decoded, Item};
+use super::decode::Decoded;
+use super::folder_walk::Item;
 use super::{DataError, Resize};
 
 const PIXELS: &str = "pixels.bin";

@@ -1,6 +1,6 @@
 use super::index::Index;
 use super::*;
-use crate::data::image_folder::Item;
+use crate::data::folder_walk::Item;
 use crate::data::ImageStore;
 use crate::data::{load, LoadOptions};
 use image::RgbImage;

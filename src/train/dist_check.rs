@@ -8,7 +8,7 @@
 //! In one process it compares the code path with itself (trivially equal); under
 //! `mpirun -np 2` it is the gradient-equivalence test of tests/mpi.rs.
 
-use super::{all_reduce_gradients, gather_rows, world};
+use crate::dist::{all_reduce_gradients, gather_rows, world};
 use crate::loss::{info_nce, l2_normalize, TwoViewLoss};
 use crate::method::Queue;
 use tch::nn::{self, Module};
@@ -61,7 +61,7 @@ pub fn run(k: i64) -> anyhow::Result<Vec<CheckRow>> {
         tch::manual_seed(99);
         let vs = nn::VarStore::new(Device::Cpu);
         let f = encoder(&vs);
-        super::broadcast_from_root(&vs);
+        crate::dist::broadcast_from_root(&vs);
         let mut one = nn::VarStore::new(Device::Cpu);
         let g = encoder(&one);
         one.copy(&vs)?;
