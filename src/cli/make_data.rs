@@ -93,7 +93,7 @@ pub fn make_data(a: &MakeDataArgs) -> anyhow::Result<()> {
                 .from
                 .as_deref()
                 .context("filmstrips needs --from: the folder of sequence folders")?;
-            return filmstrips_from(from, a, parent);
+            return filmstrips_from(from, a);
         }
         Kind::CaptionedShapes => unreachable!("written above"),
     };
@@ -156,133 +156,12 @@ pub fn make_data(a: &MakeDataArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The image files of `dir`, sorted by name.
-fn frame_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("cannot read {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.is_file()
-                && selfsup::data::image_folder::is_image_name(
-                    &p.file_name().unwrap_or_default().to_string_lossy(),
-                )
-        })
-        .collect();
-    v.sort();
-    Ok(v)
-}
-
-/// The sub-folders of `dir`, sorted by name (hidden ones left out).
-fn folders(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("cannot read {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.is_dir()
-                && !p
-                    .file_name()
-                    .unwrap_or_default()
-                    .to_string_lossy()
-                    .starts_with('.')
-        })
-        .collect();
-    v.sort();
-    Ok(v)
-}
-
-/// One filmstrip from a sequence folder: `frames` evenly spaced frames, centred squares resized
-/// to `size`, side by side.
-fn filmstrip_of(seq: &Path, frames: usize, size: u32) -> anyhow::Result<image::RgbImage> {
-    let files = frame_files(seq)?;
-    anyhow::ensure!(
-        files.len() >= frames,
-        "{} has {} frame image(s): a sequence needs at least --frames {frames}",
-        seq.display(),
-        files.len()
-    );
-    let mut strip = image::RgbImage::new(size * frames as u32, size);
-    for k in 0..frames {
-        let f = &files[(k * (files.len() - 1) + (frames - 1) / 2) / (frames - 1).max(1)];
-        let (h, w, px) = selfsup::data::decode::decode_file(f, selfsup::data::Resize::Keep)
-            .map_err(|reason| anyhow::anyhow!("{}: {reason}", f.display()))?;
-        let img = image::RgbImage::from_raw(w as u32, h as u32, px).expect("h·w·3 bytes");
-        let s = img.width().min(img.height());
-        let square =
-            image::imageops::crop_imm(&img, (img.width() - s) / 2, (img.height() - s) / 2, s, s)
-                .to_image();
-        let frame =
-            image::imageops::resize(&square, size, size, image::imageops::FilterType::Triangle);
-        image::imageops::replace(&mut strip, &frame, (k as u32 * size) as i64, 0);
-    }
-    Ok(strip)
-}
-
-/// `make-data filmstrips`: every sequence folder of `from` (in class folders; under train/ and
-/// test/ or val/ when it has them) as one filmstrip PNG in the same layout under `--out`.
-fn filmstrips_from(from: &Path, a: &MakeDataArgs, parent: &Path) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        from.is_dir(),
-        "--from {} is not a folder: give the folder of sequence folders",
-        from.display()
-    );
-    let splits: Vec<(String, PathBuf)> = match from.join("train").is_dir() {
-        true => ["train", "test", "val"]
-            .iter()
-            .filter(|s| from.join(s).is_dir())
-            .map(|s| (s.to_string(), from.join(s)))
-            .collect(),
-        false => vec![(String::new(), from.to_path_buf())],
-    };
-    // (sequence folder, its filmstrip's path under --out relative to the root)
-    let mut jobs: Vec<(PathBuf, PathBuf)> = Vec::new();
-    for (split, dir) in &splits {
-        for class in folders(dir)? {
-            let seqs = folders(&class)?;
-            anyhow::ensure!(
-                !seqs.is_empty(),
-                "{} holds no sequence folders: lay frames out as CLASS/SEQUENCE/frame.png",
-                class.display()
-            );
-            for seq in seqs {
-                let rel = Path::new(split)
-                    .join(class.file_name().unwrap())
-                    .join(format!(
-                        "{}.png",
-                        seq.file_name().unwrap().to_string_lossy()
-                    ));
-                jobs.push((seq, rel));
-            }
-        }
-    }
-    anyhow::ensure!(
-        !jobs.is_empty(),
-        "{} holds no class folders of sequence folders",
-        from.display()
-    );
-    let tmp = parent.join(format!(
-        ".{}.tmp-{}",
-        a.out.file_name().unwrap_or_default().to_string_lossy(),
-        std::process::id()
-    ));
-    let written = jobs
-        .par_iter()
-        .try_for_each(|(seq, rel)| -> anyhow::Result<()> {
-            let strip = filmstrip_of(seq, a.frames, a.size as u32)?;
-            let path = tmp.join(rel);
-            std::fs::create_dir_all(path.parent().expect("in a class folder"))?;
-            strip
-                .save(&path)
-                .with_context(|| format!("cannot write {}", path.display()))?;
-            Ok(())
-        });
-    if let Err(e) = written {
-        let _ = std::fs::remove_dir_all(&tmp);
-        return Err(e.context("nothing was written"));
-    }
-    std::fs::rename(&tmp, &a.out)?;
+/// `make-data filmstrips`: every sequence folder of `from` as one filmstrip PNG under `--out`
+/// ([`selfsup::data::filmstrips::convert`]).
+fn filmstrips_from(from: &Path, a: &MakeDataArgs) -> anyhow::Result<()> {
+    let n = selfsup::data::filmstrips::convert(from, &a.out, a.frames, a.size as u32)?;
     println!(
-        "wrote {} filmstrips of {} frames of {}x{} to {}",
-        jobs.len(),
+        "wrote {n} filmstrips of {} frames of {}x{} to {}",
         a.frames,
         a.size,
         a.size,

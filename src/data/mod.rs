@@ -12,6 +12,7 @@ pub mod captions;
 pub mod cifar;
 pub mod decode;
 pub mod error;
+pub mod filmstrips;
 mod folder_walk;
 pub mod idx;
 pub mod image_folder;
