@@ -29,7 +29,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "augment", "backbone", "data", "device", "dist", "head", "loss", "optim", "rng", "text",
         ],
     ),
-    ("config", &["backbone", "data", "device", "method", "optim"]),
+    (
+        "config",
+        &["backbone", "data", "device", "loss", "method", "optim"],
+    ),
     (
         "eval",
         &[

@@ -225,7 +225,15 @@ fn bad_flags_and_values_get_one_clear_message() {
         ),
         (
             vec!["pretrain", "--set", "method.margin=-1"],
-            "method.simclr.margin",
+            "method.simclr.loss is \"nt_xent\", which takes no `margin`",
+        ),
+        (
+            vec!["pretrain", "--loss", "margin", "--set", "method.margin=-1"],
+            "method.simclr.loss.margin is -1: it must be ≥ 0",
+        ),
+        (
+            vec!["pretrain", "--loss", "vicreg", "--temperature", "0.5"],
+            "takes no `temperature`",
         ),
         (
             vec!["pretrain", "--set", "data.crop_min_scale=0"],

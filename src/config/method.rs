@@ -42,9 +42,10 @@ impl MethodConfig {
         t
     }
 
-    /// From `[method]` as written (sections, flat keys of the old layout): see
-    /// [`registry::resolve`].
-    pub fn from_table(table: toml::Table) -> Result<Self, String> {
+    /// From `[method]` as written (any layout: [`super::migrate`] makes it today's, then
+    /// [`registry::resolve`] reads it).
+    pub fn from_table(mut table: toml::Table) -> Result<Self, String> {
+        super::migrate::method_table(&mut table)?;
         let (name, settings) = registry::resolve(table)?;
         Ok(MethodConfig { name, settings })
     }

@@ -6,6 +6,7 @@
 pub mod eval;
 mod load;
 pub mod method;
+pub mod migrate;
 pub mod optim;
 pub mod presets;
 mod validate;

@@ -1,6 +1,7 @@
 //! The losses a two-view method can train with, by name (`selfsup pretrain --loss <name>`):
 //! each maps the projections of the two views of K images, `z_a`, `z_b` [K, D], to a scalar.
-//! The names are parsed once into a [`TwoViewLoss`] variant (this file is the loss registry).
+//! The config's loss table is read once into a [`TwoViewLoss`] variant by serde (this file is
+//! the loss registry: the enum, its tags and defaults).
 //! Losses that need labels, noise samples or a predictor with stop-gradient are used from the
 //! library and its examples instead (see [`NOT_TWO_VIEW`]).
 
@@ -9,9 +10,10 @@ use super::{
     l2_normalize, margin::margin_contrastive_two_view, n_pair, nt_xent, nt_xent_tiled,
     vicreg::vicreg_loss, LossError,
 };
+use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-/// The names `--loss` accepts.
+/// The kinds `--loss` accepts (a test holds it equal to the enum's).
 pub const NAMES: &[&str] = &[
     "nt_xent",
     "nt_xent_tiled",
@@ -36,90 +38,161 @@ pub const NOT_TWO_VIEW: &[(&str, &str)] = &[
     ("triplet_batch_all", "use `triplet` (batch-hard over pair ids) or the library's batch_all_triplet with labels"),
 ];
 
-/// The numbers the two-view losses take (from the method's config section).
-#[derive(Clone, Debug, PartialEq)]
-pub struct LossParams {
-    pub temperature: f64,
-    pub margin: f64,
-    pub barlow_lambda: f64,
-    /// VICReg (invariance, variance, covariance) weights.
-    pub vicreg_weights: [f64; 3],
-    pub n_pair_l2: f64,
-    /// Rows per block of the tiled losses (0: auto).
-    pub tile_rows: usize,
+/// A two-view loss with its parameters: the config's `[method.<m>.loss]` table, tagged by
+/// `kind` (one of [`NAMES`]) and carrying only that loss's parameters (another loss's key is
+/// an error); a parameter left out takes the default its field documents.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum TwoViewLoss {
+    /// NT-Xent (SimCLR), temperature τ (default 0.2).
+    NtXent {
+        #[serde(default = "tau")]
+        temperature: f64,
+    },
+    /// NT-Xent in blocks of `tile_rows` rows (0: blocks of about 2²⁴ similarities).
+    NtXentTiled {
+        #[serde(default = "tau")]
+        temperature: f64,
+        #[serde(default)]
+        tile_rows: usize,
+    },
+    /// Decoupled contrastive loss (the positive left out of the denominator).
+    Dcl {
+        #[serde(default = "tau")]
+        temperature: f64,
+    },
+    /// Symmetric in-batch InfoNCE on L2-normalised rows.
+    InfoNce {
+        #[serde(default = "tau")]
+        temperature: f64,
+    },
+    InfoNceTiled {
+        #[serde(default = "tau")]
+        temperature: f64,
+        #[serde(default)]
+        tile_rows: usize,
+    },
+    /// N-pair with the embedding-norm regulariser λ (default 0.002, Sohn 2016).
+    NPair {
+        #[serde(default = "n_pair_l2")]
+        l2: f64,
+    },
+    /// Batch-hard triplet over the 2K views, margin m on L2-normalised rows (default 0.5).
+    Triplet {
+        #[serde(default = "margin")]
+        margin: f64,
+    },
+    /// Contrastive margin loss (default margin 0.5).
+    Margin {
+        #[serde(default = "margin")]
+        margin: f64,
+    },
+    /// Barlow Twins, off-diagonal weight λ (default 5e-3, the paper).
+    BarlowTwins {
+        #[serde(default = "barlow_lambda")]
+        lambda: f64,
+    },
+    /// VICReg, weights (invariance, variance, covariance) (default [25, 25, 1]).
+    #[serde(rename = "vicreg")]
+    VicReg {
+        #[serde(default = "vicreg_weights")]
+        weights: [f64; 3],
+    },
 }
 
-/// A two-view loss with its parameters, parsed once from its name ([`TwoViewLoss::new`]).
-#[derive(Clone, Debug, PartialEq)]
-pub enum TwoViewLoss {
-    NtXent { temperature: f64 },
-    NtXentTiled { temperature: f64, tile_rows: usize },
-    Dcl { temperature: f64 },
-    InfoNce { temperature: f64 },
-    InfoNceTiled { temperature: f64, tile_rows: usize },
-    NPair { l2: f64 },
-    Triplet { margin: f64 },
-    Margin { margin: f64 },
-    BarlowTwins { lambda: f64 },
-    VicReg { weights: [f64; 3] },
+fn tau() -> f64 {
+    0.2
+}
+fn n_pair_l2() -> f64 {
+    0.002
+}
+fn margin() -> f64 {
+    0.5
+}
+fn barlow_lambda() -> f64 {
+    5e-3
+}
+fn vicreg_weights() -> [f64; 3] {
+    [25.0, 25.0, 1.0]
+}
+
+impl Default for TwoViewLoss {
+    /// NT-Xent at τ 0.2.
+    fn default() -> Self {
+        TwoViewLoss::NtXent { temperature: tau() }
+    }
 }
 
 impl TwoViewLoss {
-    /// The loss called `name` (one of [`NAMES`]) with its parameters from `p`; an unknown name
+    /// The loss of kind `name` (one of [`NAMES`]) at its default parameters; an unknown name
     /// lists the choices, a catalogue loss that cannot train two views says why.
-    pub fn new(name: &str, p: &LossParams) -> Result<Self, String> {
-        let t = p.temperature;
-        let tile_rows = p.tile_rows;
-        let loss = match name {
-            "nt_xent" => TwoViewLoss::NtXent { temperature: t },
-            "nt_xent_tiled" => TwoViewLoss::NtXentTiled {
-                temperature: t,
-                tile_rows,
-            },
-            "dcl" => TwoViewLoss::Dcl { temperature: t },
-            "info_nce" => TwoViewLoss::InfoNce { temperature: t },
-            "info_nce_tiled" => TwoViewLoss::InfoNceTiled {
-                temperature: t,
-                tile_rows,
-            },
-            "n_pair" => TwoViewLoss::NPair { l2: p.n_pair_l2 },
-            "triplet" => TwoViewLoss::Triplet { margin: p.margin },
-            "margin" => TwoViewLoss::Margin { margin: p.margin },
-            "barlow_twins" => TwoViewLoss::BarlowTwins {
-                lambda: p.barlow_lambda,
-            },
-            "vicreg" => TwoViewLoss::VicReg {
-                weights: p.vicreg_weights,
-            },
-            _ => {
-                if let Some((_, why)) = NOT_TWO_VIEW.iter().find(|(n, _)| *n == name) {
-                    return Err(format!(
-                        "loss {name:?} cannot train a two-view method: {why}"
-                    ));
-                }
-                return Err(format!(
+    pub fn of_kind(name: &str) -> Result<Self, String> {
+        let mut t = toml::Table::new();
+        t.insert("kind".into(), toml::Value::String(name.into()));
+        match toml::Value::Table(t).try_into() {
+            Ok(loss) => Ok(loss),
+            Err(_) => match NOT_TWO_VIEW.iter().find(|(n, _)| *n == name) {
+                Some((_, why)) => Err(format!(
+                    "loss {name:?} cannot train a two-view method: {why}"
+                )),
+                None => Err(format!(
                     "unknown loss {name:?}: choose one of {}",
                     NAMES.join(", ")
-                ));
-            }
-        };
-        debug_assert_eq!(loss.name(), name);
-        Ok(loss)
+                )),
+            },
+        }
     }
 
-    /// The name [`TwoViewLoss::new`] takes for this loss.
+    /// Whether the loss of kind `kind` has the parameter `key` (its value `value` may still be
+    /// of the wrong type).
+    pub fn takes(kind: &str, key: &str, value: &toml::Value) -> bool {
+        let mut t = toml::Table::new();
+        t.insert("kind".into(), toml::Value::String(kind.into()));
+        t.insert(key.into(), value.clone());
+        match toml::Value::Table(t).try_into::<TwoViewLoss>() {
+            Ok(_) => true,
+            Err(e) => !e.message().contains("unknown field"),
+        }
+    }
+
+    /// Checks the parameters' ranges: τ > 0, the others finite and ≥ 0; the message names the
+    /// key under `at` (`method.simclr.loss.temperature`).
+    pub fn check(&self, at: &str) -> Result<(), String> {
+        let table = toml::Table::try_from(self).map_err(|e| e.to_string())?;
+        for (key, value) in &table {
+            let numbers: Vec<f64> = match value {
+                toml::Value::Float(x) => vec![*x],
+                toml::Value::Array(a) => a.iter().filter_map(toml::Value::as_float).collect(),
+                _ => continue,
+            };
+            for v in numbers {
+                match key.as_str() {
+                    "temperature" if !(v.is_finite() && v > 0.0) => {
+                        return Err(format!("{at}.{key} is {v}: it must be > 0"))
+                    }
+                    _ if !(v.is_finite() && v >= 0.0) => {
+                        return Err(format!("{at}.{key} is {v}: it must be ≥ 0"))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Its kind, the `kind` of its table.
     pub fn name(&self) -> &'static str {
         match self {
-            TwoViewLoss::NtXent { .. } => NAMES[0],
-            TwoViewLoss::NtXentTiled { .. } => NAMES[1],
-            TwoViewLoss::Dcl { .. } => NAMES[2],
-            TwoViewLoss::InfoNce { .. } => NAMES[3],
-            TwoViewLoss::InfoNceTiled { .. } => NAMES[4],
-            TwoViewLoss::NPair { .. } => NAMES[5],
-            TwoViewLoss::Triplet { .. } => NAMES[6],
-            TwoViewLoss::Margin { .. } => NAMES[7],
-            TwoViewLoss::BarlowTwins { .. } => NAMES[8],
-            TwoViewLoss::VicReg { .. } => NAMES[9],
+            TwoViewLoss::NtXent { .. } => "nt_xent",
+            TwoViewLoss::NtXentTiled { .. } => "nt_xent_tiled",
+            TwoViewLoss::Dcl { .. } => "dcl",
+            TwoViewLoss::InfoNce { .. } => "info_nce",
+            TwoViewLoss::InfoNceTiled { .. } => "info_nce_tiled",
+            TwoViewLoss::NPair { .. } => "n_pair",
+            TwoViewLoss::Triplet { .. } => "triplet",
+            TwoViewLoss::Margin { .. } => "margin",
+            TwoViewLoss::BarlowTwins { .. } => "barlow_twins",
+            TwoViewLoss::VicReg { .. } => "vicreg",
         }
     }
 
@@ -186,22 +259,31 @@ mod tests {
     use super::*;
     use crate::loss::testing::randn;
 
-    fn params() -> LossParams {
-        LossParams {
-            temperature: 0.5,
-            margin: 0.5,
-            barlow_lambda: 5e-3,
-            vicreg_weights: [25.0, 25.0, 1.0],
-            n_pair_l2: 0.002,
-            tile_rows: 3,
+    /// The loss `name` with τ 0.5 and 3-row tiles where it takes them.
+    fn loss(name: &str) -> TwoViewLoss {
+        let mut l = TwoViewLoss::of_kind(name).unwrap();
+        match &mut l {
+            TwoViewLoss::NtXent { temperature }
+            | TwoViewLoss::Dcl { temperature }
+            | TwoViewLoss::InfoNce { temperature } => *temperature = 0.5,
+            TwoViewLoss::NtXentTiled {
+                temperature,
+                tile_rows,
+            }
+            | TwoViewLoss::InfoNceTiled {
+                temperature,
+                tile_rows,
+            } => (*temperature, *tile_rows) = (0.5, 3),
+            _ => {}
         }
+        l
     }
 
     #[test]
     fn every_name_gives_a_finite_differentiable_loss_that_sees_both_views() {
         let (a, b) = (randn(&[6, 8], 0), randn(&[6, 8], 1));
         for name in NAMES {
-            let loss = TwoViewLoss::new(name, &params()).unwrap();
+            let loss = loss(name);
             let (a, b) = (
                 a.detach().set_requires_grad(true),
                 b.detach().set_requires_grad(true),
@@ -221,13 +303,7 @@ mod tests {
     #[test]
     fn tiled_names_agree_with_plain_ones_and_info_nce_is_symmetric() {
         let (a, b) = (randn(&[5, 4], 2), randn(&[5, 4], 3));
-        let v = |n: &str, a: &Tensor, b: &Tensor| {
-            TwoViewLoss::new(n, &params())
-                .unwrap()
-                .compute(a, b)
-                .unwrap()
-                .double_value(&[])
-        };
+        let v = |n: &str, a: &Tensor, b: &Tensor| loss(n).compute(a, b).unwrap().double_value(&[]);
         assert!((v("nt_xent", &a, &b) - v("nt_xent_tiled", &a, &b)).abs() < 1e-12);
         assert!((v("info_nce", &a, &b) - v("info_nce_tiled", &a, &b)).abs() < 1e-12);
         assert!((v("info_nce", &a, &b) - v("info_nce", &b, &a)).abs() < 1e-12);
@@ -235,12 +311,49 @@ mod tests {
 
     #[test]
     fn unknown_and_unsuitable_names_say_what_to_do() {
-        let e = TwoViewLoss::new("ntxent", &params()).unwrap_err();
+        let e = TwoViewLoss::of_kind("ntxent").unwrap_err();
         assert!(
             e.contains("ntxent") && e.contains("nt_xent, nt_xent_tiled"),
             "{e}"
         );
-        let e = TwoViewLoss::new("neg_cosine", &params()).unwrap_err();
+        let e = TwoViewLoss::of_kind("neg_cosine").unwrap_err();
         assert!(e.contains("predictor"), "{e}");
+    }
+
+    #[test]
+    fn the_kinds_are_the_enums_tags_and_a_table_takes_only_its_own_keys() {
+        for (i, name) in NAMES.iter().enumerate() {
+            let l = TwoViewLoss::of_kind(name).unwrap();
+            assert_eq!(l.name(), *name);
+            // every variant once, in NAMES order (a new variant breaks this match)
+            let at = match l {
+                TwoViewLoss::NtXent { .. } => 0,
+                TwoViewLoss::NtXentTiled { .. } => 1,
+                TwoViewLoss::Dcl { .. } => 2,
+                TwoViewLoss::InfoNce { .. } => 3,
+                TwoViewLoss::InfoNceTiled { .. } => 4,
+                TwoViewLoss::NPair { .. } => 5,
+                TwoViewLoss::Triplet { .. } => 6,
+                TwoViewLoss::Margin { .. } => 7,
+                TwoViewLoss::BarlowTwins { .. } => 8,
+                TwoViewLoss::VicReg { .. } => 9,
+            };
+            assert_eq!(at, i, "{name}");
+            let t = toml::Table::try_from(&l).unwrap();
+            assert_eq!(t["kind"].as_str(), Some(*name));
+            assert_eq!(toml::Value::Table(t).try_into::<TwoViewLoss>().unwrap(), l);
+        }
+        let v = |x: f64| toml::Value::Float(x);
+        assert!(TwoViewLoss::takes("dcl", "temperature", &v(0.3)));
+        assert!(!TwoViewLoss::takes("vicreg", "temperature", &v(0.3)));
+        assert!(TwoViewLoss::takes(
+            "margin",
+            "margin",
+            &toml::Value::String("x".into())
+        ));
+        let e = toml::from_str::<TwoViewLoss>("kind = \"vicreg\"\nmargin = 0.7")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field `margin`"), "{e}");
     }
 }

@@ -3,10 +3,9 @@
 //!
 //! Config layout: `[method] name = "<name>"` and the method's own section `[method.<name>]`
 //! (its keys are the fields of its config struct; unknown keys are errors). A key written
-//! directly under `[method]` (`method.temperature=0.5`, what `--temperature` sets, and the
-//! layout of run configs saved before the sections existed) means the chosen method's key of
-//! that name; one the method does not have is an error, unless it holds the value that the
-//! old flat layout saved by default for every method (see [`FLAT_KEY_DEFAULTS`]).
+//! directly under `[method]` (`method.temperature=0.5`, what `--temperature` sets) means the
+//! chosen method's key of that name; one the method does not have is an error. Older layouts
+//! are made today's before this reads them (`config/migrate.rs`).
 
 use super::{barlow_twins, byol, deepcluster, dino, moco, simclr, simsiam, supcon, swav, vicreg};
 use super::{MethodSection, MethodSpec};
@@ -103,53 +102,6 @@ fn defaults<S: MethodSection>() -> toml::Table {
     toml::Table::try_from(S::default()).expect("method sections serialise")
 }
 
-/// The keys of the flat `[method]` layout (before the per-method sections) with the value it
-/// saved for every method; such a key at that value is dropped when the chosen method has no
-/// key of its name.
-pub const FLAT_KEY_DEFAULTS: &[(&str, FlatValue)] = &[
-    ("temperature", FlatValue::Float(0.2)),
-    ("loss", FlatValue::Text(crate::loss::two_view::NAMES[0])),
-    ("margin", FlatValue::Float(0.5)),
-    ("barlow_lambda", FlatValue::Float(5e-3)),
-    ("vicreg_weights", FlatValue::Floats(&[25.0, 25.0, 1.0])),
-    ("n_pair_l2", FlatValue::Float(0.002)),
-    ("tile_rows", FlatValue::Int(0)),
-    ("ema_momentum", FlatValue::Float(0.99)),
-    ("queue_size", FlatValue::Int(4096)),
-    ("prototypes", FlatValue::Int(3000)),
-    ("prototype_temperature", FlatValue::Float(0.1)),
-    ("sinkhorn_epsilon", FlatValue::Float(0.05)),
-    ("teacher_temperature", FlatValue::Float(0.04)),
-    ("center_momentum", FlatValue::Float(0.9)),
-];
-
-/// A value of [`FLAT_KEY_DEFAULTS`].
-#[derive(Debug)]
-pub enum FlatValue {
-    Float(f64),
-    Int(i64),
-    Text(&'static str),
-    Floats(&'static [f64]),
-}
-
-impl FlatValue {
-    fn matches(&self, v: &toml::Value) -> bool {
-        let num = |v: &toml::Value| match v {
-            toml::Value::Float(f) => Some(*f),
-            toml::Value::Integer(i) => Some(*i as f64),
-            _ => None,
-        };
-        match self {
-            FlatValue::Float(f) => num(v) == Some(*f),
-            FlatValue::Int(i) => num(v) == Some(*i as f64),
-            FlatValue::Text(s) => v.as_str() == Some(s),
-            FlatValue::Floats(fs) => v.as_array().is_some_and(|a| {
-                a.len() == fs.len() && a.iter().zip(fs.iter()).all(|(x, f)| num(x) == Some(*f))
-            }),
-        }
-    }
-}
-
 /// `[method]` as written (name, sections, flat keys; merged from defaults, file and
 /// overrides) → the chosen method's name and its complete section. Sections of other methods
 /// must hold their defaults (a setting for a method that does not run is a mistake).
@@ -192,14 +144,10 @@ pub fn resolve(mut table: toml::Table) -> Result<(String, toml::Table), String> 
         }
     }
     for (key, v) in flat {
-        if section.contains_key(&key) {
-            section.insert(key, v);
-        } else if !FLAT_KEY_DEFAULTS
-            .iter()
-            .any(|(k, d)| *k == key && d.matches(&v))
-        {
+        if !section.contains_key(&key) {
             return Err(unknown(&name, &format!("method.{key}"), &section));
         }
+        section.insert(key, v);
     }
     Ok((name, section))
 }
@@ -253,9 +201,7 @@ mod tests {
         assert_eq!(s["queue_size"].as_integer(), Some(64));
         let (_, s) = resolve(table("name = \"moco\"\n[moco]\nqueue_size = 32")).unwrap();
         assert_eq!(s["queue_size"].as_integer(), Some(32));
-        // a flat key the method lacks: dropped at the old layout's default, else an error
-        let (_, s) = resolve(table("name = \"byol\"\nqueue_size = 4096")).unwrap();
-        assert!(!s.contains_key("queue_size"));
+        // a flat key the method lacks (config/migrate.rs drops the old layout's defaults)
         let e = resolve(table("name = \"byol\"\nqueue_size = 64")).unwrap_err();
         assert!(
             e.contains("method.queue_size") && e.contains("ema_momentum"),
@@ -272,25 +218,5 @@ mod tests {
         );
         let e = resolve(table("name = \"nope\"")).unwrap_err();
         assert!(e.contains("nope") && e.contains(&names().join(", ")), "{e}");
-    }
-
-    #[test]
-    fn a_run_config_of_the_flat_layout_still_loads() {
-        // config.toml as runs saved it before the per-method sections
-        let old = "name = \"simclr\"\ntemperature = 0.5\nloss = \"nt_xent\"\nmargin = 0.5\n\
-                   barlow_lambda = 0.005\nvicreg_weights = [25.0, 25.0, 1.0]\nn_pair_l2 = 0.002\n\
-                   tile_rows = 0\nema_momentum = 0.99\nqueue_size = 4096\nprototypes = 3000\n\
-                   prototype_temperature = 0.1\nsinkhorn_epsilon = 0.05\nteacher_temperature = 0.04\n\
-                   center_momentum = 0.9\n";
-        let (name, s) = resolve(table(old)).unwrap();
-        assert_eq!(name, "simclr");
-        assert_eq!(s["temperature"].as_float(), Some(0.5));
-        let (name, s) = resolve(table(
-            &old.replace("\"simclr\"", "\"dino\"")
-                .replace("temperature = 0.5", "temperature = 0.2"),
-        ))
-        .unwrap();
-        assert_eq!(name, "dino");
-        assert!(s.contains_key("teacher_temperature"));
     }
 }
