@@ -57,7 +57,13 @@ pub fn run(k: i64) -> anyhow::Result<Vec<CheckRow>> {
     let x_b = &x_a + Tensor::randn([k, INPUT], (Kind::Float, Device::Cpu)) * 0.3;
     let queue_init = l2_normalize(&Tensor::randn([32, 16], (Kind::Float, Device::Cpu)));
     let mut rows = Vec::new();
-    for loss in ["nt_xent", "info_nce_queue", "barlow_twins"] {
+    let objectives = [
+        Objective::TwoView(TwoViewLoss::NtXent { temperature: 0.5 }),
+        Objective::QueueInfoNce,
+        Objective::TwoView(TwoViewLoss::BarlowTwins { lambda: 5e-3 }),
+    ];
+    for objective in &objectives {
+        let loss = objective.name();
         tch::manual_seed(99);
         let vs = nn::VarStore::new(Device::Cpu);
         let f = encoder(&vs);
@@ -67,12 +73,12 @@ pub fn run(k: i64) -> anyhow::Result<Vec<CheckRow>> {
         one.copy(&vs)?;
         // W ranks: this rank's rows, gathered for the loss, gradients summed
         let (xa, xb) = (x_a.narrow(0, first, local), x_b.narrow(0, first, local));
-        let (dist_loss, dist_queue) = objective(loss, &f, &xa, &xb, &queue_init, true)?;
+        let (dist_loss, dist_queue) = objective.loss(&f, &xa, &xb, &queue_init, true)?;
         dist_loss.backward();
         let p = crate::optim::trainable_by_name(&vs);
         all_reduce_gradients(&p.iter().map(|(_, t)| t.shallow_clone()).collect::<Vec<_>>());
         // one process: all K rows, no communication
-        let (one_loss, one_queue) = objective(loss, &g, &x_a, &x_b, &queue_init, false)?;
+        let (one_loss, one_queue) = objective.loss(&g, &x_a, &x_b, &queue_init, false)?;
         one_loss.backward();
         let q = crate::optim::trainable_by_name(&one);
         let mut grad_diff = 0f64;
@@ -107,42 +113,54 @@ pub fn run(k: i64) -> anyhow::Result<Vec<CheckRow>> {
     Ok(rows)
 }
 
-/// The loss `name` of image pairs `(x_a, x_b)` under encoder `f`, gathering across the ranks
-/// when `gather`; with the queue after the step's keys are enqueued (InfoNCE with a queue).
-fn objective(
-    name: &str,
-    f: &nn::Sequential,
-    x_a: &Tensor,
-    x_b: &Tensor,
-    queue_init: &Tensor,
-    gather: bool,
-) -> anyhow::Result<(Tensor, Tensor)> {
-    let all = |t: Tensor| match gather {
-        true => gather_rows(&t),
-        false => t,
-    };
-    let (z_a, z_b) = (f.forward(x_a), f.forward(x_b));
-    let qs = nn::VarStore::new(Device::Cpu);
-    let queue = Queue::new(&(qs.root() / "queue"), queue_init.size()[0], 16);
-    let keys_var = qs.variables()["queue.keys"].shallow_clone();
-    tch::no_grad(|| {
-        keys_var.shallow_clone().copy_(queue_init);
-    });
-    let loss = match name {
-        "nt_xent" => TwoViewLoss::NtXent { temperature: 0.5 }.compute(&all(z_a), &all(z_b))?,
-        "barlow_twins" => {
-            TwoViewLoss::BarlowTwins { lambda: 5e-3 }.compute(&all(z_a), &all(z_b))?
+/// What the check compares: a two-view loss of the gathered batch, or MoCo's InfoNCE against
+/// a queue (queries with gradient, keys without, the global keys enqueued).
+enum Objective {
+    TwoView(TwoViewLoss),
+    QueueInfoNce,
+}
+
+impl Objective {
+    fn name(&self) -> &'static str {
+        match self {
+            Objective::TwoView(l) => l.name(),
+            Objective::QueueInfoNce => "info_nce_queue",
         }
-        _ => {
-            // MoCo's shape: queries with gradient, keys without, negatives from the queue
-            let q = all(l2_normalize(&z_a));
-            let k = all(tch::no_grad(|| l2_normalize(&z_b)));
-            let loss = info_nce(&q, &k, &queue.negatives(), 0.2)?;
-            queue.push(&k);
-            loss
-        }
-    };
-    Ok((loss, keys_var.copy()))
+    }
+
+    /// The loss of image pairs `(x_a, x_b)` under encoder `f`, gathering across the ranks
+    /// when `gather`; with the queue after the step's keys are enqueued.
+    fn loss(
+        &self,
+        f: &nn::Sequential,
+        x_a: &Tensor,
+        x_b: &Tensor,
+        queue_init: &Tensor,
+        gather: bool,
+    ) -> anyhow::Result<(Tensor, Tensor)> {
+        let all = |t: Tensor| match gather {
+            true => gather_rows(&t),
+            false => t,
+        };
+        let (z_a, z_b) = (f.forward(x_a), f.forward(x_b));
+        let qs = nn::VarStore::new(Device::Cpu);
+        let queue = Queue::new(&(qs.root() / "queue"), queue_init.size()[0], 16);
+        let keys_var = qs.variables()["queue.keys"].shallow_clone();
+        tch::no_grad(|| {
+            keys_var.shallow_clone().copy_(queue_init);
+        });
+        let loss = match self {
+            Objective::TwoView(l) => l.compute(&all(z_a), &all(z_b))?,
+            Objective::QueueInfoNce => {
+                let q = all(l2_normalize(&z_a));
+                let k = all(tch::no_grad(|| l2_normalize(&z_b)));
+                let loss = info_nce(&q, &k, &queue.negatives(), 0.2)?;
+                queue.push(&k);
+                loss
+            }
+        };
+        Ok((loss, keys_var.copy()))
+    }
 }
 
 fn max_abs(t: &Tensor) -> f64 {
