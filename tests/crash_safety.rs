@@ -322,3 +322,72 @@ fn a_resumed_time_budget_run_keeps_its_fitted_length_and_schedule() {
         );
     }
 }
+
+/// Fine-tuning runs on the same trainer: Ctrl-C stops it with a checkpoint and the command
+/// that continues, and `--resume` then gives exactly the uninterrupted fine-tuning's losses
+/// and test accuracy.
+#[test]
+fn an_interrupted_and_resumed_finetuning_repeats_the_uninterrupted_one_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let pre = dir.path().join("run");
+    let o = run(selfsup().arg("pretrain").args(tiny(&pre)).args([
+        "--epochs",
+        "1",
+        "--no-eval",
+        "--set",
+        "train.log_every=1",
+        "--set",
+        "train.checkpoint_every=3",
+    ]));
+    assert!(o.status.success(), "{}", text(&o));
+    let finetune = |out: &Path| {
+        let mut c = selfsup();
+        c.args(["finetune", "--run", pre.to_str().unwrap(), "--out"])
+            .arg(out)
+            .args(["--epochs", "60", "--batch-size", "16"]);
+        c
+    };
+    let score = |t: &str| t.split("test top-1 ").nth(1).map(|r| r[..6].to_string());
+    let whole = dir.path().join("whole");
+    let o = run(&mut finetune(&whole));
+    let t = text(&o);
+    assert!(
+        o.status.success() && t.contains("fine-tuned 300 steps"),
+        "{t}"
+    );
+    let want = (losses(&whole), score(&t));
+    assert_eq!(want.0.len(), 300, "one line a step");
+
+    let cut = dir.path().join("cut");
+    let mut child = finetune(&cut)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    common::wait_until_contains(&cut.join("metrics.jsonl"), "\"step\":20,", 120);
+    // SAFETY: kill(2) on our own child's pid
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = common::wait_for(&mut child, 60);
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert!(
+        err.contains("the same `selfsup finetune` command with --resume"),
+        "{err}"
+    );
+    let stopped = checkpoint_step(&cut).unwrap();
+    assert!((20..300).contains(&stopped), "stopped at {stopped}");
+
+    let o = run(finetune(&cut).arg("--resume"));
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains(&format!("at step {stopped}/300")), "{t}");
+    assert_eq!((losses(&cut), score(&t)), want);
+    // other flags than the checkpoint's are refused
+    let o = run(finetune(&cut).args(["--resume", "--lr", "0.01"]));
+    assert!(
+        !o.status.success() && text(&o).contains("cannot resume"),
+        "{}",
+        text(&o)
+    );
+}

@@ -7,8 +7,8 @@ use super::common::describe;
 use super::common::test_split;
 use anyhow::Context;
 use clap::Args;
-use selfsup::eval;
 use selfsup::train;
+use selfsup::train::finetune::{self as ft, FinetuneConfig};
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -43,6 +43,13 @@ pub struct FinetuneArgs {
     /// auto (a GPU when libtorch sees one, else the CPU), cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// The fine-tuning's folder (checkpoint, metrics.jsonl, finetune.json). Default: RUN/finetune
+    /// (RUN/finetune-random-init with --random-init).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Continue the fine-tuning in --out from its last checkpoint (same flags).
+    #[arg(long)]
+    pub resume: bool,
 }
 
 pub fn finetune(a: &FinetuneArgs) -> anyhow::Result<()> {
@@ -70,22 +77,35 @@ pub fn finetune(a: &FinetuneArgs) -> anyhow::Result<()> {
     describe(&splits, &cfg);
     let test = test_split(&splits)
         .context("fine-tuning needs a labeled test split: a folder with train/ and test/ class folders, IDX or CIFAR files")?;
-    let fc = eval::FinetuneConfig {
+    let fc = FinetuneConfig {
         epochs: a.epochs,
         batch_size: a.batch_size,
         lr: a.lr,
         weight_decay: a.weight_decay,
         seed: cfg.train.seed,
+        random_init: a.random_init,
         ..Default::default()
     };
-    let r = eval::finetune(
-        &enc.vs,
-        enc.frozen(&splits.train.images),
-        &splits.train,
-        test,
-        &fc,
-        |s, total, loss| eprintln!("fine-tune step {s}/{total}: loss {loss:.4}"),
-    )?;
+    let out = a.out.clone().unwrap_or_else(|| {
+        a.run.join(match a.random_init {
+            true => "finetune-random-init",
+            false => "finetune",
+        })
+    });
+    super::common::existing_parent(&out, "--out")?;
+    anyhow::ensure!(
+        !out.is_file(),
+        "--out {} is a file: give a folder for the fine-tuning",
+        out.display()
+    );
+    let same = |p: &std::path::Path| p.canonicalize().ok();
+    anyhow::ensure!(
+        same(&out).is_none() || same(&out) != same(&a.run),
+        "--out {} is the run folder itself: the fine-tuning's checkpoint would replace the run's; \
+         give another folder",
+        out.display()
+    );
+    let r = ft::finetune(enc, &splits.train, test, &fc, &out, a.resume)?;
     println!(
         "{}: fine-tuned {} steps ({} epochs, lr {}): test top-1 {:.2} % (train top-1 at the end {:.2} %; {:.0} s)",
         match a.random_init {

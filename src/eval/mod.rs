@@ -3,7 +3,6 @@
 
 pub mod diagnostics;
 pub mod features;
-pub mod finetune;
 pub mod knn;
 pub mod linear;
 pub mod similarity;
@@ -11,7 +10,6 @@ pub mod zero_shot;
 
 pub use diagnostics::{alignment, effective_rank, embedding_std, uniformity};
 pub use features::{ensure_finite, extract_features, extract_features_with};
-pub use finetune::{finetune, FinetuneConfig, FinetuneReport};
 pub use knn::{knn_accuracy, knn_predict};
 pub use linear::{linear_probe, LinearProbe};
 

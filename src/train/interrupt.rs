@@ -2,7 +2,6 @@
 //! checkpoint and stops with the command that resumes; a second exits at once with code 130.
 //! Outside the training loop (loading, evaluation) the first signal exits at once, as usual.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Once;
 
@@ -55,12 +54,11 @@ pub fn requested() -> bool {
 /// The error a run stops with after an interrupt; `main` exits with code 130 on it.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "interrupted: stopped after step {step} of {total} with a checkpoint; continue with \
-     `selfsup pretrain --out {} --resume`",
-    .dir.display()
+    "interrupted: stopped after step {step} of {total} with a checkpoint; continue with {command}"
 )]
 pub struct Interrupted {
     pub step: u64,
     pub total: u64,
-    pub dir: PathBuf,
+    /// What continues the run (`selfsup pretrain --out RUN --resume`).
+    pub command: String,
 }

@@ -10,6 +10,7 @@
 pub mod bench;
 pub mod budget;
 pub mod dist_check;
+pub mod finetune;
 pub mod interrupt;
 pub mod loader;
 pub mod memory;

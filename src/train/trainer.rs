@@ -8,7 +8,7 @@ use super::step::{sgd_step, FaultAt, StepDone, StepFault};
 use super::{Loader, Model};
 use crate::config::TrainConfig;
 use crate::method::StepContext;
-use crate::optim::{warmup_cosine, Optimizer, Settings};
+use crate::optim::{warmup_cosine, Optimizer, OptimizerName, Settings};
 use std::time::Instant;
 use tch::Tensor;
 
@@ -171,6 +171,17 @@ impl<'m> Trainer<'m> {
             betas: o.betas(),
             weight_decay: o.weight_decay_for(name),
         };
+        Self::with_optimizer(model, name, settings, schedule)
+    }
+
+    /// Optimiser `name` with `settings` over the model's trainable variables, grouped by the
+    /// method's parameter plan (fine-tuning chooses its own optimiser).
+    pub fn with_optimizer(
+        model: &'m mut Model,
+        name: OptimizerName,
+        settings: Settings,
+        schedule: Schedule,
+    ) -> Self {
         let plan = model.method.param_plan();
         let opt = Optimizer::new(name, &model.vs, &plan, settings, schedule.lr);
         let shared = crate::optim::trainable_by_name(&model.vs);

@@ -40,6 +40,9 @@ pub struct Session<'a> {
     pub checkpointed: Option<u64>,
     /// Set when a signal stopped the run.
     pub interrupted: Option<Interrupted>,
+    /// What continues the run, for the message of a stop (default: `selfsup pretrain --out
+    /// RUN --resume`).
+    pub resume_command: String,
     pub last_loss: f64,
     /// Seconds waited for batches, and spent augmenting them, over this session.
     pub wait_total: f64,
@@ -65,6 +68,7 @@ impl<'a> Session<'a> {
             console,
             checkpointed: None,
             interrupted: None,
+            resume_command: format!("`selfsup pretrain --out {} --resume`", run.dir.display()),
             last_loss: f64::NAN,
             wait_total: 0.0,
             augment_total: 0.0,

@@ -22,7 +22,7 @@ impl RunObserver for StopOnSignal {
         s.interrupted = Some(Interrupted {
             step: done,
             total,
-            dir: s.run.dir.clone(),
+            command: s.resume_command.clone(),
         });
         Ok(Flow::Stop)
     }
