@@ -20,6 +20,7 @@ pub mod config;
 pub mod data;
 pub mod device;
 pub mod dist;
+pub mod error;
 pub mod eval;
 pub mod export;
 pub mod head;

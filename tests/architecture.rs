@@ -11,6 +11,7 @@ use std::path::Path;
 /// data → augment → backbone / text / head / loss / optim / dist → method → config
 /// → eval / export / sequence → train → report → cli (the binary, which may use anything).
 const ALLOWED: &[(&str, &[&str])] = &[
+    ("error", &[]),
     ("checkpoint", &[]),
     ("device", &[]),
     ("malloc", &[]),

@@ -73,7 +73,7 @@ impl TrainConfig {
             apply_override(&mut table, o)?;
         }
         if let Some(toml::Value::Table(m)) = table.remove(METHOD_SECTION) {
-            let method = MethodConfig::from_table(m).map_err(ConfigError::Invalid)?;
+            let method = MethodConfig::from_table(m)?;
             table.insert(METHOD_SECTION.into(), toml::Value::Table(method.to_table()));
         }
         let mut cfg: TrainConfig = toml::Value::Table(table)

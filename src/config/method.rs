@@ -1,5 +1,6 @@
 //! `[method]`: the method's name and its own section `[method.<name>]`.
 
+use crate::error::SettingError;
 use crate::method::{registry, MethodSpec};
 use serde::{Deserialize, Serialize};
 
@@ -30,7 +31,7 @@ impl Default for MethodConfig {
 
 impl MethodConfig {
     /// The method's typed section, parsed and checked (errors name the key).
-    pub fn spec(&self) -> Result<Box<dyn MethodSpec>, String> {
+    pub fn spec(&self) -> Result<Box<dyn MethodSpec>, SettingError> {
         (registry::entry(&self.name)?.parse)(self.settings.clone())
     }
 
@@ -44,7 +45,7 @@ impl MethodConfig {
 
     /// From `[method]` as written (any layout: [`super::migrate`] makes it today's, then
     /// [`registry::resolve`] reads it).
-    pub fn from_table(mut table: toml::Table) -> Result<Self, String> {
+    pub fn from_table(mut table: toml::Table) -> Result<Self, SettingError> {
         super::migrate::method_table(&mut table)?;
         let (name, settings) = registry::resolve(table)?;
         Ok(MethodConfig { name, settings })

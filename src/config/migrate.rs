@@ -19,6 +19,7 @@
 //! 2. **Flat keys of other methods.** The flat layout saved every method's keys; one the chosen
 //!    method lacks is dropped at its saved value, and left for the registry to refuse otherwise.
 
+use crate::error::SettingError;
 use crate::loss::TwoViewLoss;
 use crate::method::registry;
 
@@ -80,7 +81,7 @@ fn old_default(key: &str, v: &toml::Value) -> bool {
 }
 
 /// `[method]` as written (any layout) → today's layout; errors name the key.
-pub fn method_table(table: &mut toml::Table) -> Result<(), String> {
+pub fn method_table(table: &mut toml::Table) -> Result<(), SettingError> {
     let name = match table.get("name") {
         None => registry::default_name().to_string(),
         Some(toml::Value::String(s)) => s.clone(),
@@ -110,7 +111,7 @@ fn tagged_loss(
     name: &str,
     defaults: &toml::Table,
     default_loss: &toml::Table,
-) -> Result<(), String> {
+) -> Result<(), SettingError> {
     let mut section = match table.remove(name) {
         Some(toml::Value::Table(t)) => t,
         Some(other) => {
@@ -126,7 +127,9 @@ fn tagged_loss(
     let mut loss = match section.remove("loss") {
         Some(toml::Value::Table(t)) => t,
         Some(toml::Value::String(kind)) => kind_table(kind),
-        Some(other) => return Err(format!("method.{name}.loss is {other}: give a loss table")),
+        Some(other) => {
+            return Err(format!("method.{name}.loss is {other}: give a loss table").into())
+        }
         None => toml::Table::new(),
     };
     match table.remove("loss") {
@@ -138,15 +141,13 @@ fn tagged_loss(
             }
             loss.insert("kind".into(), toml::Value::String(kind));
         }
-        Some(other) => return Err(format!("method.loss is {other}: give a loss's name")),
+        Some(other) => return Err(format!("method.loss is {other}: give a loss's name").into()),
         None => {}
     }
     let kind = match loss.get("kind") {
         Some(toml::Value::String(k)) => k.clone(),
         Some(other) => {
-            return Err(format!(
-                "method.{name}.loss.kind is {other}: give a loss's name"
-            ))
+            return Err(format!("method.{name}.loss.kind is {other}: give a loss's name").into())
         }
         None => default_loss["kind"]
             .as_str()
@@ -154,7 +155,8 @@ fn tagged_loss(
             .to_string(),
     };
     // unknown kinds: the same message as the flag's (it lists the choices)
-    TwoViewLoss::of_kind(&kind).map_err(|e| format!("method.{name}.loss: {e}"))?;
+    TwoViewLoss::of_kind(&kind)
+        .map_err(|e| SettingError::Other(format!("method.{name}.loss: {e}")))?;
     if !loss.contains_key("kind") {
         // only numbers given: they join the default loss's own
         loss = default_loss.clone().into_iter().chain(loss).collect();
@@ -203,7 +205,8 @@ fn tagged_loss(
                 "{path} is {value} but method.{name}.loss is {kind:?}, which takes no `{today}`: \
                  remove it, or choose a loss that takes it ({})",
                 takers.join(", ")
-            ));
+            )
+            .into());
         }
     }
     section.insert("loss".into(), toml::Value::Table(loss));
@@ -223,7 +226,7 @@ mod tests {
     use crate::config::MethodConfig;
 
     fn load(text: &str) -> Result<MethodConfig, String> {
-        MethodConfig::from_table(toml::from_str(text).unwrap())
+        MethodConfig::from_table(toml::from_str(text).unwrap()).map_err(|e| e.to_string())
     }
 
     fn loss_of(text: &str) -> TwoViewLoss {

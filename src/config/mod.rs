@@ -40,6 +40,9 @@ pub enum ConfigError {
     BadOverride(String),
     #[error("{0}")]
     Invalid(String),
+    /// A setting out of range, unknown or misnamed, as [`SettingError`] says.
+    #[error(transparent)]
+    Setting(#[from] crate::error::SettingError),
     /// An error in the settings of a config file (a run's own `config.toml` among them).
     #[error("{}{}: {inner}", .path.display(), if *.with_flags { " (with the flags over it)" } else { "" })]
     InFile {

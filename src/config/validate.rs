@@ -22,7 +22,7 @@ impl TrainConfig {
         if self.model.projection_dim < 1 || self.model.projection_hidden.is_some_and(|h| h < 1) {
             return bad("model.projection_dim and model.projection_hidden must be ≥ 1".into());
         }
-        let spec = self.method.spec().map_err(ConfigError::Invalid)?;
+        let spec = self.method.spec()?;
         let o = &self.optim;
         if let Some(lr) = o.lr.filter(|lr| !(lr.is_finite() && *lr > 0.0)) {
             return bad(format!("optim.lr is {lr}: it must be > 0"));

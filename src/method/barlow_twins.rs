@@ -4,6 +4,7 @@
 use super::simclr::TwoViewNet;
 use super::MethodPlan;
 use super::{BuildContext, Method, MethodSection, MethodSpec};
+use crate::error::SettingError;
 use crate::head::Mlp;
 use crate::loss::TwoViewLoss;
 use serde::{Deserialize, Serialize};
@@ -39,12 +40,14 @@ impl MethodSpec for BarlowTwinsConfig {
         }
     }
 
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), SettingError> {
         let v = self.barlow_lambda;
         match v.is_finite() && v >= 0.0 {
             true => Ok(()),
-            false => Err(format!(
-                "method.barlow_twins.barlow_lambda is {v}: it must be ≥ 0"
+            false => Err(SettingError::out_of_range(
+                "method.barlow_twins.barlow_lambda",
+                v,
+                "it must be ≥ 0",
             )),
         }
     }
@@ -96,6 +99,11 @@ mod tests {
         let bad = BarlowTwinsConfig {
             barlow_lambda: -1.0,
         };
-        assert!(bad.check().unwrap_err().contains("barlow_lambda"));
+        let e = bad.check().unwrap_err();
+        assert!(
+            matches!(&e, SettingError::OutOfRange { key, value, .. }
+                if key == "method.barlow_twins.barlow_lambda" && value == "-1"),
+            "{e:?}"
+        );
     }
 }

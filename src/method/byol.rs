@@ -8,6 +8,7 @@ use super::{
     ViewPlan,
 };
 use crate::backbone::Backbone;
+use crate::error::SettingError;
 use crate::head::Mlp;
 use crate::loss::negative_cosine;
 use crate::optim::cosine_schedule;
@@ -49,7 +50,7 @@ impl MethodSpec for ByolConfig {
         }
     }
 
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), SettingError> {
         unit_interval("method.byol.ema_momentum", self.ema_momentum)
     }
 

@@ -23,6 +23,7 @@ use super::{
 use crate::augment::{ViewRecipe, Views};
 use crate::backbone::Backbone;
 use crate::dist::gather_rows;
+use crate::error::SettingError;
 use crate::loss::clip::{clamp_log_scale, clip_logits, clip_loss, MAX_LOGIT_SCALE};
 use crate::optim::OptimizerName;
 use crate::text::{CaptionTokenizer, TextTower, TextTowerKind};
@@ -99,14 +100,15 @@ impl MethodSpec for ClipConfig {
         }
     }
 
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), SettingError> {
         let key = |k: &str| format!("method.clip.{k}");
         if self.text_width < 8 {
             return Err(format!(
                 "{} is {}: give at least 8",
                 key("text_width"),
                 self.text_width
-            ));
+            )
+            .into());
         }
         if self.text_heads < 1 || self.text_width % self.text_heads != 0 {
             return Err(format!(
@@ -114,21 +116,24 @@ impl MethodSpec for ClipConfig {
                 key("text_heads"),
                 self.text_heads,
                 self.text_width
-            ));
+            )
+            .into());
         }
         if !(1..=512).contains(&self.context_length) {
             return Err(format!(
                 "{} is {}: give 1 to 512 tokens",
                 key("context_length"),
                 self.context_length
-            ));
+            )
+            .into());
         }
         if !(16..=1_000_000).contains(&self.vocab_size) {
             return Err(format!(
                 "{} is {}: give 16 to 1000000",
                 key("vocab_size"),
                 self.vocab_size
-            ));
+            )
+            .into());
         }
         super::positive(&key("init_temperature"), self.init_temperature)?;
         super::positive(&key("max_logit_scale"), self.max_logit_scale)?;
@@ -138,13 +143,13 @@ impl MethodSpec for ClipConfig {
                 self.init_temperature,
                 1.0 / self.init_temperature,
                 self.max_logit_scale
-            ));
+            ).into());
         }
         if !(self.crop_min_scale > 0.0 && self.crop_min_scale <= 1.0) {
-            return Err(format!(
-                "{} is {}: it must be in (0, 1]",
+            return Err(SettingError::out_of_range(
                 key("crop_min_scale"),
-                self.crop_min_scale
+                self.crop_min_scale,
+                "it must be in (0, 1]",
             ));
         }
         Ok(())
@@ -484,6 +489,7 @@ mod tests {
         assert!(heads
             .check()
             .unwrap_err()
+            .to_string()
             .contains("method.clip.text_heads"));
         let t = ClipConfig {
             init_temperature: 0.001,
@@ -492,6 +498,7 @@ mod tests {
         assert!(t
             .check()
             .unwrap_err()
+            .to_string()
             .contains("method.clip.init_temperature"));
         // the views keep colour and side
         let v = spec().render_views(vec![ViewRecipe::simclr(16)]).unwrap();

@@ -22,6 +22,7 @@ use super::{MethodPlan, ParamPlan};
 use super::{StepContext, StepOutput};
 use crate::augment::{ViewRecipe, Views};
 use crate::backbone::Backbone;
+use crate::error::SettingError;
 use crate::optim::{AdamW, Param};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -92,7 +93,7 @@ impl MethodSpec for ContextEncoderConfig {
         }
     }
 
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), SettingError> {
         let s = "method.context_encoder";
         unit_interval(&format!("{s}.region_fraction"), self.region_fraction)?;
         positive(&format!("{s}.region_fraction"), self.region_fraction)?;

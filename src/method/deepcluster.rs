@@ -27,6 +27,7 @@ use super::{
 use crate::augment::{map_eval_batches, ViewRecipe};
 use crate::backbone::Backbone;
 use crate::data::ImageStore;
+use crate::error::SettingError;
 use crate::head::Mlp;
 use crate::loss::l2_normalize;
 use serde::{Deserialize, Serialize};
@@ -77,7 +78,7 @@ impl MethodSpec for DeepClusterConfig {
         }
     }
 
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), SettingError> {
         check_prototypes("deepcluster", self.prototypes)?;
         positive(
             "method.deepcluster.prototype_temperature",

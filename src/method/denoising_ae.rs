@@ -17,6 +17,7 @@ use super::StepOutput;
 use super::{unit_interval, BuildContext, Method, MethodSection, MethodSpec, StepContext};
 use crate::augment::{ViewRecipe, Views};
 use crate::backbone::Backbone;
+use crate::error::SettingError;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use tch::{nn, Tensor};
@@ -62,7 +63,7 @@ impl MethodSpec for DenoisingAeConfig {
         }
     }
 
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), SettingError> {
         unit_interval(
             "method.denoising_ae.mask_fraction",
             self.mask_fraction as f64,
@@ -71,7 +72,8 @@ impl MethodSpec for DenoisingAeConfig {
             return Err(format!(
                 "method.denoising_ae.noise_std is {}: it must be ≥ 0",
                 self.noise_std
-            ));
+            )
+            .into());
         }
         check_crop_min_scale("denoising_ae", self.crop_min_scale)
     }

@@ -10,6 +10,7 @@ use super::{
     StepOutput, ViewPlan,
 };
 use crate::backbone::Backbone;
+use crate::error::SettingError;
 use crate::head::DinoHead;
 use crate::loss::cross_view_loss;
 use crate::optim::cosine_schedule;
@@ -83,7 +84,7 @@ impl MethodSpec for DinoConfig {
         }
     }
 
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), SettingError> {
         check_prototypes("dino", self.prototypes)?;
         positive(
             "method.dino.prototype_temperature",
@@ -96,9 +97,7 @@ impl MethodSpec for DinoConfig {
         )?;
         let w = self.teacher_warmup_epochs;
         if !(w.is_finite() && w >= 0.0) {
-            return Err(format!(
-                "method.dino.teacher_warmup_epochs is {w}: it must be ≥ 0"
-            ));
+            return Err(format!("method.dino.teacher_warmup_epochs is {w}: it must be ≥ 0").into());
         }
         unit_interval("method.dino.center_momentum", self.center_momentum)?;
         unit_interval("method.dino.ema_momentum", self.ema_momentum)

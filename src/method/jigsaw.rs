@@ -11,6 +11,7 @@ use super::{BuildContext, Method, MethodSection, MethodSpec, Targets};
 use crate::augment::grid::{Grid, CELLS};
 use crate::augment::jigsaw::{JigsawViews, PermutationSet, ORDERS};
 use crate::augment::{ViewRecipe, Views};
+use crate::error::SettingError;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use tch::nn;
@@ -80,14 +81,15 @@ impl MethodSpec for JigsawConfig {
         }
     }
 
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), SettingError> {
         let k = |f: &str| format!("method.jigsaw.{f}");
         if !(2..=ORDERS).contains(&self.permutations) {
             return Err(format!(
                 "{} is {}: it must be from 2 to 9! = {ORDERS} (the orders of 9 tiles)",
                 k("permutations"),
                 self.permutations
-            ));
+            )
+            .into());
         }
         self.grid()
             .check([&k("view_side"), &k("tile_size"), "0 (the gap)"].map(|s| s as &str))?;
@@ -166,7 +168,7 @@ mod tests {
             permutations: ORDERS + 1,
             ..Default::default()
         };
-        let e = many.check().unwrap_err();
+        let e = many.check().unwrap_err().to_string();
         assert!(
             e.contains("method.jigsaw.permutations") && e.contains("362880"),
             "{e}"
@@ -175,12 +177,16 @@ mod tests {
             permutations: 1,
             ..Default::default()
         };
-        assert!(one.check().unwrap_err().contains("permutations is 1"));
+        assert!(one
+            .check()
+            .unwrap_err()
+            .to_string()
+            .contains("permutations is 1"));
         let big = JigsawConfig {
             tile_size: 22,
             ..Default::default()
         };
-        let e = big.check().unwrap_err();
+        let e = big.check().unwrap_err().to_string();
         assert!(
             e.contains("method.jigsaw.tile_size") && e.contains("21 px"),
             "{e}"

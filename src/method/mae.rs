@@ -21,6 +21,7 @@ use super::{MethodPlan, ParamPlan};
 use crate::augment::{ViewRecipe, Views};
 use crate::backbone::vit::{layer_norm, patchify, sincos_2d, unpatchify, xavier_linear, Block};
 use crate::backbone::{Backbone, Vit};
+use crate::error::SettingError;
 use crate::optim::OptimizerName;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
@@ -81,13 +82,13 @@ impl MethodSpec for MaeConfig {
         }
     }
 
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), SettingError> {
         unit_interval("method.mae.mask_ratio", self.mask_ratio)?;
         if self.mask_ratio >= 1.0 {
-            return Err(
+            return Err(SettingError::Other(
                 "method.mae.mask_ratio is 1: some patches must stay visible (the paper's is 0.75)"
                     .into(),
-            );
+            ));
         }
         if self.decoder_dim < 4
             || self.decoder_dim % 4 != 0
@@ -99,7 +100,7 @@ impl MethodSpec for MaeConfig {
                 "method.mae.decoder_dim {} must be a multiple of 4 and of method.mae.decoder_heads {}, \
                  with decoder_depth ≥ 1",
                 self.decoder_dim, self.decoder_heads
-            ));
+            ).into());
         }
         check_crop_min_scale("mae", self.crop_min_scale)
     }

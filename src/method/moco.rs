@@ -15,6 +15,7 @@ use super::{
 use super::{LargeState, MethodPlan};
 use crate::backbone::Backbone;
 use crate::dist::gather_rows;
+use crate::error::SettingError;
 use crate::head::{Block, Mlp};
 use crate::loss::{info_nce, l2_normalize};
 use crate::optim::cosine_schedule;
@@ -63,7 +64,7 @@ impl MethodSpec for MoCoConfig {
         }
     }
 
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), SettingError> {
         positive("method.moco.temperature", self.temperature)?;
         unit_interval("method.moco.ema_momentum", self.ema_momentum)?;
         check_queue_size("moco", self.queue_size)
@@ -75,11 +76,13 @@ impl MethodSpec for MoCoConfig {
 }
 
 /// A queue of 1 to 2²⁰ keys, else the message names `method.<method>.queue_size`.
-pub fn check_queue_size(method: &str, size: usize) -> Result<(), String> {
+pub fn check_queue_size(method: &str, size: usize) -> Result<(), SettingError> {
     match (1..=1 << 20).contains(&size) {
         true => Ok(()),
-        false => Err(format!(
-            "method.{method}.queue_size is {size}: it must be between 1 and 1048576 (MoCo uses 4096–65536)"
+        false => Err(SettingError::out_of_range(
+            format!("method.{method}.queue_size"),
+            size,
+            "it must be between 1 and 1048576 (MoCo uses 4096–65536)",
         )),
     }
 }

@@ -49,6 +49,7 @@ pub use registry::{MethodEntry, REGISTRY};
 use crate::augment::{ViewRecipe, Views};
 use crate::backbone::{Backbone, BackboneConfig};
 use crate::data::ImageStore;
+use crate::error::SettingError;
 use crate::head::Mlp;
 use std::sync::Arc;
 use tch::{nn, Tensor};
@@ -214,8 +215,8 @@ pub trait TextImage {
 
 /// What a method's config section knows about the method before it is built.
 pub trait MethodSpec: std::fmt::Debug {
-    /// Checks the section's values; the message names the key and its range.
-    fn check(&self) -> Result<(), String> {
+    /// Checks the section's values; the error names the key and its range.
+    fn check(&self) -> Result<(), SettingError> {
         Ok(())
     }
     /// What the method declares about itself as data: views, targets, optimiser defaults,
@@ -266,18 +267,18 @@ pub fn two_views(views: &[Tensor], method: &str) -> anyhow::Result<(i64, Tensor)
 }
 
 /// `"<what> is <v>: it must be > 0"` unless `v` is finite and positive.
-pub fn positive(what: &str, v: f64) -> Result<(), String> {
+pub fn positive(what: &str, v: f64) -> Result<(), SettingError> {
     match v.is_finite() && v > 0.0 {
         true => Ok(()),
-        false => Err(format!("{what} is {v}: it must be > 0")),
+        false => Err(SettingError::out_of_range(what, v, "it must be > 0")),
     }
 }
 
 /// `"<what> is <v>: it must be in [0, 1]"` unless it is.
-pub fn unit_interval(what: &str, v: f64) -> Result<(), String> {
+pub fn unit_interval(what: &str, v: f64) -> Result<(), SettingError> {
     match (0.0..=1.0).contains(&v) {
         true => Ok(()),
-        false => Err(format!("{what} is {v}: it must be in [0, 1]")),
+        false => Err(SettingError::out_of_range(what, v, "it must be in [0, 1]")),
     }
 }
 

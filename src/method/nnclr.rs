@@ -14,6 +14,7 @@ use super::queue::Queue;
 use super::{positive, BuildContext, Method, MethodSection, MethodSpec, StepContext, StepOutput};
 use super::{LargeState, MethodPlan};
 use crate::backbone::Backbone;
+use crate::error::SettingError;
 use crate::head::Mlp;
 use crate::loss::{info_nce_in_batch, l2_normalize};
 use serde::{Deserialize, Serialize};
@@ -64,7 +65,7 @@ impl MethodSpec for NnclrConfig {
         }
     }
 
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), SettingError> {
         positive("method.nnclr.temperature", self.temperature)?;
         check_queue_size("nnclr", self.queue_size)
     }
@@ -199,6 +200,9 @@ mod tests {
             queue_size: 0,
             ..Default::default()
         };
-        assert!(bad.check().unwrap_err().contains("method.nnclr.queue_size"));
+        assert_eq!(
+            bad.check().unwrap_err().key(),
+            Some("method.nnclr.queue_size")
+        );
     }
 }

@@ -5,6 +5,7 @@
 use super::{unit_interval, BuildContext, Method, StepContext, StepOutput};
 use crate::augment::ViewRecipe;
 use crate::backbone::Backbone;
+use crate::error::SettingError;
 use crate::head::PretextHead;
 use crate::loss::cross_entropy;
 use anyhow::Context;
@@ -33,12 +34,14 @@ pub fn check_grid_recipe(
     section: &str,
     grayscale_p: f32,
     crop_min_scale: f32,
-) -> Result<(), String> {
+) -> Result<(), SettingError> {
     unit_interval(&format!("method.{section}.grayscale_p"), grayscale_p as f64)?;
     match crop_min_scale > 0.0 && crop_min_scale <= 1.0 {
         true => Ok(()),
-        false => Err(format!(
-            "method.{section}.crop_min_scale is {crop_min_scale}: it must be in (0, 1]"
+        false => Err(SettingError::out_of_range(
+            format!("method.{section}.crop_min_scale"),
+            crop_min_scale,
+            "it must be in (0, 1]",
         )),
     }
 }

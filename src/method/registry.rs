@@ -9,6 +9,7 @@
 
 use super::{barlow_twins, byol, deepcluster, dino, moco, simclr, simsiam, supcon, swav, vicreg};
 use super::{MethodSection, MethodSpec};
+use crate::error::SettingError;
 
 /// One method: its name, a line about it, and its config section's parser and defaults.
 pub struct MethodEntry {
@@ -16,7 +17,7 @@ pub struct MethodEntry {
     pub summary: &'static str,
     /// Reads `[method.<name>]` (defaults filled in) into the method's spec; unknown keys and
     /// bad values are errors naming the key.
-    pub parse: fn(toml::Table) -> Result<Box<dyn MethodSpec>, String>,
+    pub parse: fn(toml::Table) -> Result<Box<dyn MethodSpec>, SettingError>,
     /// The section with every default.
     pub defaults: fn() -> toml::Table,
     /// The files the method keeps in the run folder ([`MethodSection::RUN_FILES`]).
@@ -72,13 +73,16 @@ pub fn names() -> Vec<&'static str> {
 }
 
 /// The entry of `name`, or an error listing the methods.
-pub fn entry(name: &str) -> Result<&'static MethodEntry, String> {
-    REGISTRY.iter().find(|e| e.name == name).ok_or_else(|| {
-        format!(
-            "method.name is {name:?}: the methods are: {}",
-            names().join(", ")
-        )
-    })
+pub fn entry(name: &str) -> Result<&'static MethodEntry, SettingError> {
+    REGISTRY
+        .iter()
+        .find(|e| e.name == name)
+        .ok_or_else(|| SettingError::UnknownName {
+            key: "method.name".into(),
+            name: name.into(),
+            what: "methods",
+            choices: names(),
+        })
 }
 
 /// The names of the methods whose views satisfy `keep` (e.g. multi-crop ones).
@@ -90,7 +94,7 @@ pub fn names_where(keep: impl Fn(&dyn MethodSpec) -> bool) -> Vec<&'static str> 
         .collect()
 }
 
-fn parse<S: MethodSection>(section: toml::Table) -> Result<Box<dyn MethodSpec>, String> {
+fn parse<S: MethodSection>(section: toml::Table) -> Result<Box<dyn MethodSpec>, SettingError> {
     let spec: S = toml::Value::Table(section)
         .try_into()
         .map_err(|e: toml::de::Error| format!("[method.{}]: {}", S::NAME, e.message()))?;
@@ -105,11 +109,17 @@ fn defaults<S: MethodSection>() -> toml::Table {
 /// `[method]` as written (name, sections, flat keys; merged from defaults, file and
 /// overrides) → the chosen method's name and its complete section. Sections of other methods
 /// must hold their defaults (a setting for a method that does not run is a mistake).
-pub fn resolve(mut table: toml::Table) -> Result<(String, toml::Table), String> {
+pub fn resolve(mut table: toml::Table) -> Result<(String, toml::Table), SettingError> {
     let name = match table.remove("name") {
         None => default_name().to_string(),
         Some(toml::Value::String(s)) => s,
-        Some(v) => return Err(format!("method.name is {v}: it must be a method's name")),
+        Some(v) => {
+            return Err(SettingError::out_of_range(
+                "method.name",
+                v,
+                "it must be a method's name",
+            ))
+        }
     };
     let chosen = entry(&name)?;
     let mut section = (chosen.defaults)();
@@ -131,13 +141,15 @@ pub fn resolve(mut table: toml::Table) -> Result<(String, toml::Table), String> 
                         "method.{}.{k} is {v} but method.name is {name:?}: settings of another method \
                          do nothing; remove them or choose --method {}",
                         e.name, e.name
-                    ));
+                    )
+                    .into());
                 }
             }
             (Some(e), v) => {
-                return Err(format!(
-                    "method.{} is {v}: it must be a section of settings ([method.{}])",
-                    e.name, e.name
+                return Err(SettingError::out_of_range(
+                    format!("method.{}", e.name),
+                    v,
+                    format!("it must be a section of settings ([method.{}])", e.name),
                 ))
             }
             (None, v) => flat.push((key, v)),
@@ -152,7 +164,7 @@ pub fn resolve(mut table: toml::Table) -> Result<(String, toml::Table), String> 
     Ok((name, section))
 }
 
-fn unknown(name: &str, key: &str, section: &toml::Table) -> String {
+fn unknown(name: &str, key: &str, section: &toml::Table) -> SettingError {
     let keys: Vec<&str> = section.keys().map(String::as_str).collect();
     let last = key.rsplit('.').next().unwrap_or(key);
     let owners: Vec<&str> = REGISTRY
@@ -160,8 +172,8 @@ fn unknown(name: &str, key: &str, section: &toml::Table) -> String {
         .filter(|e| (e.defaults)().contains_key(last))
         .map(|e| e.name)
         .collect();
-    format!(
-        "unknown config key `{key}`: method {name:?} has {}{}",
+    let hint = format!(
+        "method {name:?} has {}{}",
         match keys.is_empty() {
             true => "no settings of its own".to_string(),
             false => format!("the settings {} (under [method.{name}])", keys.join(", ")),
@@ -170,7 +182,11 @@ fn unknown(name: &str, key: &str, section: &toml::Table) -> String {
             true => String::new(),
             false => format!("; `{last}` is a setting of {}", owners.join(", ")),
         }
-    )
+    );
+    SettingError::UnknownKey {
+        key: key.into(),
+        hint,
+    }
 }
 
 #[cfg(test)]
@@ -204,19 +220,26 @@ mod tests {
         // a flat key the method lacks (config/migrate.rs drops the old layout's defaults)
         let e = resolve(table("name = \"byol\"\nqueue_size = 64")).unwrap_err();
         assert!(
-            e.contains("method.queue_size") && e.contains("ema_momentum"),
+            matches!(&e, SettingError::UnknownKey { key, hint }
+                if key == "method.queue_size" && hint.contains("ema_momentum")),
             "{e}"
         );
         let e = resolve(table("name = \"byol\"\n[byol]\nqueue = 1")).unwrap_err();
-        assert!(e.contains("method.byol.queue"), "{e}");
+        assert_eq!(e.key(), Some("method.byol.queue"), "{e}");
         // another method's section: fine at its defaults, an error otherwise
         assert!(resolve(table("name = \"byol\"\n[moco]\nqueue_size = 4096")).is_ok());
         let e = resolve(table("name = \"byol\"\n[moco]\nqueue_size = 64")).unwrap_err();
+        let t = e.to_string();
         assert!(
-            e.contains("method.moco.queue_size") && e.contains("byol"),
-            "{e}"
+            t.contains("method.moco.queue_size") && t.contains("byol"),
+            "{t}"
         );
         let e = resolve(table("name = \"nope\"")).unwrap_err();
-        assert!(e.contains("nope") && e.contains(&names().join(", ")), "{e}");
+        assert!(
+            matches!(&e, SettingError::UnknownName { name, choices, .. }
+                if name == "nope" && *choices == names()),
+            "{e}"
+        );
+        assert!(e.to_string().contains(&names().join(", ")));
     }
 }

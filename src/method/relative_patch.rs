@@ -12,6 +12,7 @@ use super::{BuildContext, Method, MethodSection, MethodSpec, Targets};
 use crate::augment::grid::{Grid, NEIGHBOURS};
 use crate::augment::relative_patch::PatchPairViews;
 use crate::augment::{ViewRecipe, Views};
+use crate::error::SettingError;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use tch::nn;
@@ -82,7 +83,7 @@ impl MethodSpec for RelativePatchConfig {
         }
     }
 
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), SettingError> {
         let k = |f: &str| format!("method.relative_patch.{f}");
         self.grid()
             .check([&k("view_side"), &k("patch_size"), &k("gap")].map(String::as_str))?;
@@ -163,7 +164,7 @@ mod tests {
             patch_size: 30,
             ..Default::default()
         };
-        let e = big.check().unwrap_err();
+        let e = big.check().unwrap_err().to_string();
         assert!(
             e.contains("method.relative_patch.patch_size") && e.contains("32 px"),
             "{e}"
@@ -175,12 +176,17 @@ mod tests {
         assert!(small_view
             .check()
             .unwrap_err()
+            .to_string()
             .contains("method.relative_patch.view_side"));
         let gray = RelativePatchConfig {
             grayscale_p: 1.5,
             ..Default::default()
         };
-        assert!(gray.check().unwrap_err().contains("grayscale_p"));
+        assert!(gray
+            .check()
+            .unwrap_err()
+            .to_string()
+            .contains("grayscale_p"));
         assert!(RelativePatchConfig::default().check().is_ok());
     }
 }

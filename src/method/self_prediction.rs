@@ -6,6 +6,7 @@
 use super::BuildContext;
 use crate::augment::{ViewRecipe, Views};
 use crate::backbone::Backbone;
+use crate::error::SettingError;
 use crate::head::Decoder;
 use crate::rng::Rng;
 use std::sync::Arc;
@@ -59,11 +60,13 @@ pub fn pixel_views(
 }
 
 /// Checks `[method.<section>].crop_min_scale` ∈ (0, 1].
-pub fn check_crop_min_scale(section: &str, v: f32) -> Result<(), String> {
+pub fn check_crop_min_scale(section: &str, v: f32) -> Result<(), SettingError> {
     match v > 0.0 && v <= 1.0 {
         true => Ok(()),
-        false => Err(format!(
-            "method.{section}.crop_min_scale is {v}: it must be in (0, 1]"
+        false => Err(SettingError::out_of_range(
+            format!("method.{section}.crop_min_scale"),
+            v,
+            "it must be in (0, 1]",
         )),
     }
 }

@@ -6,6 +6,7 @@ use super::MethodPlan;
 use super::{BuildContext, Method, MethodSection, MethodSpec, StepContext, StepOutput};
 use crate::backbone::Backbone;
 use crate::dist::gather_rows;
+use crate::error::SettingError;
 use crate::head::Mlp;
 #[cfg(test)]
 use crate::loss::two_view::NAMES;
@@ -47,8 +48,8 @@ impl MethodSpec for SimClrConfig {
         }
     }
 
-    fn check(&self) -> Result<(), String> {
-        self.loss.check("method.simclr.loss")
+    fn check(&self) -> Result<(), SettingError> {
+        Ok(self.loss.check("method.simclr.loss")?)
     }
 
     /// Projection `Linear(d, hidden) → BN → ReLU → Linear(hidden, projection_dim)`, hidden
@@ -131,7 +132,9 @@ mod tests {
     fn a_bad_loss_kind_another_losss_key_or_a_bad_temperature_is_named() {
         let parse = |text: &str| {
             let entry = crate::method::registry::entry("simclr").unwrap();
-            (entry.parse)(toml::from_str(text).unwrap()).map(|_| ())
+            (entry.parse)(toml::from_str(text).unwrap())
+                .map(|_| ())
+                .map_err(|e| e.to_string())
         };
         let e = parse("[loss]\nkind = \"ntxnet\"").unwrap_err();
         assert!(e.contains("ntxnet") && e.contains("nt_xent"), "{e}");
@@ -141,7 +144,7 @@ mod tests {
         let cold = SimClrConfig {
             loss: TwoViewLoss::NtXent { temperature: 0.0 },
         };
-        let e = cold.check().unwrap_err();
+        let e = cold.check().unwrap_err().to_string();
         assert_eq!(e, "method.simclr.loss.temperature is 0: it must be > 0");
         let tiled = SimClrConfig {
             loss: TwoViewLoss::of_kind(NAMES[1]).unwrap(),

@@ -6,6 +6,7 @@ use super::{
     positive, BuildContext, Method, MethodSection, MethodSpec, StepContext, StepOutput, Targets,
 };
 use crate::backbone::Backbone;
+use crate::error::SettingError;
 use crate::head::Mlp;
 use crate::loss::supcon;
 use serde::{Deserialize, Serialize};
@@ -42,7 +43,7 @@ impl MethodSpec for SupConConfig {
         }
     }
 
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), SettingError> {
         positive("method.supcon.temperature", self.temperature)
     }
 

@@ -8,6 +8,7 @@ use super::{
     positive, BuildContext, Method, MethodSection, MethodSpec, StepContext, StepOutput, ViewPlan,
 };
 use crate::backbone::Backbone;
+use crate::error::SettingError;
 use crate::head::Mlp;
 use crate::loss::{cross_view_loss, l2_normalize};
 use serde::{Deserialize, Serialize};
@@ -45,11 +46,13 @@ impl MethodSection for SwAVConfig {
 }
 
 /// Between 2 and 2¹⁶ prototypes (clusters, outputs), else the message names the key.
-pub fn check_prototypes(method: &str, p: usize) -> Result<(), String> {
+pub fn check_prototypes(method: &str, p: usize) -> Result<(), SettingError> {
     match (2..=1 << 16).contains(&p) {
         true => Ok(()),
-        false => Err(format!(
-            "method.{method}.prototypes is {p}: it must be between 2 and 65536 (SwAV uses 3000)"
+        false => Err(SettingError::out_of_range(
+            format!("method.{method}.prototypes"),
+            p,
+            "it must be between 2 and 65536 (SwAV uses 3000)",
         )),
     }
 }
@@ -67,7 +70,7 @@ impl MethodSpec for SwAVConfig {
         }
     }
 
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), SettingError> {
         check_prototypes("swav", self.prototypes)?;
         positive(
             "method.swav.prototype_temperature",

@@ -11,6 +11,7 @@ use super::MethodPlan;
 use super::{BuildContext, Method, MethodSection, MethodSpec, Targets};
 use crate::augment::temporal_order::TemporalOrderViews;
 use crate::augment::{ViewRecipe, Views};
+use crate::error::SettingError;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use tch::nn;
@@ -58,12 +59,13 @@ impl MethodSpec for TemporalOrderConfig {
         }
     }
 
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), SettingError> {
         if self.frames < 3 {
             return Err(format!(
                 "method.temporal_order.frames is {}: three frames are compared, so at least 3",
                 self.frames
-            ));
+            )
+            .into());
         }
         super::pretext::check_grid_recipe("temporal_order", self.grayscale_p, self.crop_min_scale)
     }
@@ -153,6 +155,7 @@ mod tests {
         assert!(two
             .check()
             .unwrap_err()
+            .to_string()
             .contains("method.temporal_order.frames is 2"));
         let crop = TemporalOrderConfig {
             crop_min_scale: 0.0,
@@ -161,6 +164,7 @@ mod tests {
         assert!(crop
             .check()
             .unwrap_err()
+            .to_string()
             .contains("method.temporal_order.crop_min_scale"));
     }
 }

@@ -4,6 +4,7 @@
 use super::barlow_twins::wide_projector_net;
 use super::MethodPlan;
 use super::{BuildContext, Method, MethodSection, MethodSpec};
+use crate::error::SettingError;
 use crate::loss::TwoViewLoss;
 use serde::{Deserialize, Serialize};
 use tch::nn;
@@ -38,7 +39,7 @@ impl MethodSpec for VicRegConfig {
         }
     }
 
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), SettingError> {
         match self
             .vicreg_weights
             .iter()
@@ -48,7 +49,8 @@ impl MethodSpec for VicRegConfig {
             false => Err(format!(
                 "method.vicreg.vicreg_weights is {:?}: each must be ≥ 0",
                 self.vicreg_weights
-            )),
+            )
+            .into()),
         }
     }
 
@@ -74,6 +76,10 @@ mod tests {
         let bad = VicRegConfig {
             vicreg_weights: [1.0, -1.0, 1.0],
         };
-        assert!(bad.check().unwrap_err().contains("vicreg_weights"));
+        assert!(bad
+            .check()
+            .unwrap_err()
+            .to_string()
+            .contains("vicreg_weights"));
     }
 }
