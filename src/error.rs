@@ -55,6 +55,12 @@ impl SettingError {
     }
 }
 
+impl From<&str> for SettingError {
+    fn from(message: &str) -> Self {
+        SettingError::Other(message.to_string())
+    }
+}
+
 impl From<String> for SettingError {
     fn from(message: String) -> Self {
         SettingError::Other(message)

@@ -8,6 +8,7 @@ pub mod vit;
 pub use resnet::{Layer, ResNet, ResNetConfig, Stem};
 pub use vit::{Vit, VitConfig};
 
+use crate::error::SettingError;
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
@@ -55,7 +56,7 @@ pub enum BackboneConfig {
 
 impl BackboneConfig {
     /// Checks the shape; the message names the setting.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), SettingError> {
         match self {
             BackboneConfig::ResNet(c) => c.validate(),
             BackboneConfig::Vit(c) => c.validate(),
@@ -106,7 +107,7 @@ pub enum Backbone {
 
 impl Backbone {
     /// Creates the variables under `p` (torchvision's names for a ResNet, timm's for a ViT).
-    pub fn new(p: &nn::Path, config: &BackboneConfig) -> Result<Self, String> {
+    pub fn new(p: &nn::Path, config: &BackboneConfig) -> Result<Self, SettingError> {
         Ok(match config {
             BackboneConfig::ResNet(c) => Backbone::ResNet(ResNet::new(p, c)?),
             BackboneConfig::Vit(c) => Backbone::Vit(Vit::new(p, c)?),

@@ -6,6 +6,7 @@
 //! `layer1.0.conv2.weight`, `layer2.0.downsample.0.weight`, …) so that weights can be
 //! exchanged with PyTorch. There is no `fc`: the encoder ends at global average pooling.
 
+use crate::error::SettingError;
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
@@ -138,17 +139,15 @@ impl ResNetConfig {
     }
 
     /// Checks the depth and width; the message names the bad value.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), SettingError> {
         if self.layout().is_none() {
-            return Err(format!(
-                "model.depth is {}: choose 18, 34 or 50",
-                self.depth
-            ));
+            return Err(format!("model.depth is {}: choose 18, 34 or 50", self.depth).into());
         }
         if !(self.width.is_finite() && self.width > 0.0 && self.width <= 8.0) {
-            return Err(format!(
-                "model.width is {}: it must be in (0, 8]",
-                self.width
+            return Err(SettingError::out_of_range(
+                "model.width",
+                self.width,
+                "it must be in (0, 8]",
             ));
         }
         Ok(())
@@ -240,7 +239,7 @@ pub struct ResNet {
 
 impl ResNet {
     /// Creates the variables under `p` (use the store's root for torchvision names).
-    pub fn new(p: &nn::Path, config: &ResNetConfig) -> Result<Self, String> {
+    pub fn new(p: &nn::Path, config: &ResNetConfig) -> Result<Self, SettingError> {
         config.validate()?;
         let (blocks, bottleneck) = config.layout().expect("validated");
         let ch = config.stage_channels();
@@ -447,7 +446,8 @@ mod tests {
                 width: 1.0,
             },
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("20"), "{e}");
         let e = ResNet::new(
             &vs.root(),
@@ -457,7 +457,8 @@ mod tests {
                 width: 0.0,
             },
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("width"), "{e}");
     }
 }

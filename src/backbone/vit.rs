@@ -10,6 +10,7 @@
 
 pub use super::transformer::{layer_norm, xavier_linear, Attention, Block};
 use super::Layer;
+use crate::error::SettingError;
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, ModuleT};
 use tch::{Kind, Tensor};
@@ -90,19 +91,19 @@ impl VitConfig {
     }
 
     /// Checks the shape; the message names the setting.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), SettingError> {
         if self.patch < 1 || self.image < self.patch || self.image % self.patch != 0 {
             return Err(format!(
                 "model.patch_size is {} but the crop size is {} px: the crop must be a multiple of the \
                  patch size (e.g. --crop-size 32 with patch size 4)",
                 self.patch, self.image
-            ));
+            ).into());
         }
         if self.dim < 4 || self.dim % self.heads.max(1) != 0 || self.dim % 4 != 0 {
             return Err(format!(
                 "a ViT of width {} with {} heads: the width must be a multiple of 4 and of the heads",
                 self.dim, self.heads
-            ));
+            ).into());
         }
         if self.depth == 0 {
             return Err("a ViT needs at least one block".into());
@@ -189,7 +190,7 @@ impl Vit {
     }
 
     /// Creates the variables under `p` (timm's names).
-    pub fn new(p: &nn::Path, config: &VitConfig) -> Result<Self, String> {
+    pub fn new(p: &nn::Path, config: &VitConfig) -> Result<Self, SettingError> {
         config.validate()?;
         let (d, patch, l) = (config.dim, config.patch, config.patches());
         let fan = 3 * patch * patch;
@@ -411,7 +412,7 @@ mod tests {
             vec![0., 0., 1., 1., 0., 0., 1., 1.]
         );
         assert!(!t.get(1).allclose(&t.get(3), 1e-6, 1e-6, false));
-        let e = VitConfig::tiny(5, 32).validate().unwrap_err();
+        let e = VitConfig::tiny(5, 32).validate().unwrap_err().to_string();
         assert!(e.contains("patch_size is 5") && e.contains("32"), "{e}");
     }
 }

@@ -13,6 +13,7 @@ mod validate;
 
 use crate::backbone::vit::{Pool, PosEmbed};
 use crate::backbone::{BackboneConfig, BackboneName, ResNetConfig, Stem, VitConfig};
+use crate::error::SettingError;
 pub use eval::EvalConfig;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -276,13 +277,14 @@ impl ModelConfig {
     }
 
     /// Checks the encoder's settings; the message names the key.
-    pub fn validate_backbone(&self, input_side: usize) -> Result<(), String> {
+    pub fn validate_backbone(&self, input_side: usize) -> Result<(), SettingError> {
         if let Some(d) = self.backbone.and_then(BackboneName::resnet_depth) {
             if self.depth != 18 && self.depth != d {
                 return Err(format!(
                     "model.backbone is resnet{d} but model.depth is {}: give one of them",
                     self.depth
-                ));
+                )
+                .into());
             }
         }
         self.backbone_config(input_side).validate()

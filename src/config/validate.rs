@@ -16,9 +16,7 @@ impl TrainConfig {
     /// Checks every value once; the message names the key and the value.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
-        self.model
-            .validate_backbone(self.planned_crop_size())
-            .map_err(ConfigError::Invalid)?;
+        self.model.validate_backbone(self.planned_crop_size())?;
         if self.model.projection_dim < 1 || self.model.projection_hidden.is_some_and(|h| h < 1) {
             return bad("model.projection_dim and model.projection_hidden must be ≥ 1".into());
         }

@@ -28,6 +28,7 @@ pub use tensor::{
     ranks_agree, share_running_stats,
 };
 
+use crate::error::SettingError;
 use std::sync::OnceLock;
 
 /// The collective operations data-parallel training needs, over the ranks of one job. Every
@@ -171,14 +172,14 @@ impl Drop for Guard {
 
 /// The global batch split over the ranks: `(rank, ranks)`, and this rank's rows of a batch
 /// of `b` (the message names `train.batch_size` when it does not split evenly).
-pub fn local_batch(b: usize) -> Result<usize, String> {
+pub fn local_batch(b: usize) -> Result<usize, SettingError> {
     let w = size();
     match b % w {
         0 => Ok(b / w),
         _ => Err(format!(
             "train.batch_size is {b}, which does not split evenly over the {w} ranks: use a multiple \
              of {w} (every rank takes batch_size / ranks images of each step)"
-        )),
+        ).into()),
     }
 }
 

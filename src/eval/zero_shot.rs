@@ -11,6 +11,7 @@
 
 use crate::augment::{map_eval_batches, ViewRecipe};
 use crate::data::ImageStore;
+use crate::error::SettingError;
 use crate::method::TextImage;
 use tch::{Kind, Tensor};
 
@@ -53,11 +54,11 @@ pub fn spoken(class: &str) -> String {
 }
 
 /// Checks templates: each holds [`SLOT`] once.
-pub fn check_templates(templates: &[String]) -> Result<(), String> {
+pub fn check_templates(templates: &[String]) -> Result<(), SettingError> {
     match templates.iter().find(|t| t.matches(SLOT).count() != 1) {
         Some(t) => Err(format!(
             "--templates: {t:?} must hold {SLOT} once, where the class name goes (e.g. \"a photo of a {SLOT}.\")"
-        )),
+        ).into()),
         None => Ok(()),
     }
 }
@@ -374,7 +375,9 @@ mod tests {
         // whole words: "red" is not in "bored"
         assert!(!has_phrase("a bored circle", "red"));
         assert!(check_templates(&["a {}.".into()]).is_ok());
-        let e = check_templates(&["a photo.".into()]).unwrap_err();
+        let e = check_templates(&["a photo.".into()])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("{}"), "{e}");
     }
 
@@ -480,12 +483,15 @@ mod tests {
             &[],
             INPUT,
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(
             e.to_string().contains("\"purple\" is not a class folder"),
             "{e}"
         );
-        let e = evaluate(&Colours, &test, None, &["red".into()], &[], INPUT).unwrap_err();
+        let e = evaluate(&Colours, &test, None, &["red".into()], &[], INPUT)
+            .unwrap_err()
+            .to_string();
         assert!(e.to_string().contains("at least 2 classes"), "{e}");
     }
 }

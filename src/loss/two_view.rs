@@ -10,6 +10,7 @@ use super::{
     l2_normalize, margin::margin_contrastive_two_view, n_pair, nt_xent, nt_xent_tiled,
     vicreg::vicreg_loss, LossError,
 };
+use crate::error::SettingError;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
@@ -126,19 +127,18 @@ impl Default for TwoViewLoss {
 impl TwoViewLoss {
     /// The loss of kind `name` (one of [`NAMES`]) at its default parameters; an unknown name
     /// lists the choices, a catalogue loss that cannot train two views says why.
-    pub fn of_kind(name: &str) -> Result<Self, String> {
+    pub fn of_kind(name: &str) -> Result<Self, SettingError> {
         let mut t = toml::Table::new();
         t.insert("kind".into(), toml::Value::String(name.into()));
         match toml::Value::Table(t).try_into() {
             Ok(loss) => Ok(loss),
             Err(_) => match NOT_TWO_VIEW.iter().find(|(n, _)| *n == name) {
-                Some((_, why)) => Err(format!(
-                    "loss {name:?} cannot train a two-view method: {why}"
-                )),
-                None => Err(format!(
-                    "unknown loss {name:?}: choose one of {}",
-                    NAMES.join(", ")
-                )),
+                Some((_, why)) => {
+                    Err(format!("loss {name:?} cannot train a two-view method: {why}").into())
+                }
+                None => {
+                    Err(format!("unknown loss {name:?}: choose one of {}", NAMES.join(", ")).into())
+                }
             },
         }
     }
@@ -157,7 +157,7 @@ impl TwoViewLoss {
 
     /// Checks the parameters' ranges: τ > 0, the others finite and ≥ 0; the message names the
     /// key under `at` (`method.simclr.loss.temperature`).
-    pub fn check(&self, at: &str) -> Result<(), String> {
+    pub fn check(&self, at: &str) -> Result<(), SettingError> {
         let table = toml::Table::try_from(self).map_err(|e| e.to_string())?;
         for (key, value) in &table {
             let numbers: Vec<f64> = match value {
@@ -168,10 +168,10 @@ impl TwoViewLoss {
             for v in numbers {
                 match key.as_str() {
                     "temperature" if !(v.is_finite() && v > 0.0) => {
-                        return Err(format!("{at}.{key} is {v}: it must be > 0"))
+                        return Err(format!("{at}.{key} is {v}: it must be > 0").into())
                     }
                     _ if !(v.is_finite() && v >= 0.0) => {
-                        return Err(format!("{at}.{key} is {v}: it must be ≥ 0"))
+                        return Err(format!("{at}.{key} is {v}: it must be ≥ 0").into())
                     }
                     _ => {}
                 }
@@ -311,12 +311,12 @@ mod tests {
 
     #[test]
     fn unknown_and_unsuitable_names_say_what_to_do() {
-        let e = TwoViewLoss::of_kind("ntxent").unwrap_err();
+        let e = TwoViewLoss::of_kind("ntxent").unwrap_err().to_string();
         assert!(
             e.contains("ntxent") && e.contains("nt_xent, nt_xent_tiled"),
             "{e}"
         );
-        let e = TwoViewLoss::of_kind("neg_cosine").unwrap_err();
+        let e = TwoViewLoss::of_kind("neg_cosine").unwrap_err().to_string();
         assert!(e.contains("predictor"), "{e}");
     }
 
@@ -353,6 +353,7 @@ mod tests {
         ));
         let e = toml::from_str::<TwoViewLoss>("kind = \"vicreg\"\nmargin = 0.7")
             .unwrap_err()
+            .to_string()
             .to_string();
         assert!(e.contains("unknown field `margin`"), "{e}");
     }

@@ -49,7 +49,7 @@ impl MethodSpec for SimClrConfig {
     }
 
     fn check(&self) -> Result<(), SettingError> {
-        Ok(self.loss.check("method.simclr.loss")?)
+        self.loss.check("method.simclr.loss")
     }
 
     /// Projection `Linear(d, hidden) → BN → ReLU → Linear(hidden, projection_dim)`, hidden

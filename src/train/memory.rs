@@ -3,6 +3,7 @@
 //! not after an hour when the allocator fails.
 
 use crate::backbone::{BackboneConfig, ResNetConfig, Stem, VitConfig};
+use crate::error::SettingError;
 
 /// Activation floats a ResNet keeps for backward per input view of `size`² pixels.
 ///
@@ -135,13 +136,14 @@ pub fn check_state_fits(
     what: &str,
     setting: &str,
     available: f64,
-) -> Result<f64, String> {
+) -> Result<f64, SettingError> {
     if need > available {
         return Err(format!(
             "{what} needs about {:.1} GiB but {:.1} GiB of memory is available: lower {setting}",
             gib(need),
             gib(available)
-        ));
+        )
+        .into());
     }
     Ok(available - need)
 }
@@ -152,7 +154,11 @@ fn gib(bytes: f64) -> f64 {
 
 /// Refuses a step that needs more than `available` bytes, naming the estimate, the setting
 /// and the largest batch size that fits.
-pub fn check_fits(cfg: &BackboneConfig, shape: &StepShape, available: f64) -> Result<(), String> {
+pub fn check_fits(
+    cfg: &BackboneConfig,
+    shape: &StepShape,
+    available: f64,
+) -> Result<(), SettingError> {
     let need = step_bytes(cfg, shape);
     if need <= available {
         return Ok(());
@@ -176,7 +182,8 @@ pub fn check_fits(cfg: &BackboneConfig, shape: &StepShape, available: f64) -> Re
             Some(b) => format!("lower --batch-size to at most {b} (or --image-size / --width)"),
             None => "lower --image-size or --width".into(),
         },
-    ))
+    )
+    .into())
 }
 
 #[cfg(test)]
@@ -227,7 +234,9 @@ mod tests {
     fn a_step_that_cannot_fit_is_refused_with_the_estimate_and_a_batch_that_fits() {
         let c = resnet18(0.25);
         assert!(check_fits(&c, &shape(256, 32, false), 64e9).is_ok());
-        let e = check_fits(&c, &shape(256, 32, false), 0.2e9).unwrap_err();
+        let e = check_fits(&c, &shape(256, 32, false), 0.2e9)
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("batch size 256") && e.contains("GiB") && e.contains("at most"),
             "{e}"
@@ -246,17 +255,19 @@ mod tests {
                 && step_bytes(&c, &shape(b, 32, false)) <= 0.2e9
                 && step_bytes(&c, &shape(b + 1, 32, false)) > 0.2e9
         );
-        let e = check_fits(&c, &shape(1, 4096, false), 1e6).unwrap_err();
+        let e = check_fits(&c, &shape(1, 4096, false), 1e6)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("--image-size"), "{e}");
         let crops = StepShape::two_views(256, 32, 8, 14, false);
-        let e = check_fits(&c, &crops, 0.2e9).unwrap_err();
+        let e = check_fits(&c, &crops, 0.2e9).unwrap_err().to_string();
         assert!(e.contains("on 32x32 images with 8 small crops"), "{e}");
         let jigsaw = StepShape {
             batch: 256,
             views: vec![(9, 18)],
             tiled: true,
         };
-        let e = check_fits(&c, &jigsaw, 0.2e9).unwrap_err();
+        let e = check_fits(&c, &jigsaw, 0.2e9).unwrap_err().to_string();
         assert!(e.contains("on 9 crops of 18x18 per image"), "{e}");
     }
 
@@ -270,7 +281,9 @@ mod tests {
         let left = check_state_fits(need, &what, setting, 1e9).unwrap();
         assert!((left - (1e9 - 8.0 * 4096.0 * 128.0)).abs() < 1.0);
         let (need, what, setting) = queue(1 << 20).bytes(128);
-        let e = check_state_fits(need, &what, setting, 1e8).unwrap_err();
+        let e = check_state_fits(need, &what, setting, 1e8)
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("1048576 keys") && e.contains("queue_size"),
             "{e}"
