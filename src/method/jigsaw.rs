@@ -7,7 +7,7 @@
 
 use super::pretext::PretextNet;
 use super::MethodPlan;
-use super::{BuildContext, Method, MethodSection, MethodSpec, Targets};
+use super::{BuildContext, Method, MethodSection, MethodSpec};
 use crate::augment::grid::{Grid, CELLS};
 use crate::augment::jigsaw::{JigsawViews, PermutationSet, ORDERS};
 use crate::augment::{ViewRecipe, Views};
@@ -69,16 +69,9 @@ impl MethodSection for JigsawConfig {
 }
 
 impl MethodSpec for JigsawConfig {
+    /// A pretext task's ([`super::pretext::PLAN`]).
     fn plan(&self) -> MethodPlan {
-        MethodPlan {
-            // Data-parallel: the global mean of the classification loss.
-            data_parallel: true,
-            targets: Targets::ViewLabels,
-            similarity_matrix: false,
-            // 0.1, as the other pretext methods (RotNet's SGD rate).
-            default_lr: Some(0.1),
-            ..MethodPlan::default()
-        }
+        super::pretext::PLAN
     }
 
     fn check(&self) -> Result<(), SettingError> {

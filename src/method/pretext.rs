@@ -3,11 +3,13 @@
 //! the labels the views drew. Each method's file says what a crop and an example are.
 
 use super::{unit_interval, BuildContext, Method, StepContext, StepOutput};
+use super::{MethodPlan, Targets, ViewPlan};
 use crate::augment::ViewRecipe;
 use crate::backbone::Backbone;
 use crate::error::SettingError;
 use crate::head::PretextHead;
 use crate::loss::cross_entropy;
+use crate::optim::OptimizerName;
 use anyhow::Context;
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
@@ -28,6 +30,22 @@ pub fn grid_recipe(
     recipe.grayscale_p = grayscale_p;
     Ok(recipe)
 }
+
+/// What the four pretext tasks declare: view labels as targets, no similarity matrix, SGD at
+/// RotNet's 0.1 (§3, "learning rate 0.1 … batch size 128"), data-parallel (the global mean of
+/// the classification loss).
+pub const PLAN: MethodPlan = MethodPlan {
+    targets: Targets::ViewLabels,
+    views: ViewPlan {
+        asymmetric: false,
+        multi_crop: false,
+    },
+    similarity_matrix: false,
+    state: None,
+    default_lr: Some(0.1),
+    default_optimizer: OptimizerName::Sgd,
+    data_parallel: true,
+};
 
 /// Checks the `grayscale_p` and `crop_min_scale` of section `[method.<section>]`.
 pub fn check_grid_recipe(

@@ -8,7 +8,7 @@
 
 use super::pretext::PretextNet;
 use super::MethodPlan;
-use super::{BuildContext, Method, MethodSection, MethodSpec, Targets};
+use super::{BuildContext, Method, MethodSection, MethodSpec};
 use crate::augment::grid::{Grid, NEIGHBOURS};
 use crate::augment::relative_patch::PatchPairViews;
 use crate::augment::{ViewRecipe, Views};
@@ -71,16 +71,9 @@ impl MethodSection for RelativePatchConfig {
 }
 
 impl MethodSpec for RelativePatchConfig {
+    /// A pretext task's ([`super::pretext::PLAN`]).
     fn plan(&self) -> MethodPlan {
-        MethodPlan {
-            // Data-parallel: the global mean of the classification loss.
-            data_parallel: true,
-            targets: Targets::ViewLabels,
-            similarity_matrix: false,
-            // 0.1, as the other pretext methods (RotNet's SGD rate).
-            default_lr: Some(0.1),
-            ..MethodPlan::default()
-        }
+        super::pretext::PLAN
     }
 
     fn check(&self) -> Result<(), SettingError> {

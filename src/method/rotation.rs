@@ -7,7 +7,7 @@
 
 use super::pretext::PretextNet;
 use super::MethodPlan;
-use super::{BuildContext, Method, MethodSection, MethodSpec, Targets};
+use super::{BuildContext, Method, MethodSection, MethodSpec};
 use crate::augment::rotation::RotationViews;
 use crate::augment::{ViewRecipe, Views};
 use serde::{Deserialize, Serialize};
@@ -44,16 +44,9 @@ impl MethodSection for RotationConfig {
 }
 
 impl MethodSpec for RotationConfig {
+    /// A pretext task's ([`super::pretext::PLAN`]).
     fn plan(&self) -> MethodPlan {
-        MethodPlan {
-            // Data-parallel: the global mean of the classification loss.
-            data_parallel: true,
-            targets: Targets::ViewLabels,
-            similarity_matrix: false,
-            // RotNet's SGD learning rate, 0.1 (§3, "learning rate 0.1 … batch size 128").
-            default_lr: Some(0.1),
-            ..MethodPlan::default()
-        }
+        super::pretext::PLAN
     }
 
     /// The first recipe (crop + flip, colour only with `color_jitter`), rotated.

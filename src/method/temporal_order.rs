@@ -8,7 +8,7 @@
 
 use super::pretext::PretextNet;
 use super::MethodPlan;
-use super::{BuildContext, Method, MethodSection, MethodSpec, Targets};
+use super::{BuildContext, Method, MethodSection, MethodSpec};
 use crate::augment::temporal_order::TemporalOrderViews;
 use crate::augment::{ViewRecipe, Views};
 use crate::error::SettingError;
@@ -47,16 +47,9 @@ impl MethodSection for TemporalOrderConfig {
 }
 
 impl MethodSpec for TemporalOrderConfig {
+    /// A pretext task's ([`super::pretext::PLAN`]).
     fn plan(&self) -> MethodPlan {
-        MethodPlan {
-            // Data-parallel: the global mean of the classification loss.
-            data_parallel: true,
-            targets: Targets::ViewLabels,
-            similarity_matrix: false,
-            // 0.1, as the other pretext methods.
-            default_lr: Some(0.1),
-            ..MethodPlan::default()
-        }
+        super::pretext::PLAN
     }
 
     fn check(&self) -> Result<(), SettingError> {
