@@ -137,21 +137,37 @@ pub fn load(path: &Path) -> Result<TensorsAndMetadata, CheckpointError> {
         path: path.into(),
         cause: source,
     })?;
-    from_bytes(&bytes).map_err(|reason| CheckpointError::Corrupt {
+    from_bytes(&bytes).map_err(|Malformed(reason)| CheckpointError::Corrupt {
         path: path.into(),
         reason,
     })
 }
 
+/// Why bytes are not a checkpoint (the reason, without a path).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct Malformed(pub String);
+
+impl From<String> for Malformed {
+    fn from(reason: String) -> Self {
+        Malformed(reason)
+    }
+}
+
 /// Parses safetensors bytes; any malformed input is an error, never a panic.
-pub fn from_bytes(bytes: &[u8]) -> Result<TensorsAndMetadata, String> {
-    let (_, meta) = safetensors::SafeTensors::read_metadata(bytes).map_err(|e| format!("{e:?}"))?;
+pub fn from_bytes(bytes: &[u8]) -> Result<TensorsAndMetadata, Malformed> {
+    let (_, meta) =
+        safetensors::SafeTensors::read_metadata(bytes).map_err(|e| Malformed(format!("{e:?}")))?;
     let metadata = meta.metadata().clone().unwrap_or_default();
-    let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| format!("{e:?}"))?;
+    let st =
+        safetensors::SafeTensors::deserialize(bytes).map_err(|e| Malformed(format!("{e:?}")))?;
     let mut out = Vec::new();
     for (name, view) in st.tensors() {
         if view.dtype() != safetensors::Dtype::F32 {
-            return Err(format!("tensor {name} is {:?}, expected F32", view.dtype()));
+            return Err(Malformed(format!(
+                "tensor {name} is {:?}, expected F32",
+                view.dtype()
+            )));
         }
         let values: Vec<f32> = view
             .data()
@@ -170,10 +186,10 @@ pub fn from_bytes(bytes: &[u8]) -> Result<TensorsAndMetadata, String> {
                 )
             })?;
         if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-            return Err(format!(
+            return Err(Malformed(format!(
                 "tensor {name} holds a non-finite value ({}) at element {i}: its data is corrupt",
                 values[i]
-            ));
+            )));
         }
         let t = Tensor::from_slice(&values)
             .f_view(shape.as_slice())
@@ -205,7 +221,7 @@ mod tests {
     fn non_finite_tensor_data_is_corrupt() {
         let t = Tensor::from_slice(&[1f32, f32::NAN, 3.0]);
         let bytes = to_bytes(&[("w".to_string(), t)], HashMap::new());
-        let e = from_bytes(&bytes).unwrap_err();
+        let e = from_bytes(&bytes).unwrap_err().0;
         assert!(e.contains("tensor w") && e.contains("non-finite"), "{e}");
     }
 
@@ -217,7 +233,7 @@ mod tests {
         let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
         bytes.extend(header.as_bytes());
         // a safetensors version that rejects it earlier is fine too
-        if let Err(e) = from_bytes(&bytes) {
+        if let Err(Malformed(e)) = from_bytes(&bytes) {
             assert!(e.contains("w"), "{e}");
         }
     }

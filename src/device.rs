@@ -4,6 +4,7 @@
 //! of a machine takes its own GPU (`cuda:(local rank mod GPUs)`). Augmentation stays on CPU
 //! threads; batches are copied to the device once per step ([`to_device`]).
 
+use crate::error::SettingError;
 use tch::{Device, Tensor};
 
 /// A parsed `train.device`.
@@ -16,9 +17,9 @@ pub enum DeviceChoice {
 }
 
 impl std::str::FromStr for DeviceChoice {
-    type Err = String;
+    type Err = SettingError;
 
-    fn from_str(s: &str) -> Result<Self, String> {
+    fn from_str(s: &str) -> Result<Self, SettingError> {
         let bad = || {
             format!("train.device is {s:?}: use auto, cpu, cuda or cuda:N (N a GPU index, 0 first)")
         };
@@ -28,7 +29,7 @@ impl std::str::FromStr for DeviceChoice {
             "cuda" => DeviceChoice::Cuda(None),
             _ => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
                 Some(Ok(n)) => DeviceChoice::Cuda(Some(n)),
-                _ => return Err(bad()),
+                _ => return Err(bad().into()),
             },
         })
     }
@@ -61,7 +62,7 @@ pub fn resolve_with(
     choice: DeviceChoice,
     gpus: usize,
     local_rank: usize,
-) -> Result<Device, String> {
+) -> Result<Device, SettingError> {
     match (choice, gpus) {
         (DeviceChoice::Cpu, _) | (DeviceChoice::Auto, 0) => Ok(Device::Cpu),
         (DeviceChoice::Auto | DeviceChoice::Cuda(None), g) if g > 0 => {
@@ -69,7 +70,7 @@ pub fn resolve_with(
         }
         (DeviceChoice::Cuda(Some(n)), g) if n < g => Ok(Device::Cuda(n)),
         (DeviceChoice::Auto, _) => Ok(Device::Cpu),
-        (DeviceChoice::Cuda(n), _) => Err(match gpus {
+        (DeviceChoice::Cuda(n), _) => Err(SettingError::Other(match gpus {
             0 => format!(
                 "train.device is cuda{}, but libtorch sees no CUDA device here (no GPU, no driver, or a \
                  CPU-only libtorch): use --device cpu, or --device auto to take a GPU only where there is one",
@@ -80,7 +81,7 @@ pub fn resolve_with(
                 n.unwrap_or(0),
                 g - 1
             ),
-        }),
+        })),
     }
 }
 
@@ -126,7 +127,7 @@ mod tests {
         assert_eq!("cuda".parse(), Ok(DeviceChoice::Cuda(None)));
         assert_eq!("cuda:3".parse(), Ok(DeviceChoice::Cuda(Some(3))));
         for bad in ["gpu", "cuda:", "cuda:x", "CUDA", ""] {
-            let e = bad.parse::<DeviceChoice>().unwrap_err();
+            let e = bad.parse::<DeviceChoice>().unwrap_err().to_string();
             assert!(e.contains("train.device") && e.contains("cuda:N"), "{e}");
         }
     }
@@ -144,12 +145,16 @@ mod tests {
 
     #[test]
     fn asking_for_a_gpu_that_is_not_there_says_what_to_pass() {
-        let none = resolve_with(DeviceChoice::Cuda(None), 0, 0).unwrap_err();
+        let none = resolve_with(DeviceChoice::Cuda(None), 0, 0)
+            .unwrap_err()
+            .to_string();
         assert!(
             none.contains("no CUDA device") && none.contains("--device cpu"),
             "{none}"
         );
-        let past = resolve_with(DeviceChoice::Cuda(Some(2)), 2, 0).unwrap_err();
+        let past = resolve_with(DeviceChoice::Cuda(Some(2)), 2, 0)
+            .unwrap_err()
+            .to_string();
         assert!(past.contains("cuda:0 to cuda:1"), "{past}");
     }
 

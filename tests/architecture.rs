@@ -13,15 +13,15 @@ use std::path::Path;
 const ALLOWED: &[(&str, &[&str])] = &[
     ("error", &[]),
     ("checkpoint", &[]),
-    ("device", &[]),
+    ("device", &["error"]),
     ("malloc", &[]),
     ("rng", &[]),
     ("data", &["checkpoint", "rng"]),
-    ("augment", &["data", "rng"]),
+    ("augment", &["data", "error", "rng"]),
     ("backbone", &["device", "error"]),
     ("text", &["backbone"]),
     ("loss", &["error"]),
-    ("head", &["backbone", "loss"]),
+    ("head", &["backbone", "error", "loss"]),
     ("optim", &[]),
     ("dist", &["error"]),
     (

@@ -9,6 +9,7 @@
 //! (`⌊g/2⌋` on one side of the border, `⌈g/2⌉` on the other): neither touching edges nor
 //! continuing lines give the answer away. The random offset is the paper's jitter.
 
+use crate::error::SettingError;
 use crate::rng::Rng;
 
 /// Cells per side of the grid.
@@ -51,10 +52,10 @@ impl Grid {
 
     /// Refuses a grid whose boxes do not fit their cells; `names` are the settings of
     /// (view side, box side, gap), for the message.
-    pub fn check(&self, names: [&str; 3]) -> Result<(), String> {
+    pub fn check(&self, names: [&str; 3]) -> Result<(), SettingError> {
         let [side, size, gap] = names;
         if self.box_side == 0 {
-            return Err(format!("{size} is 0: it must be at least 1 px"));
+            return Err(format!("{size} is 0: it must be at least 1 px").into());
         }
         if self.jitter().is_none() {
             return Err(format!(
@@ -65,13 +66,13 @@ impl Grid {
                 self.box_side + self.gap,
                 self.view_side,
                 self.cell()
-            ));
+            ).into());
         }
         Ok(())
     }
 
     /// Refuses a `recipe` that cannot be the view this grid is laid on.
-    pub fn check_recipe(&self, recipe: &super::ViewRecipe) -> Result<(), String> {
+    pub fn check_recipe(&self, recipe: &super::ViewRecipe) -> Result<(), SettingError> {
         recipe.validate().map_err(|e| e.to_string())?;
         match recipe.out_size == self.view_side {
             true => Ok(()),
@@ -177,12 +178,17 @@ mod tests {
         };
         let e = g
             .check(["method.x.view_side", "method.x.patch_size", "method.x.gap"])
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("method.x.patch_size") && e.contains("10 px"),
             "{e}"
         );
         let zero = Grid { box_side: 0, ..g };
-        assert!(zero.check(["a", "b", "c"]).unwrap_err().contains("b is 0"));
+        assert!(zero
+            .check(["a", "b", "c"])
+            .unwrap_err()
+            .to_string()
+            .contains("b is 0"));
     }
 }

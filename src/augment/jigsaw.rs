@@ -16,6 +16,7 @@
 use super::grid::{Grid, CELLS};
 use super::recipe::ViewRecipe;
 use super::views::{copy_square, ViewShape, Views};
+use crate::error::SettingError;
 use crate::rng::Rng;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -69,11 +70,12 @@ impl PermutationSet {
     /// The paper (Algorithm 1) scores a candidate by its summed distance to P; the minimum is
     /// scored here, which is what makes the set's smallest distance known: the score of the last
     /// pick, since the scores of successive picks never increase.
-    pub fn greedy(n: usize, seed: u64) -> Result<Self, String> {
+    pub fn greedy(n: usize, seed: u64) -> Result<Self, SettingError> {
         if !(1..=ORDERS).contains(&n) {
             return Err(format!(
                 "a jigsaw permutation set holds 1 to 9! = {ORDERS} permutations, not {n}"
-            ));
+            )
+            .into());
         }
         let all = all_orders();
         let first = Rng::new(seed).below(ORDERS);
@@ -100,7 +102,7 @@ impl PermutationSet {
 
     /// [`greedy`](Self::greedy), computed once per `(n, seed)` in a process and shared; the
     /// first time, a line on stderr reports the set's minimum distance.
-    pub fn shared(n: usize, seed: u64) -> Result<Arc<Self>, String> {
+    pub fn shared(n: usize, seed: u64) -> Result<Arc<Self>, SettingError> {
         type Sets = HashMap<(usize, u64), Arc<PermutationSet>>;
         static SETS: Mutex<Option<Sets>> = Mutex::new(None);
         let mut sets = SETS.lock().unwrap_or_else(|e| e.into_inner());
@@ -188,7 +190,7 @@ impl Views for JigsawViews {
         labels[0] = label as i64;
     }
 
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), SettingError> {
         self.grid.check_recipe(&self.recipe)
     }
 }
@@ -237,7 +239,7 @@ mod tests {
         assert_ne!(PermutationSet::greedy(12, 4).unwrap().perms, set.perms);
         assert_eq!(PermutationSet::greedy(1, 0).unwrap().min_distance, 9);
         for bad in [0, ORDERS + 1] {
-            let e = PermutationSet::greedy(bad, 0).unwrap_err();
+            let e = PermutationSet::greedy(bad, 0).unwrap_err().to_string();
             assert!(e.contains("362880"), "{e}");
         }
     }

@@ -10,6 +10,7 @@
 use super::grid::{Grid, CENTRE, NEIGHBOURS};
 use super::recipe::ViewRecipe;
 use super::views::{copy_square, ViewShape, Views};
+use crate::error::SettingError;
 use crate::rng::Rng;
 
 /// The view of `recipe` (side `grid.view_side`), then the centre patch (crop 0) and one
@@ -58,7 +59,7 @@ impl Views for PatchPairViews {
         labels[0] = label as i64;
     }
 
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), SettingError> {
         self.grid.check_recipe(&self.recipe)
     }
 }

@@ -11,6 +11,7 @@
 
 use super::recipe::ViewRecipe;
 use super::views::{ViewShape, Views};
+use crate::error::SettingError;
 use crate::rng::Rng;
 
 /// Writes `src` (f32 [S, S, 3]) rotated by `k · 90°` counter-clockwise to `out` [S, S, 3].
@@ -79,8 +80,10 @@ impl Views for RotationViews {
         }
     }
 
-    fn validate(&self) -> Result<(), String> {
-        self.recipe.validate().map_err(|e| e.to_string())
+    fn validate(&self) -> Result<(), SettingError> {
+        self.recipe
+            .validate()
+            .map_err(|e| SettingError::Other(e.to_string()))
     }
 }
 

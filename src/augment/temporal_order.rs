@@ -11,6 +11,7 @@
 
 use super::recipe::ViewRecipe;
 use super::views::{ViewShape, Views};
+use crate::error::SettingError;
 use crate::rng::Rng;
 
 #[derive(Clone, Debug)]
@@ -84,14 +85,15 @@ impl Views for TemporalOrderViews {
         labels[0] = in_order as i64;
     }
 
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), SettingError> {
         if self.frames < 3 {
             return Err(format!(
                 "method.temporal_order.frames is {}: three frames are compared, so at least 3",
                 self.frames
-            ));
+            )
+            .into());
         }
-        ViewRecipe::validate(&self.recipe).map_err(|e| e.to_string())
+        ViewRecipe::validate(&self.recipe).map_err(|e| SettingError::Other(e.to_string()))
     }
 }
 
@@ -153,6 +155,10 @@ mod tests {
             recipe: ViewRecipe::eval(2),
             frames: 2,
         };
-        assert!(two.validate().unwrap_err().contains("frames is 2"));
+        assert!(two
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("frames is 2"));
     }
 }

@@ -9,6 +9,7 @@
 //! views adds a `Views` type, not a case in the loader.
 
 use super::recipe::ViewRecipe;
+use crate::error::SettingError;
 use crate::rng::Rng;
 
 /// The output of one image: `crops` views of `side × side`, with `labels` integer labels.
@@ -41,7 +42,7 @@ pub trait Views: Send + Sync + std::fmt::Debug {
         labels: &mut [i64],
     );
     /// Refuses settings that cannot be rendered; the message names the setting.
-    fn validate(&self) -> Result<(), String>;
+    fn validate(&self) -> Result<(), SettingError>;
 }
 
 impl Views for ViewRecipe {
@@ -65,8 +66,8 @@ impl Views for ViewRecipe {
         self.apply(src, h, w, rng, out);
     }
 
-    fn validate(&self) -> Result<(), String> {
-        ViewRecipe::validate(self).map_err(|e| e.to_string())
+    fn validate(&self) -> Result<(), SettingError> {
+        ViewRecipe::validate(self).map_err(|e| SettingError::Other(e.to_string()))
     }
 }
 

@@ -88,9 +88,7 @@ impl TrainConfig {
                 t.collective_timeout
             ));
         }
-        t.device
-            .parse::<crate::device::DeviceChoice>()
-            .map_err(ConfigError::Invalid)?;
+        t.device.parse::<crate::device::DeviceChoice>()?;
         if t.checkpoint_every == 0 || t.log_every == 0 {
             return bad("train.checkpoint_every and train.log_every must be ≥ 1".into());
         }

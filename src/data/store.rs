@@ -86,7 +86,7 @@ impl ImageStore {
     }
 
     /// Images in a memory-mapped file; `Err` names the first placement outside the mapping.
-    pub fn mapped(map: memmap2::Mmap, placements: Vec<Placement>) -> Result<Self, String> {
+    pub(crate) fn mapped(map: memmap2::Mmap, placements: Vec<Placement>) -> Result<Self, String> {
         if let Some(i) = outside(map.len(), &placements) {
             return Err(format!(
                 "image {i} lies outside the {} bytes of the pixel file",

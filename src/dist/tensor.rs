@@ -146,7 +146,7 @@ fn broadcast_where(vs: &VarStore, keep: impl Fn(&str) -> bool, what: &'static st
 
 /// Checks that every rank holds the same weights and state (a checksum of every variable but
 /// the BatchNorm statistics, against the ranks' mean); the error says which rank differs.
-pub fn ranks_agree(vs: &VarStore) -> Result<(), String> {
+pub fn ranks_agree(vs: &VarStore) -> anyhow::Result<()> {
     let w = world();
     if w.world() == 1 {
         return Ok(());
@@ -169,7 +169,7 @@ pub fn ranks_agree(vs: &VarStore) -> Result<(), String> {
     let mean = sum[0] / w.world() as f64;
     match (mine - mean).abs() <= 1e-6 * (1.0 + mean.abs()) {
         true => Ok(()),
-        false => Err(format!(
+        false => Err(anyhow::anyhow!(
             "rank {}'s weights differ from the other ranks' (checksum {mine} against a mean of {mean}):              the ranks stopped training the same model",
             w.rank()
         )),

@@ -7,6 +7,7 @@
 //!   p×p×3 pixels (MAE's `decoder_pred` without the transformer), then unpatchify.
 
 use crate::backbone::vit::{unpatchify, xavier_linear};
+use crate::error::SettingError;
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
@@ -20,13 +21,18 @@ pub struct ConvDecoder {
 impl ConvDecoder {
     /// `in_ch` channels at side `in_side` → 3 channels at `out_side` (`out_side / in_side` a
     /// power of two).
-    pub fn new(p: &nn::Path, in_ch: i64, in_side: i64, out_side: i64) -> Result<Self, String> {
+    pub fn new(
+        p: &nn::Path,
+        in_ch: i64,
+        in_side: i64,
+        out_side: i64,
+    ) -> Result<Self, SettingError> {
         let ratio = out_side / in_side.max(1);
         if in_side < 1 || ratio < 1 || ratio * in_side != out_side || (ratio & (ratio - 1)) != 0 {
             return Err(format!(
                 "the decoder cannot grow a {in_side}x{in_side} feature map to {out_side}x{out_side} \
                  pixels: the crop size must be the map's side times a power of two (e.g. 32)"
-            ));
+            ).into());
         }
         let pad = nn::ConvConfig {
             padding: 1,
@@ -113,7 +119,7 @@ impl Decoder {
         backbone: &crate::backbone::Backbone,
         map: (i64, i64),
         side: i64,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, SettingError> {
         Ok(match backbone.as_vit() {
             Some(v) => Decoder::Patch(PatchDecoder::new(p, v.config.dim, v.config.patch)),
             None => Decoder::Conv(ConvDecoder::new(p, map.0, map.1, side)?),
@@ -141,7 +147,9 @@ mod tests {
         let d = ConvDecoder::new(&(vs.root() / "c"), 32, 4, 32).unwrap();
         let x = Tensor::randn([2, 32, 4, 4], (Kind::Float, Device::Cpu));
         assert_eq!(d.forward_t(&x, true).size(), vec![2, 3, 32, 32]);
-        let e = ConvDecoder::new(&(vs.root() / "e"), 32, 4, 28).unwrap_err();
+        let e = ConvDecoder::new(&(vs.root() / "e"), 32, 4, 28)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("4x4") && e.contains("28x28"), "{e}");
         let p = PatchDecoder::new(&(vs.root() / "p"), 8, 4);
         let t = Tensor::randn([2, 8, 8, 8], (Kind::Float, Device::Cpu));

@@ -3,6 +3,7 @@
 //! bias to the K output dimensions.
 
 use super::{Block, Mlp};
+use crate::error::SettingError;
 use crate::loss::l2_normalize;
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
@@ -24,7 +25,7 @@ impl DinoHead {
         hidden: i64,
         bottleneck: i64,
         out: i64,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, SettingError> {
         let mlp = Mlp::new(
             &(p / "mlp"),
             &[
@@ -34,9 +35,7 @@ impl DinoHead {
             ],
         )?;
         if out < 1 {
-            return Err(format!(
-                "the DINO head needs ≥ 1 output dimensions, got {out}"
-            ));
+            return Err(format!("the DINO head needs ≥ 1 output dimensions, got {out}").into());
         }
         let last = (p / "last").var(
             "weight",

@@ -1,6 +1,7 @@
 //! An MLP built from a list of blocks, each `Linear → [BatchNorm1d] → [ReLU]`
 //! (the shape of lightly's `ProjectionHead`).
 
+use crate::error::SettingError;
 use tch::nn::{self, Module, ModuleT};
 use tch::Tensor;
 
@@ -33,7 +34,7 @@ pub struct Mlp {
 
 impl Mlp {
     /// Builds the blocks under `p`; consecutive blocks must chain (`out_dim` → next `in_dim`).
-    pub fn new(p: &nn::Path, blocks: &[Block]) -> Result<Self, String> {
+    pub fn new(p: &nn::Path, blocks: &[Block]) -> Result<Self, SettingError> {
         if blocks.is_empty() {
             return Err("an MLP needs at least one block".into());
         }
@@ -44,14 +45,16 @@ impl Mlp {
                     w[0].out_dim,
                     i + 1,
                     w[1].in_dim
-                ));
+                )
+                .into());
             }
         }
         if let Some(b) = blocks.iter().find(|b| b.in_dim < 1 || b.out_dim < 1) {
             return Err(format!(
                 "MLP block dimensions must be ≥ 1, got {} → {}",
                 b.in_dim, b.out_dim
-            ));
+            )
+            .into());
         }
         let layers = blocks
             .iter()
@@ -80,7 +83,7 @@ impl Mlp {
         in_dim: i64,
         hidden: i64,
         out: i64,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, SettingError> {
         Mlp::new(
             p,
             &[
@@ -92,7 +95,7 @@ impl Mlp {
 
     /// Barlow Twins' (§4, Table 14) and VICReg's (§4.3) wide 3-layer projector:
     /// `Linear(in, h) → BN → ReLU → Linear(h, h) → BN → ReLU → Linear(h, h)`.
-    pub fn wide_projector(p: &nn::Path, in_dim: i64, h: i64) -> Result<Self, String> {
+    pub fn wide_projector(p: &nn::Path, in_dim: i64, h: i64) -> Result<Self, SettingError> {
         Mlp::new(
             p,
             &[
@@ -160,7 +163,8 @@ mod tests {
             &vs.root(),
             &[Block::new(3, 5, true, true), Block::new(4, 2, false, false)],
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("5") && e.contains("4"), "{e}");
         assert!(Mlp::new(&vs.root(), &[]).is_err());
     }

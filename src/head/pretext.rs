@@ -8,6 +8,7 @@
 //! ```
 
 use super::mlp::{Block, Mlp};
+use crate::error::SettingError;
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
@@ -29,7 +30,7 @@ impl PretextHead {
         embed: i64,
         hidden: i64,
         classes: i64,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, SettingError> {
         let per_crop = Mlp::new(&(p / "per_crop"), &[Block::new(in_dim, embed, true, true)])?;
         let classifier = Mlp::new(
             &(p / "classifier"),

@@ -157,7 +157,7 @@ impl MethodSpec for ClipConfig {
 
     /// One view: the first recipe's crop at this section's scale, its size and normalisation;
     /// nothing that changes what a caption says (flip, colour, blur).
-    fn render_views(&self, recipes: Vec<ViewRecipe>) -> Result<Vec<Arc<dyn Views>>, String> {
+    fn render_views(&self, recipes: Vec<ViewRecipe>) -> Result<Vec<Arc<dyn Views>>, SettingError> {
         let r = recipes.into_iter().next().ok_or("no view recipe")?;
         Ok(vec![Arc::new(ViewRecipe {
             crop_scale: (self.crop_min_scale, 1.0),

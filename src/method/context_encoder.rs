@@ -103,7 +103,7 @@ impl MethodSpec for ContextEncoderConfig {
         check_crop_min_scale("context_encoder", self.crop_min_scale)
     }
 
-    fn render_views(&self, recipes: Vec<ViewRecipe>) -> Result<Vec<Arc<dyn Views>>, String> {
+    fn render_views(&self, recipes: Vec<ViewRecipe>) -> Result<Vec<Arc<dyn Views>>, SettingError> {
         pixel_views(recipes, self.crop_min_scale)
     }
 

@@ -78,7 +78,7 @@ impl MethodSpec for DenoisingAeConfig {
         check_crop_min_scale("denoising_ae", self.crop_min_scale)
     }
 
-    fn render_views(&self, recipes: Vec<ViewRecipe>) -> Result<Vec<Arc<dyn Views>>, String> {
+    fn render_views(&self, recipes: Vec<ViewRecipe>) -> Result<Vec<Arc<dyn Views>>, SettingError> {
         pixel_views(recipes, self.crop_min_scale)
     }
 

@@ -1,5 +1,6 @@
 //! A momentum (EMA) copy of a network: BYOL's target and MoCo's key encoder.
 
+use crate::error::SettingError;
 use tch::{nn::VarStore, Tensor};
 
 /// The variables of a target network that follow their online counterparts by
@@ -19,7 +20,7 @@ impl Ema {
     /// optimiser never sees it) and copies the online weights into it.
     ///
     /// Errors if a trainable online variable has no target counterpart of the same shape.
-    pub fn new(vs: &VarStore, target_prefix: &str) -> Result<Self, String> {
+    pub fn new(vs: &VarStore, target_prefix: &str) -> Result<Self, SettingError> {
         let vars = vs.variables();
         let mut names: Vec<&String> = vars
             .keys()
@@ -41,7 +42,8 @@ impl Ema {
                     "{target_name} is {:?} but {name} is {:?}",
                     target.size(),
                     online.size()
-                ));
+                )
+                .into());
             }
             let mut target = target.shallow_clone();
             let _ = target.set_requires_grad(false);
@@ -49,9 +51,9 @@ impl Ema {
             pairs.push((target, online.shallow_clone()));
         }
         if pairs.is_empty() {
-            return Err(format!(
-                "no variable under {target_prefix:?} follows an online variable"
-            ));
+            return Err(
+                format!("no variable under {target_prefix:?} follows an online variable").into(),
+            );
         }
         Ok(Ema { pairs })
     }
@@ -113,7 +115,7 @@ mod tests {
         let vs = VarStore::new(Device::Cpu);
         let _w = vs.root().var_copy("w", &Tensor::from_slice(&[1.0f32, 2.0]));
         let _t = (vs.root() / "target").var_copy("w", &Tensor::from_slice(&[1.0f32]));
-        let e = Ema::new(&vs, "target.").err().unwrap();
+        let e = Ema::new(&vs, "target.").err().unwrap().to_string();
         assert!(
             e.contains("target.w") && e.contains("[1]") && e.contains("[2]"),
             "{e}"

@@ -227,7 +227,7 @@ pub trait MethodSpec: std::fmt::Debug {
     /// What the loader renders for each image, from the recipes of the plan's views
     /// (large views at the crop size first): the recipes themselves, unless the method cuts
     /// them up (pretext tasks). The message of an error names the setting.
-    fn render_views(&self, recipes: Vec<ViewRecipe>) -> Result<Vec<Arc<dyn Views>>, String> {
+    fn render_views(&self, recipes: Vec<ViewRecipe>) -> Result<Vec<Arc<dyn Views>>, SettingError> {
         Ok(recipes
             .into_iter()
             .map(|r| Arc::new(r) as Arc<dyn Views>)

@@ -22,7 +22,7 @@ pub fn grid_recipe(
     view_side: usize,
     crop_min_scale: f32,
     grayscale_p: f32,
-) -> Result<ViewRecipe, String> {
+) -> Result<ViewRecipe, SettingError> {
     let mut recipe = recipes.into_iter().next().ok_or("no view recipe")?;
     recipe.out_size = view_side;
     recipe.crop_scale.0 = crop_min_scale;

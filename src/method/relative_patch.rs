@@ -85,7 +85,7 @@ impl MethodSpec for RelativePatchConfig {
 
     /// The first recipe at `view_side` with the crop scale and grayscale of this section and
     /// no colour jitter, cut into the centre patch and a neighbour.
-    fn render_views(&self, recipes: Vec<ViewRecipe>) -> Result<Vec<Arc<dyn Views>>, String> {
+    fn render_views(&self, recipes: Vec<ViewRecipe>) -> Result<Vec<Arc<dyn Views>>, SettingError> {
         let recipe = super::pretext::grid_recipe(
             recipes,
             self.view_side,

@@ -10,6 +10,7 @@ use super::MethodPlan;
 use super::{BuildContext, Method, MethodSection, MethodSpec};
 use crate::augment::rotation::RotationViews;
 use crate::augment::{ViewRecipe, Views};
+use crate::error::SettingError;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use tch::nn;
@@ -50,7 +51,7 @@ impl MethodSpec for RotationConfig {
     }
 
     /// The first recipe (crop + flip, colour only with `color_jitter`), rotated.
-    fn render_views(&self, recipes: Vec<ViewRecipe>) -> Result<Vec<Arc<dyn Views>>, String> {
+    fn render_views(&self, recipes: Vec<ViewRecipe>) -> Result<Vec<Arc<dyn Views>>, SettingError> {
         let mut recipe = recipes.into_iter().next().ok_or("no view recipe")?;
         if !self.color_jitter {
             recipe.jitter_p = 0.0;

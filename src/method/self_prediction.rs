@@ -52,7 +52,7 @@ pub const PICTURE_STEP: u64 = u64::MAX;
 pub fn pixel_views(
     recipes: Vec<ViewRecipe>,
     crop_min_scale: f32,
-) -> Result<Vec<Arc<dyn Views>>, String> {
+) -> Result<Vec<Arc<dyn Views>>, SettingError> {
     let mut r = recipes.into_iter().next().ok_or("no view recipe")?;
     r.crop_scale.0 = crop_min_scale;
     (r.jitter_p, r.grayscale_p, r.blur_p, r.solarize_p) = (0.0, 0.0, 0.0, 0.0);

@@ -26,13 +26,6 @@ pub struct SimClrConfig {
     pub loss: TwoViewLoss,
 }
 
-impl SimClrConfig {
-    /// The configured loss.
-    pub fn two_view_loss(&self) -> Result<TwoViewLoss, String> {
-        Ok(self.loss.clone())
-    }
-}
-
 impl MethodSection for SimClrConfig {
     const NAME: &'static str = "simclr";
     const SUMMARY: &'static str = "NT-Xent (or any --loss) on a 2-layer projection";
@@ -43,7 +36,7 @@ impl MethodSpec for SimClrConfig {
         MethodPlan {
             // Data-parallel: every two-view loss of the gathered global batch.
             data_parallel: true,
-            similarity_matrix: !self.two_view_loss().is_ok_and(|l| l.is_tiled()),
+            similarity_matrix: !self.loss.is_tiled(),
             ..MethodPlan::default()
         }
     }
@@ -56,7 +49,7 @@ impl MethodSpec for SimClrConfig {
     /// default d (the encoder's features).
     fn build(&self, vs: &nn::VarStore, ctx: &BuildContext) -> anyhow::Result<Box<dyn Method>> {
         let (backbone, projection) = ctx.encoder_and_projection(&vs.root())?;
-        let loss = self.two_view_loss().map_err(anyhow::Error::msg)?;
+        let loss = self.loss.clone();
         Ok(Box::new(TwoViewNet {
             backbone,
             projection,

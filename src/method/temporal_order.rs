@@ -93,7 +93,7 @@ impl MethodSpec for TemporalOrderConfig {
 
     /// The first recipe (crop, flip, colour jitter) with this section's crop scale and
     /// grayscale, drawn once per example and applied to its three frames.
-    fn render_views(&self, recipes: Vec<ViewRecipe>) -> Result<Vec<Arc<dyn Views>>, String> {
+    fn render_views(&self, recipes: Vec<ViewRecipe>) -> Result<Vec<Arc<dyn Views>>, SettingError> {
         let mut recipe = recipes.into_iter().next().ok_or("no view recipe")?;
         recipe.crop_scale.0 = self.crop_min_scale;
         recipe.grayscale_p = self.grayscale_p;

@@ -5,6 +5,7 @@
 //! `param_groups_weight_decay`, as MAE and DINO train).
 
 use super::groups::Param;
+use super::StateError;
 use tch::{nn::VarStore, Kind, Tensor};
 
 /// PyTorch's `AdamW.step` (`torch/optim/adamw.py`, `_single_tensor_adamw`, amsgrad off):
@@ -154,13 +155,15 @@ impl AdamW {
     }
 
     /// Restores what [`AdamW::state`] saved; every moment must be there with its shape.
-    pub fn load_state(&mut self, state: &[(String, Tensor)]) -> Result<(), String> {
+    pub fn load_state(&mut self, state: &[(String, Tensor)]) -> Result<(), StateError> {
         let find = |name: &str| {
             state
                 .iter()
                 .find(|(n, _)| n == name)
                 .map(|(_, t)| t)
-                .ok_or_else(|| format!("the optimiser state has no {name} (is it an AdamW run?)"))
+                .ok_or_else(|| StateError::Missing {
+                    what: format!("{name} (is it an AdamW run?)"),
+                })
         };
         for i in 0..self.params.len() {
             let n = self.params[i].0.clone();
@@ -170,11 +173,11 @@ impl AdamW {
             ] {
                 let src = find(&key)?;
                 if src.size() != buf.size() {
-                    return Err(format!(
-                        "{key} is {:?} in the checkpoint but the model needs {:?}",
-                        src.size(),
-                        buf.size()
-                    ));
+                    return Err(StateError::Shape {
+                        what: key,
+                        saved: src.size(),
+                        needed: buf.size(),
+                    });
                 }
                 tch::no_grad(|| buf.copy_(src));
             }
@@ -258,7 +261,15 @@ mod tests {
             .into_iter()
             .map(|(n, _)| (n, Tensor::zeros([7], (Kind::Float, Device::Cpu))))
             .collect();
-        assert!(opt.load_state(&bad).unwrap_err().contains("[7]"));
-        assert!(opt.load_state(&[]).unwrap_err().contains("exp_avg"));
+        assert!(opt
+            .load_state(&bad)
+            .unwrap_err()
+            .to_string()
+            .contains("[7]"));
+        assert!(opt
+            .load_state(&[])
+            .unwrap_err()
+            .to_string()
+            .contains("exp_avg"));
     }
 }

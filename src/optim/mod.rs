@@ -55,6 +55,21 @@ pub fn adamw_default_betas() -> (f64, f64) {
     (0.9, 0.95)
 }
 
+/// Why an optimiser's saved state cannot be restored.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum StateError {
+    /// A buffer of a parameter is not in the state (`"momentum buffer for l.weight"`).
+    #[error("the optimiser state has no {what}")]
+    Missing { what: String },
+    /// A buffer has another shape than its parameter.
+    #[error("{what} is {saved:?} in the checkpoint but the model needs {needed:?}")]
+    Shape {
+        what: String,
+        saved: Vec<i64>,
+        needed: Vec<i64>,
+    },
+}
+
 /// The optimisers' hyper-parameters (`optim.*`; each optimiser reads its own).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Settings {
@@ -124,7 +139,7 @@ impl Optimizer {
         }
     }
 
-    pub fn load_state(&mut self, state: &[(String, Tensor)]) -> Result<(), String> {
+    pub fn load_state(&mut self, state: &[(String, Tensor)]) -> Result<(), StateError> {
         match self {
             Optimizer::Sgd(o) => o.load_state(state),
             Optimizer::AdamW(o) => o.load_state(state),

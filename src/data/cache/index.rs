@@ -116,7 +116,7 @@ impl Index {
     }
 
     /// Parses an index; the error says what is wrong (for the "rebuilding" message).
-    pub fn decode(bytes: &[u8]) -> Result<Index, String> {
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Index, String> {
         if bytes.len() < MAGIC.len() + 4 || &bytes[..MAGIC.len()] != MAGIC {
             return Err("it is not a selfsup cache index".into());
         }

@@ -28,7 +28,7 @@ impl RunObserver for Checkpointer {
 /// BatchNorm statistics become everyone's), rank 0 writes.
 pub fn write(done: u64, trainer: &Trainer, s: &mut Session) -> anyhow::Result<()> {
     crate::dist::share_running_stats(&trainer.model.vs);
-    crate::dist::ranks_agree(&trainer.model.vs).map_err(anyhow::Error::msg)?;
+    crate::dist::ranks_agree(&trainer.model.vs)?;
     s.state.step = done;
     if !crate::dist::is_root() {
         return Ok(());
