@@ -3,7 +3,6 @@
 use super::args::whole_number;
 use super::report::source;
 use super::report::RunData;
-use anyhow::Context;
 use clap::Args;
 use selfsup::config::TrainConfig;
 use selfsup::data;
@@ -115,39 +114,15 @@ fn load_queries(path: &Path, cfg: &TrainConfig) -> anyhow::Result<Splits> {
         skip_bad: cfg.data.skip_bad,
         limit: None,
     };
-    if path.is_dir() {
-        return data::load(path, &opts).with_context(|| format!("--query {}", path.display()));
-    }
-    if !path.exists() {
-        anyhow::bail!(
-            "--query {} does not exist: give an image file or a folder of images",
-            path.display()
-        );
-    }
-    let (h, w, px) = data::decode::decode_file(path, opts.resize()).map_err(|reason| {
-        anyhow::anyhow!(
-            "--query {} is not an image selfsup can read: {reason}",
-            path.display()
-        )
-    })?;
-    let mut b = data::StoreBuilder::default();
-    b.push(h, w, &px);
-    let name = path
-        .file_name()
-        .unwrap_or_default()
-        .to_string_lossy()
-        .into_owned();
-    Ok(Splits {
-        train: data::Dataset {
-            images: b.finish(),
-            labels: None,
-            class_names: Vec::new(),
-            names: vec![name],
-            skipped: Vec::new(),
-            captions: None,
-            left_out: Default::default(),
-        },
-        test: None,
+    let q = path.display();
+    data::query::load_query(path, &opts).map_err(|e| match e {
+        data::DataError::NotFound { .. } if !path.is_dir() => {
+            anyhow::anyhow!("--query {q} does not exist: give an image file or a folder of images")
+        }
+        data::DataError::BadImage { reason, .. } if !path.is_dir() => {
+            anyhow::anyhow!("--query {q} is not an image selfsup can read: {reason}")
+        }
+        e => anyhow::Error::new(e).context(format!("--query {q}")),
     })
 }
 

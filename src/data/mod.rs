@@ -17,6 +17,7 @@ mod folder_walk;
 pub mod idx;
 pub mod image_folder;
 pub mod moving_shapes;
+pub mod query;
 pub mod resize;
 pub mod store;
 pub mod synthetic;
