@@ -46,6 +46,14 @@ impl Drop for Armed {
     }
 }
 
+/// Asks the armed loop to stop, as a signal would (tests of the stop itself).
+#[cfg(test)]
+pub(crate) fn request() {
+    if ARMED.load(Ordering::SeqCst) {
+        REQUESTED.store(true, Ordering::SeqCst);
+    }
+}
+
 /// Whether a stop was asked for since [`arm`].
 pub fn requested() -> bool {
     REQUESTED.load(Ordering::SeqCst)
