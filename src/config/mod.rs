@@ -468,4 +468,33 @@ mod tests {
             assert!(e.contains(word), "{o}: {e}");
         }
     }
+
+    #[test]
+    fn a_method_setting_out_of_range_is_a_typed_error_with_its_key() {
+        let load = |o: &str| TrainConfig::load(None, &[o.into()]).unwrap_err();
+        let moco = [
+            "method.name=\"moco\"".into(),
+            "method.moco.temperature=0".into(),
+        ];
+        let e = TrainConfig::load(None, &moco).unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::Setting(SettingError::OutOfRange { key, value, .. })
+                if key == "method.moco.temperature" && value == "0"),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "method.moco.temperature is 0: it must be > 0"
+        );
+        let e = load("method.name=\"swav2\"");
+        assert!(
+            matches!(&e, ConfigError::Setting(SettingError::UnknownName { name, .. }) if name == "swav2"),
+            "{e:?}"
+        );
+        let e = load("model.width=9");
+        assert!(
+            matches!(&e, ConfigError::Setting(s) if s.key() == Some("model.width")),
+            "{e:?}"
+        );
+    }
 }
