@@ -258,7 +258,6 @@ impl Method for ContextEncoder {
                 .iter()
                 .map(|(_, t)| t.shallow_clone())
                 .collect(),
-            no_decay: self.encoder().no_decay(),
             ..Default::default()
         }
     }

@@ -255,12 +255,10 @@ impl Method for Mae {
         })
     }
 
-    /// The encoder's tokens and the decoder's mask token are not decayed.
+    /// The decoder's mask token is not decayed (nor, as always, the encoder's tokens).
     fn param_plan(&self) -> ParamPlan {
-        let mut no_decay = self.backbone.no_decay();
-        no_decay.push(self.mask_token.shallow_clone());
         ParamPlan {
-            no_decay,
+            no_decay: vec![self.mask_token.shallow_clone()],
             ..Default::default()
         }
     }
@@ -341,12 +339,12 @@ mod tests {
     fn adamw_leaves_the_tokens_norms_and_biases_undecayed() {
         let vs = nn::VarStore::new(Device::Cpu);
         let m = small().build(&vs, &tiny_vit_context()).unwrap();
-        let decay: std::collections::HashMap<String, bool> = m
-            .param_plan()
-            .params(&vs, 0.0)
-            .into_iter()
-            .map(|p| (p.name, p.decay))
-            .collect();
+        let decay: std::collections::HashMap<String, bool> =
+            crate::method::plan::parameter_groups(m.as_ref())
+                .params(&vs, 0.0)
+                .into_iter()
+                .map(|p| (p.name, p.decay))
+                .collect();
         for n in [
             "backbone.cls_token",
             "decoder.mask_token",

@@ -173,14 +173,11 @@ pub trait Method {
     /// The encoder f whose features are evaluated and exported (its variables are under
     /// [`ENCODER_PREFIX`]).
     fn encoder(&self) -> &Backbone;
-    /// The method's parameter groups ([`ParamPlan`]): which variables are not decayed, held at
-    /// the peak learning rate, or updated by the method itself. By default the encoder's
-    /// no-decay tokens (a ViT's class token and position embeddings).
+    /// The method's own parameter groups ([`ParamPlan`]): which of its variables are not
+    /// decayed, held at the peak learning rate, or updated by the method itself. The encoder's
+    /// no-decay tokens join them without being listed here ([`plan::parameter_groups`]).
     fn param_plan(&self) -> ParamPlan {
-        ParamPlan {
-            no_decay: self.encoder().no_decay(),
-            ..Default::default()
-        }
+        ParamPlan::default()
     }
     /// For the self-prediction methods: of clean views `x` [n, 3, S, S], what the encoder saw
     /// and what the method made of it, both [n, 3, S, S] in the views' normalised space (eval

@@ -98,3 +98,11 @@ pub fn variables_under(vs: &tch::nn::VarStore, path: &str) -> Vec<tch::Tensor> {
         .map(|(_, t)| t)
         .collect()
 }
+
+/// The parameter groups the trainer uses for `m`: the method's own ([`super::Method::param_plan`])
+/// and its encoder's tokens, never decayed (a ViT's class token and position embeddings).
+pub fn parameter_groups(m: &dyn super::Method) -> ParamPlan {
+    let mut plan = m.param_plan();
+    plan.no_decay.extend(m.encoder().no_decay());
+    plan
+}

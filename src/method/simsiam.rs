@@ -149,7 +149,6 @@ impl Method for SimSiam {
     fn param_plan(&self) -> ParamPlan {
         ParamPlan {
             constant_lr: self.constant_lr.iter().map(Tensor::shallow_clone).collect(),
-            no_decay: self.backbone.no_decay(),
             ..Default::default()
         }
     }

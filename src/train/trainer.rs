@@ -182,7 +182,7 @@ impl<'m> Trainer<'m> {
         settings: Settings,
         schedule: Schedule,
     ) -> Self {
-        let plan = model.method.param_plan();
+        let plan = crate::method::plan::parameter_groups(model.method.as_ref());
         let opt = Optimizer::new(name, &model.vs, &plan, settings, schedule.lr);
         let shared = crate::optim::trainable_by_name(&model.vs);
         // every rank starts from rank 0's weights and state
