@@ -5,12 +5,47 @@
 //! Where that libtorch has CUDA (`libtorch_cuda.so`, as the pinned PyPI wheel does), the binary
 //! must link it explicitly: nothing in our code or tch's references its symbols, so the linker's
 //! `--as-needed` drops it and `tch::Cuda::is_available()` then says false on a GPU machine.
+//!
+//! It also compiles `csrc/autocast.cpp` (mixed precision, see `src/precision.rs`) against the
+//! same libtorch's headers (`<lib>/../include`).
 fn main() {
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
-    if let Ok(dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") {
-        println!("cargo:rustc-link-arg=-Wl,-rpath,{dir}");
-        if std::path::Path::new(&dir).join("libtorch_cuda.so").exists() {
-            println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch_cuda,--as-needed");
-        }
+    println!("cargo:rerun-if-changed=csrc/autocast.cpp");
+    let dir = std::env::var("DEP_TCH_LIBTORCH_LIB")
+        .expect("torch-sys passes DEP_TCH_LIBTORCH_LIB (run scripts/setup-libtorch.sh)");
+    println!("cargo:rustc-link-arg=-Wl,-rpath,{dir}");
+    if std::path::Path::new(&dir).join("libtorch_cuda.so").exists() {
+        println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch_cuda,--as-needed");
     }
+    let include = std::path::Path::new(&dir).join("../include");
+    println!(
+        "cargo:rustc-env=SELFSUP_LIBTORCH_VERSION={}",
+        libtorch_version(&include)
+    );
+    let abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".into());
+    println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
+    cc::Build::new()
+        .cpp(true)
+        .file("csrc/autocast.cpp")
+        .include(&include)
+        .include(include.join("torch/csrc/api/include"))
+        .flag("-std=c++17")
+        .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={abi}"))
+        .flag("-DGLOG_USE_GLOG_EXPORT")
+        .warnings(false)
+        .compile("selfsup_autocast");
+}
+
+/// "2.11.0": the version of the libtorch headers selfsup is built against.
+fn libtorch_version(include: &std::path::Path) -> String {
+    let h = include.join("torch/headeronly/version.h");
+    println!("cargo:rerun-if-changed={}", h.display());
+    let text = std::fs::read_to_string(&h).unwrap_or_default();
+    let part = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("#define TORCH_VERSION_{name} ")))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_else(|| "?".into())
+    };
+    format!("{}.{}.{}", part("MAJOR"), part("MINOR"), part("PATCH"))
 }

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs libtorch for the build: the `torch` wheel from PyPI, into a project-local venv (.venv).
-# tch 0.26 is built against PyTorch 2.13.0, so that exact version is pinned here.
+# tch 0.24 is built against PyTorch 2.11.0 (the libtorch of the GPU machines selfsup is checked on), so that exact version is pinned here.
 # Idempotent: does nothing when .venv already holds the pinned torch.
 set -euo pipefail
-TORCH_VERSION=2.13.0
+TORCH_VERSION=2.11.0
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$root/.venv"
 

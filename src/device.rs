@@ -7,6 +7,9 @@
 use crate::error::SettingError;
 use tch::{Device, Tensor};
 
+/// The libtorch selfsup was built against ("2.11.0"); the binary needs that version's libraries.
+pub const LIBTORCH_VERSION: &str = env!("SELFSUP_LIBTORCH_VERSION");
+
 /// A parsed `train.device`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeviceChoice {

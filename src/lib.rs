@@ -28,6 +28,7 @@ pub mod loss;
 pub mod malloc;
 pub mod method;
 pub mod optim;
+pub mod precision;
 pub mod report;
 pub mod rng;
 pub mod sequence;

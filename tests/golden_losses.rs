@@ -1,6 +1,6 @@
 //! Behaviour fixture for the registry redesign (issue 14): the per-step losses of a short
 //! fixed-seed run of every method and of every two-view loss, on the tests' tiny synthetic
-//! data, recorded in `tests/fixtures/golden_losses.json` before the refactor. A refactor that
+//! data, recorded in `tests/fixtures/golden_losses/` before the refactor. A refactor that
 //! changes what any method computes changes these numbers.
 //!
 //! The kernels are pinned so that the figures are the same on every x86-64 CPU: oneDNN and
@@ -15,23 +15,62 @@ use common::{run, selfsup, text, tiny};
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// The fixture of this machine's CPU vendor. The AVX2 pins make CPUs of one vendor agree, not
-/// AMD and Intel: on an Intel Xeon every case differs from the AMD EPYC recording at ~1e-7 from
-/// step 1 and BYOL's drift reaches 45 % by step 10 (2026-12-07, before and after issue 33 alike;
-/// the statically linked MKL dispatches by vendor, the likely cause). So each vendor has its own
-/// recording of the same code: `golden_losses.json` (AMD, and any other vendor) and
-/// `golden_losses.GenuineIntel.json`, recorded from cd505fe's behaviour (issue 33 changed no loss).
-fn fixture() -> &'static str {
+/// Where the recordings are: one per CPU vendor and libtorch version,
+/// `<vendor>-libtorch<version>.json`. The AVX2 pins make CPUs of one vendor agree, not AMD and
+/// Intel: on an Intel Xeon every case differs from the AMD EPYC recording at ~1e-7 from step 1
+/// and BYOL's drift reaches 45 % by step 10 (2026-12-07; the statically linked MKL dispatches by
+/// vendor, the likely cause). Another libtorch does the same (2.13 → 2.11: the first step's
+/// gradient moves by ~3e-7, and jigsaw's loss by 9 % at step 10). Chaos on a tiny data set
+/// amplifies rounding; steps 1–3 still agree within 1e-5 across both vendors and both versions.
+const FIXTURES: &str = "tests/fixtures/golden_losses";
+
+fn vendor() -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    match cpuinfo.lines().find(|l| l.starts_with("vendor_id")) {
-        Some(l) if l.contains("GenuineIntel") => "tests/fixtures/golden_losses.GenuineIntel.json",
-        _ => "tests/fixtures/golden_losses.json",
-    }
+    cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("vendor_id"))
+        .map(|v| v.trim_start_matches([' ', '\t', ':']).trim().to_string())
+        .unwrap_or_else(|| "unknown".into())
 }
 
-/// Relative tolerance: 0 would demand bit-exact equality; a refactor that legitimately
-/// reorders an operation may move a loss by ~1e-7. Anything real moves it by far more.
+/// This machine's recording: its vendor at the libtorch selfsup is built against.
+fn own_fixture() -> std::path::PathBuf {
+    let name = format!(
+        "{}-libtorch{}.json",
+        vendor(),
+        selfsup::device::LIBTORCH_VERSION
+    );
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(FIXTURES)
+        .join(name)
+}
+
+/// Where this machine has no recording of its own: another (the same vendor's first), checked
+/// over [`PORTABLE_STEPS`] at [`PORTABLE_TOLERANCE`].
+fn foreign_fixture() -> std::path::PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(FIXTURES);
+    let mut all: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    all.sort();
+    let own_vendor = all.iter().find(|p| {
+        p.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with(&vendor())
+    });
+    own_vendor.or(all.first()).expect("a recording").clone()
+}
+
+/// Relative tolerance against this machine's own recording: 0 would demand bit-exact equality;
+/// a refactor that legitimately reorders an operation may move a loss by ~1e-7. Anything real
+/// moves it by far more.
 const RELATIVE_TOLERANCE: f64 = 1e-6;
+/// Against another vendor's or libtorch's recording: the first steps, which rounding moves by
+/// at most 1e-5 (see [`FIXTURES`]), relative to max(|loss|, 1e-3).
+const PORTABLE_STEPS: usize = 3;
+const PORTABLE_TOLERANCE: f64 = 1e-4;
 
 /// Every method (with the tests' tiny settings for it) and every two-view loss of simclr.
 fn cases() -> Vec<(&'static str, Vec<&'static str>)> {
@@ -168,20 +207,30 @@ fn every_method_and_loss_computes_its_recorded_losses() {
             (name.to_string(), losses(&out, &extra))
         })
         .collect();
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(fixture());
-    let want: BTreeMap<String, Vec<f64>> = match std::fs::read_to_string(&path) {
-        Ok(text) => serde_json::from_str(&text).unwrap(),
-        Err(_) => BTreeMap::new(), // a vendor's first recording (SELFSUP_BLESS=1)
-    };
+    let own = own_fixture();
     if let Some(bless) = std::env::var_os("SELFSUP_BLESS") {
         // "new": record the cases the fixture lacks and keep the others as recorded
         let mut record = got.clone();
         if bless == "new" {
-            record.extend(want.clone());
+            if let Ok(text) = std::fs::read_to_string(&own) {
+                let want: BTreeMap<String, Vec<f64>> = serde_json::from_str(&text).unwrap();
+                record.extend(want);
+            }
         }
-        std::fs::write(&path, serde_json::to_string_pretty(&record).unwrap() + "\n").unwrap();
+        std::fs::write(&own, serde_json::to_string_pretty(&record).unwrap() + "\n").unwrap();
         return;
     }
+    let (path, steps, tolerance, floor) = match own.exists() {
+        true => (own, usize::MAX, RELATIVE_TOLERANCE, 1e-12),
+        false => (foreign_fixture(), PORTABLE_STEPS, PORTABLE_TOLERANCE, 1e-3),
+    };
+    eprintln!(
+        "golden losses against {} (steps compared: {}, tolerance {tolerance:e})",
+        path.display(),
+        steps.min(10)
+    );
+    let want: BTreeMap<String, Vec<f64>> =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     assert_eq!(
         want.keys().collect::<Vec<_>>(),
         got.keys().collect::<Vec<_>>(),
@@ -191,18 +240,18 @@ fn every_method_and_loss_computes_its_recorded_losses() {
     for (name, w) in &want {
         let g = &got[name];
         assert_eq!(w.len(), g.len(), "{name}: steps");
-        for (s, (a, b)) in w.iter().zip(g).enumerate() {
-            let rel = (a - b).abs() / a.abs().max(1e-12);
+        for (s, (a, b)) in w.iter().zip(g).enumerate().take(steps) {
+            let rel = (a - b).abs() / a.abs().max(floor);
             if rel > worst.0 {
                 worst = (rel, format!("{name} step {}: {a} recorded, {b} now", s + 1));
             }
         }
     }
     assert!(
-        worst.0 <= RELATIVE_TOLERANCE,
+        worst.0 <= tolerance,
         "losses changed (largest relative difference {:.2e}): {} (fixture {})",
         worst.0,
         worst.1,
-        fixture()
+        path.display()
     );
 }
