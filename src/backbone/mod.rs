@@ -148,11 +148,12 @@ impl Backbone {
 
     /// The representation at `layer` (a ResNet's stage, pooled; a ViT's class token that far
     /// through its blocks): [N, 3, H, W] → [N, layer_dim].
+    /// In the training step's precision ([`crate::precision::autocast`]), fp32 out.
     pub fn features_at(&self, x: &Tensor, train: bool, layer: Layer) -> Tensor {
-        match self {
+        crate::precision::autocast(|| match self {
             Backbone::ResNet(n) => n.features_at(x, train, layer),
             Backbone::Vit(n) => n.features_at(x, layer),
-        }
+        })
     }
 
     /// The ViT, for methods that work on its tokens (MAE).
@@ -166,7 +167,7 @@ impl Backbone {
     /// A map of features before pooling, for decoders: a ResNet's last stage [N, C, H/8, W/8]
     /// (CIFAR stem), a ViT's patch tokens laid out on their grid [N, D, S/p, S/p].
     pub fn feature_map(&self, x: &Tensor, train: bool) -> Tensor {
-        match self {
+        crate::precision::autocast(|| match self {
             Backbone::ResNet(n) => n.feature_map(x, train),
             Backbone::Vit(n) => {
                 let t = n.tokens(x); // [N, 1 + L, D]
@@ -176,7 +177,7 @@ impl Backbone {
                     .transpose(1, 2)
                     .reshape([b, n.config.dim, g, g])
             }
-        }
+        })
     }
 }
 

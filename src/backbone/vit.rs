@@ -262,12 +262,15 @@ impl Vit {
     }
 
     /// The first `blocks` blocks and the final norm over tokens [N, T, D] → [N, T, D].
+    /// In the training step's precision ([`crate::precision::autocast`]).
     pub fn encode_tokens(&self, tokens: &Tensor, blocks: usize) -> Tensor {
-        let mut x = tokens.shallow_clone();
-        for b in &self.blocks[..blocks.min(self.blocks.len())] {
-            x = b.forward(&x);
-        }
-        x.apply(&self.norm)
+        crate::precision::autocast(|| {
+            let mut x = tokens.shallow_clone();
+            for b in &self.blocks[..blocks.min(self.blocks.len())] {
+                x = b.forward(&x);
+            }
+            x.apply(&self.norm)
+        })
     }
 
     /// The class token put before patch tokens [N, L', D] → [N, 1 + L', D]. The token is

@@ -98,6 +98,10 @@ pub struct ConfigArgs {
     /// auto (a GPU when libtorch sees one, else the CPU), cpu, cuda or cuda:N [train.device].
     #[arg(long)]
     pub device: Option<String>,
+    /// auto (bf16 on a GPU that has it, else fp32), fp32, bf16 or fp16: the encoder's and
+    /// heads' arithmetic [train.precision].
+    #[arg(long)]
+    pub precision: Option<String>,
     /// Any other setting as section.key=value, e.g. --set optim.weight_decay=1e-4 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
@@ -180,6 +184,10 @@ impl ConfigArgs {
         push(
             "train.device",
             self.device.as_ref().map(|v| format!("{v:?}")),
+        );
+        push(
+            "train.precision",
+            self.precision.as_ref().map(|v| format!("{v:?}")),
         );
         if self.skip_bad {
             o.push("data.skip_bad=true".into());

@@ -30,13 +30,15 @@ pub struct PretrainArgs {
 pub(crate) fn print_pretrain(r: &train::PretrainReport) {
     println!(
         "pretrained {} steps (of {}): last loss {:.4}, {:.1} images/s end to end ({} views/s), \
-         loader wait {:.1} ms/step, augmentation {:.1} ms/step on the loader thread, {:.1} min",
+         loader wait {:.1} ms/step ({:.0} % of the time), augmentation {:.1} ms/step on the \
+         loader thread, {:.1} min",
         r.steps_run,
         r.total_steps,
         r.last_loss,
         r.images_per_s,
         (r.inputs_per_image as f64 * r.images_per_s).round(),
         1e3 * r.data_wait_s,
+        100.0 * r.loader_wait_share,
         1e3 * r.augment_s,
         r.train_seconds / 60.0
     );
@@ -74,8 +76,9 @@ pub fn pretrain(a: &PretrainArgs) -> anyhow::Result<()> {
     if selfsup::dist::is_root() {
         describe(&splits, &cfg);
         eprintln!(
-            "device: {}{}",
+            "device: {}, {}{}",
             selfsup::device::describe(device),
+            selfsup::precision::Precision::resolve(&cfg.train.precision, device)?.name(),
             match selfsup::dist::size() {
                 1 => String::new(),
                 w => format!(

@@ -309,6 +309,11 @@ pub struct LoopConfig {
     /// Where the model trains: `auto` (the first CUDA device libtorch sees, else the CPU; one
     /// GPU per MPI rank), `cpu`, `cuda` or `cuda:N`. Default "auto". See src/device.rs.
     pub device: String,
+    /// The precision of the encoder's and heads' forward and backward: `auto` (bf16 on a GPU
+    /// that computes it natively, fp32 elsewhere), `fp32`, `bf16` or `fp16` (with dynamic loss
+    /// scaling). Weights, optimiser state and losses stay fp32. A run records the precision it
+    /// resolved to and resumes in it. Default "auto". See src/precision.rs.
+    pub precision: String,
     /// Data-parallel jobs (MPI): seconds a rank waits in one collective for the others before
     /// it ends the job, naming itself (a rank died or hangs). Counts from the first step, so
     /// data loading and the time-budget calibration are not limited. Default 300.
@@ -341,6 +346,7 @@ impl Default for LoopConfig {
             seed: 0,
             threads: 0,
             device: "auto".into(),
+            precision: "auto".into(),
             collective_timeout: 300.0,
             out_dir: PathBuf::from("runs/simclr"),
             checkpoint_every: 100,

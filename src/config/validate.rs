@@ -89,6 +89,7 @@ impl TrainConfig {
             ));
         }
         t.device.parse::<crate::device::DeviceChoice>()?;
+        crate::precision::Precision::resolve(&t.precision, tch::Device::Cpu)?;
         if t.checkpoint_every == 0 || t.log_every == 0 {
             return bad("train.checkpoint_every and train.log_every must be ≥ 1".into());
         }

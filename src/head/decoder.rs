@@ -128,11 +128,12 @@ impl Decoder {
 }
 
 impl ModuleT for Decoder {
+    /// In the training step's precision ([`crate::precision::autocast`]), fp32 out.
     fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
-        match self {
+        crate::precision::autocast(|| match self {
             Decoder::Conv(d) => d.forward_t(x, train),
             Decoder::Patch(d) => d.forward_t(x, train),
-        }
+        })
     }
 }
 

@@ -113,18 +113,21 @@ impl Mlp {
 
 impl ModuleT for Mlp {
     /// [N, in_dim] → [N, out_dim]
+    /// In the training step's precision ([`crate::precision::autocast`]), fp32 out.
     fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
-        let mut y = x.shallow_clone();
-        for (lin, bn, relu) in &self.layers {
-            y = lin.forward(&y);
-            if let Some(bn) = bn {
-                y = y.apply_t(bn, train);
+        crate::precision::autocast(|| {
+            let mut y = x.shallow_clone();
+            for (lin, bn, relu) in &self.layers {
+                y = lin.forward(&y);
+                if let Some(bn) = bn {
+                    y = y.apply_t(bn, train);
+                }
+                if *relu {
+                    y = y.relu();
+                }
             }
-            if *relu {
-                y = y.relu();
-            }
-        }
-        y
+            y
+        })
     }
 }
 

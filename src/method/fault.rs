@@ -12,4 +12,7 @@ pub enum StepFault {
     Part { what: &'static str, value: f64 },
     #[error("the gradient became non-finite ({grad_norm}) with a finite loss {loss}")]
     Gradient { grad_norm: f64, loss: f64 },
+    /// fp16 kept overflowing until the loss scale fell below 1 (loss: the last step's).
+    #[error("fp16 overflowed at every loss scale down to 1 (loss {loss})")]
+    Fp16Overflow { loss: f64 },
 }

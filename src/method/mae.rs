@@ -201,14 +201,15 @@ impl Mae {
             &ids_restore.unsqueeze(-1).expand([k, l, dd], false),
             false,
         );
-        let mut y = Tensor::cat(&[y.narrow(1, 0, 1), restored], 1) + &self.decoder_pos_embed;
-        for b in &self.decoder_blocks {
-            y = b.forward(&y);
-        }
-        let pred = y
-            .apply(&self.decoder_norm)
-            .apply(&self.decoder_pred)
-            .narrow(1, 1, l); // [K, L, p²·3]
+        let y = Tensor::cat(&[y.narrow(1, 0, 1), restored], 1) + &self.decoder_pos_embed;
+        let pred = crate::precision::autocast(|| {
+            let mut y = y;
+            for b in &self.decoder_blocks {
+                y = b.forward(&y);
+            }
+            y.apply(&self.decoder_norm).apply(&self.decoder_pred)
+        })
+        .narrow(1, 1, l); // [K, L, p²·3]
         (z, pred, mask)
     }
 

@@ -88,7 +88,12 @@ impl TextTower {
     }
 
     /// ids [N, L] int64 → [N, W].
+    /// In the training step's precision ([`crate::precision::autocast`]), fp32 out.
     pub fn forward(&self, ids: &Tensor) -> Tensor {
+        crate::precision::autocast(|| self.forward_exact(ids))
+    }
+
+    fn forward_exact(&self, ids: &Tensor) -> Tensor {
         let (n, l) = ids.size2().expect("token ids are [N, L]");
         let keep = ids.ne(super::tokenizer::PAD); // [N, L]
         let weights = keep.to_kind(Kind::Float).unsqueeze(-1); // [N, L, 1]

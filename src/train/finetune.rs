@@ -318,7 +318,6 @@ pub fn finetune(
     let mut trainer = Trainer::with_optimizer(&mut model, OptimizerName::Adamw, adam, schedule);
     if let Some(saved) = &opt_state {
         trainer
-            .opt
             .load_state(saved)
             .map_err(|e| anyhow::anyhow!("{}: {e}", run.checkpoint().display()))?;
     }

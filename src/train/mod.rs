@@ -16,6 +16,8 @@ pub mod loader;
 pub mod memory;
 pub mod observe;
 pub mod pictures;
+#[cfg(test)]
+mod precision_check;
 pub mod preflight;
 pub mod pretrain;
 pub mod resume;

@@ -20,6 +20,7 @@ use super::{DataFingerprint, FaultAt, Loader, LoaderData, LoaderSpec, Model, Run
 use crate::augment::Views;
 use crate::config::TrainConfig;
 use crate::data::{Dataset, Splits};
+use crate::precision::Precision;
 use anyhow::{bail, Context};
 use std::sync::Arc;
 
@@ -39,6 +40,9 @@ pub struct PretrainReport {
     pub inputs_per_image: usize,
     /// Mean seconds per step the trainer waited for the loader (0 when the pipeline keeps up).
     pub data_wait_s: f64,
+    /// The share of the session's wall clock spent waiting for the loader: near 0 when the
+    /// loader keeps up, large when the device is starved.
+    pub loader_wait_share: f64,
     /// Mean seconds per step the loader spent augmenting (on its own thread).
     pub augment_s: f64,
     pub train_seconds: f64,
@@ -90,6 +94,11 @@ impl Pretraining {
         cfg.model.crop_size = Some(cfg.crop_size(&splits.train.images));
         // saved absolute: the commands that read the run again may run from another folder
         cfg.data.path = cfg.data.path.map(|p| p.canonicalize().unwrap_or(p));
+        // the precision `auto` resolves to here is the run's, kept on resume
+        let device = crate::device::resolve(&cfg.train.device)?;
+        cfg.train.precision = Precision::resolve(&cfg.train.precision, device)?
+            .name()
+            .into();
         let cfg = &cfg;
         let spec = cfg.method.spec().map_err(anyhow::Error::msg)?;
         let (data, views, early_views) = preflight(cfg, splits, spec.as_ref())?;
@@ -303,7 +312,6 @@ impl Pretraining {
         }
         if let Some(saved) = &self.opt_state {
             trainer
-                .opt
                 .load_state(saved)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", self.run.checkpoint().display()))?;
         }
@@ -337,6 +345,14 @@ impl Pretraining {
         let ran = trainer
             .run(start..total, &mut batches, &mut observer)
             .map_err(|e| match e.downcast_ref::<FaultAt>() {
+                Some(fault) if matches!(fault.fault, super::StepFault::Fp16Overflow { .. }) => {
+                    anyhow::anyhow!(
+                        "{fault}: the activations exceed fp16's range. Resume in bf16 (the same \
+                         speed on GPUs that have it) or fp32: `selfsup pretrain --out {} --resume \
+                         --precision bf16`",
+                        self.run.dir.display()
+                    )
+                }
                 Some(fault) => anyhow::anyhow!(
                     "{fault}: training stopped before the update. {}",
                     non_finite_advice(&self.run, cfg)
@@ -365,6 +381,7 @@ impl Pretraining {
             images_per_s: steps_run as f64 * t.batch_size as f64 / secs.max(1e-9),
             inputs_per_image: self.views.iter().map(|v| v.shape().crops).sum(),
             data_wait_s: s.wait_total / steps_run.max(1) as f64,
+            loader_wait_share: s.wait_total / secs.max(1e-9),
             augment_s: s.augment_total / steps_run.max(1) as f64,
             train_seconds: s.state.train_seconds,
         };

@@ -69,6 +69,7 @@ pub const RESUMABLE_CHANGES: &[&str] = &[
     "train.epochs",
     "train.threads",
     "train.device",
+    "train.precision",
     "train.collective_timeout",
     "train.prefetch",
     "train.log_every",

@@ -1,21 +1,27 @@
 //! One training step of [`Trainer::run`](super::Trainer::run):
 //! ```text
-//! method step (loss) → check finite → zero_grad → backward → all-reduce ∇ (data-parallel)
+//! method step (loss; encoder and heads in train.precision) → check finite → zero_grad
+//!   → backward (of loss × scale under fp16) → all-reduce ∇ (data-parallel) → ∇ ÷ scale
 //!   → ‖∇‖ → check finite → SGD(lr) → after_step
 //! ```
+//! Under fp16 a non-finite loss or gradient is an overflow, not a fault: the step is skipped
+//! and the loss scale halved ([`LossScaler`]); only when the scale falls below 1 does it stop.
 
 use super::Model;
 pub use crate::method::StepFault;
 use crate::method::{StepContext, StepOutput};
 use crate::optim::Optimizer;
+use crate::precision::{LossScaler, Precision};
 use tch::Tensor;
 
 /// What a finished step gives back.
 pub struct StepDone {
     pub out: StepOutput,
     pub loss: f64,
-    /// Global L2 norm of the gradient before the update.
+    /// Global L2 norm of the gradient before the update (infinite on a skipped step).
     pub grad_norm: f64,
+    /// fp16 only: the step overflowed, was not applied, and halved the loss scale.
+    pub skipped: bool,
 }
 
 /// A [`StepFault`] at a step of the run.
@@ -27,11 +33,28 @@ pub struct FaultAt {
     pub epoch: u64,
 }
 
+/// The precision of a run's steps, and the fp16 loss scale ([`LossScaler`], None otherwise).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepPrecision {
+    pub precision: Precision,
+    pub scaler: Option<LossScaler>,
+}
+
+impl StepPrecision {
+    pub fn new(precision: Precision) -> Self {
+        StepPrecision {
+            precision,
+            scaler: (precision == Precision::Fp16).then(LossScaler::default),
+        }
+    }
+}
+
 /// Runs step `ctx.step` at learning rate `ctx.lr` on `views` (and `targets` for methods that
 /// use them). In a data-parallel job the gradients of `shared` (every trainable variable, in
-/// name order) are summed over the ranks after the backward pass ([`crate::dist`]). A non-finite loss or gradient stops it before the update: the trainable weights
-/// are as they were (state the forward pass updates, such as BatchNorm statistics or DINO's
-/// centre, has moved), and the error is a [`StepFault`].
+/// name order) are summed over the ranks after the backward pass ([`crate::dist`]). A
+/// non-finite loss or gradient stops it before the update (under fp16: skips the update and
+/// halves the scale): the trainable weights are as they were (state the forward pass updates,
+/// such as BatchNorm statistics or DINO's centre, has moved), and the error is a [`StepFault`].
 pub fn sgd_step(
     model: &mut Model,
     opt: &mut Optimizer,
@@ -39,18 +62,49 @@ pub fn sgd_step(
     views: &[Tensor],
     targets: Option<&Tensor>,
     ctx: &StepContext,
+    mixed: &mut StepPrecision,
 ) -> anyhow::Result<StepDone> {
-    let out = model.method.step(views, targets, ctx)?;
+    let device = model.vs.device();
+    let method = &mut model.method;
+    let out =
+        crate::precision::training(mixed.precision, device, || method.step(views, targets, ctx))?;
     let loss = out.loss.double_value(&[]);
-    if !loss.is_finite() {
-        return Err(StepFault::Loss(loss).into());
-    }
+    let scale = mixed.scaler.map_or(1.0, |s| s.scale);
     opt.zero_grad();
-    out.loss.backward();
-    crate::dist::all_reduce_gradients(shared);
-    let grad_norm = opt.grad_norm();
+    let grad_norm = if loss.is_finite() {
+        match mixed.scaler {
+            None => out.loss.backward(),
+            Some(_) => (&out.loss * scale).backward(),
+        }
+        crate::dist::all_reduce_gradients(shared);
+        if scale != 1.0 {
+            unscale(shared, scale);
+        }
+        opt.grad_norm()
+    } else {
+        f64::INFINITY
+    };
     if !grad_norm.is_finite() {
-        return Err(StepFault::Gradient { grad_norm, loss }.into());
+        if let Some(s) = &mut mixed.scaler {
+            if s.overflow() {
+                opt.zero_grad();
+                return Ok(StepDone {
+                    out,
+                    loss,
+                    grad_norm,
+                    skipped: true,
+                });
+            }
+            return Err(StepFault::Fp16Overflow { loss }.into());
+        }
+        return Err(match loss.is_finite() {
+            false => StepFault::Loss(loss),
+            true => StepFault::Gradient { grad_norm, loss },
+        }
+        .into());
+    }
+    if let Some(s) = &mut mixed.scaler {
+        s.good();
     }
     opt.step(ctx.lr);
     model.method.after_step(ctx);
@@ -58,5 +112,18 @@ pub fn sgd_step(
         out,
         loss,
         grad_norm,
+        skipped: false,
     })
+}
+
+/// ∇ ← ∇ / scale for every variable that has a gradient.
+fn unscale(shared: &[Tensor], scale: f64) {
+    tch::no_grad(|| {
+        for t in shared {
+            let mut g = t.grad();
+            if g.defined() {
+                let _ = g.g_mul_scalar_(1.0 / scale);
+            }
+        }
+    });
 }

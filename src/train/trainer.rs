@@ -4,11 +4,12 @@
 //! for s in steps:  batch ← batches (loader or fixed views) → sgd_step(ctx(s)) → observer
 //! ```
 
-use super::step::{sgd_step, FaultAt, StepDone, StepFault};
+use super::step::{sgd_step, FaultAt, StepDone, StepFault, StepPrecision};
 use super::{Loader, Model};
 use crate::config::TrainConfig;
 use crate::method::StepContext;
 use crate::optim::{warmup_cosine, Optimizer, OptimizerName, Settings};
+use crate::precision::{LossScaler, Precision};
 use std::time::Instant;
 use tch::Tensor;
 
@@ -157,6 +158,8 @@ pub struct Trainer<'m> {
     /// Every trainable variable in name order: the gradients the ranks of a data-parallel job
     /// sum (the same order on every rank; a VarStore's own order is a hash map's).
     pub shared: Vec<Tensor>,
+    /// The precision of the steps (`train.precision`) and the fp16 loss scale.
+    pub mixed: StepPrecision,
 }
 
 impl<'m> Trainer<'m> {
@@ -171,7 +174,12 @@ impl<'m> Trainer<'m> {
             betas: o.betas(),
             weight_decay: o.weight_decay_for(name),
         };
-        Self::with_optimizer(model, name, settings, schedule)
+        // the name was checked when the config was (config/validate.rs)
+        let precision =
+            Precision::resolve(&cfg.train.precision, model.vs.device()).unwrap_or(Precision::Fp32);
+        let mut t = Self::with_optimizer(model, name, settings, schedule);
+        t.mixed = StepPrecision::new(precision);
+        t
     }
 
     /// Optimiser `name` with `settings` over the model's trainable variables, grouped by the
@@ -192,7 +200,28 @@ impl<'m> Trainer<'m> {
             opt,
             schedule,
             shared: shared.into_iter().map(|(_, t)| t).collect(),
+            mixed: StepPrecision::new(Precision::Fp32),
         }
+    }
+
+    /// What a checkpoint keeps beside the weights: the optimiser's state and, under fp16, the
+    /// loss scale.
+    pub fn state(&self) -> Vec<(String, Tensor)> {
+        let mut state = self.opt.state();
+        if let Some(s) = &self.mixed.scaler {
+            state.extend(s.state());
+        }
+        state
+    }
+
+    /// Restores what [`Trainer::state`] saved (a checkpoint without a loss scale, as one from
+    /// an fp32 or bf16 run resumed in fp16, starts the scale afresh).
+    pub fn load_state(&mut self, state: &[(String, Tensor)]) -> anyhow::Result<()> {
+        self.opt.load_state(state)?;
+        if let (Some(s), Some(saved)) = (&mut self.mixed.scaler, LossScaler::from_state(state)) {
+            *s = saved;
+        }
+        Ok(())
     }
 
     /// Runs steps `steps` on `batches`, calling `observer` after each; stops early when the
@@ -218,6 +247,7 @@ impl<'m> Trainer<'m> {
                 &batch.views,
                 batch.targets.as_ref(),
                 &ctx,
+                &mut self.mixed,
             )
             .map_err(|e| match e.downcast::<StepFault>() {
                 Ok(fault) => FaultAt {

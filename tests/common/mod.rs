@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: the binary, tiny run settings, output text.
 #![allow(dead_code)]
 
+pub mod resume;
+
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};

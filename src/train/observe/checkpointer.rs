@@ -39,7 +39,7 @@ pub fn write(done: u64, trainer: &Trainer, s: &mut Session) -> anyhow::Result<()
         crate::checkpoint::write_atomic(&s.run.dir.join(name), &bytes)?;
     }
     s.run
-        .save_checkpoint(&trainer.model.vs, &trainer.opt.state(), &s.state)?;
+        .save_checkpoint(&trainer.model.vs, &trainer.state(), &s.state)?;
     s.checkpointed = Some(done);
     Ok(())
 }

@@ -10,6 +10,8 @@ use crate::train::trainer::{Flow, StepRecord, Trainer};
 pub struct MetricsLog {
     /// The clock and the session's steps at the last line.
     window: (f64, u64),
+    /// fp16 steps skipped on overflow in this session.
+    skipped: u64,
 }
 
 impl MetricsLog {
@@ -17,13 +19,20 @@ impl MetricsLog {
     pub fn new(s: &Session) -> Self {
         MetricsLog {
             window: (s.clock.now(), 0),
+            skipped: 0,
         }
     }
 }
 
 impl RunObserver for MetricsLog {
-    fn after_step(&mut self, r: &StepRecord, _: &Trainer, s: &mut Session) -> anyhow::Result<Flow> {
+    fn after_step(
+        &mut self,
+        r: &StepRecord,
+        tr: &Trainer,
+        s: &mut Session,
+    ) -> anyhow::Result<Flow> {
         let t = &s.cfg.train;
+        self.skipped += u64::from(r.done.skipped);
         let done = r.ctx.step + 1;
         if !(done.is_multiple_of(t.log_every as u64) || done == r.ctx.total_steps) {
             return Ok(Flow::Continue);
@@ -45,6 +54,11 @@ impl RunObserver for MetricsLog {
             "alignment": alignment(&out.embeddings, &out.embeddings_b),
             "uniformity": uniformity(&out.embeddings),
         });
+        if let Some(scaler) = &tr.mixed.scaler {
+            // fp16: the loss scale and the overflowed steps so far in this session
+            line["loss_scale"] = serde_json::json!(scaler.scale);
+            line["skipped_steps"] = serde_json::json!(self.skipped);
+        }
         for (name, value) in &out.metrics {
             line[*name] = serde_json::json!(value);
         }
