@@ -127,3 +127,78 @@ fn unscale(shared: &[Tensor], scale: f64) {
         }
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::TrainConfig;
+    use crate::method::testing::{at, tiny_views};
+    use crate::train::build_model;
+
+    fn tiny_model() -> Model {
+        let set = [
+            "model.width=0.0625",
+            "model.crop_size=16",
+            "train.threads=1",
+        ];
+        let set: Vec<String> = set.iter().map(|s| s.to_string()).collect();
+        build_model(&TrainConfig::load(None, &set).unwrap(), None, None).unwrap()
+    }
+
+    /// A step whose loss is not finite: fp32 stops with a fault; fp16 skips it, halves the
+    /// scale and leaves the weights as they were.
+    fn poisoned_step(precision: Precision) -> (anyhow::Result<StepDone>, StepPrecision, bool) {
+        let mut model = tiny_model();
+        let plan = crate::method::plan::parameter_groups(model.method.as_ref());
+        let mut opt = Optimizer::new(
+            crate::optim::OptimizerName::Sgd,
+            &model.vs,
+            &plan,
+            crate::optim::Settings {
+                momentum: 0.9,
+                betas: (0.9, 0.999),
+                weight_decay: 0.0,
+            },
+            0.1,
+        );
+        let shared: Vec<Tensor> = crate::optim::trainable_by_name(&model.vs)
+            .into_iter()
+            .map(|(_, t)| t)
+            .collect();
+        let before: Vec<Tensor> = shared.iter().map(|t| t.copy()).collect();
+        let mut views = tiny_views(4, 3);
+        views[0] = views[0].fill(f64::INFINITY);
+        let mut mixed = StepPrecision::new(precision);
+        let r = sgd_step(
+            &mut model,
+            &mut opt,
+            &shared,
+            &views,
+            None,
+            &at(0, 5),
+            &mut mixed,
+        );
+        let unchanged = shared.iter().zip(&before).all(|(a, b)| a.equal(b));
+        (r, mixed, unchanged)
+    }
+
+    #[test]
+    fn an_fp16_overflow_skips_the_step_and_halves_the_scale() {
+        let (r, mixed, unchanged) = poisoned_step(Precision::Fp16);
+        let done = r.unwrap();
+        assert!(done.skipped && !done.grad_norm.is_finite());
+        assert_eq!(mixed.scaler.unwrap().scale, 32768.0);
+        assert!(unchanged, "no update on a skipped step");
+    }
+
+    #[test]
+    fn a_non_finite_loss_in_fp32_is_a_fault_before_the_update() {
+        let (r, _, unchanged) = poisoned_step(Precision::Fp32);
+        let e = r.err().unwrap();
+        assert!(
+            matches!(e.downcast_ref::<StepFault>(), Some(StepFault::Loss(_))),
+            "{e}"
+        );
+        assert!(unchanged);
+    }
+}
