@@ -45,7 +45,14 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "config",
         &[
-            "backbone", "data", "device", "error", "loss", "method", "optim",
+            "backbone",
+            "data",
+            "device",
+            "error",
+            "loss",
+            "method",
+            "optim",
+            "precision",
         ],
     ),
     (

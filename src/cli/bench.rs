@@ -56,8 +56,9 @@ pub fn bench(a: &BenchArgs) -> anyhow::Result<()> {
         splits.train.len()
     );
     let m = &cfg.model;
+    let device = selfsup::device::resolve(&cfg.train.device)?;
     println!(
-        "selfsup bench: {} {}, batch {b} ({} views of {size}x{size}), threads {}, {}, device {}",
+        "selfsup bench: {} {}, batch {b} ({} views of {size}x{size}), threads {}, {}, device {}, {}",
         cfg.method.name,
         // the backbone's real name (a ViT run is no "ResNet-18")
         match m.backbone_config(size) {
@@ -77,7 +78,8 @@ pub fn bench(a: &BenchArgs) -> anyhow::Result<()> {
         } else {
             "NCHW"
         },
-        selfsup::device::describe(selfsup::device::resolve(&cfg.train.device)?)
+        selfsup::device::describe(device),
+        selfsup::precision::Precision::resolve(&cfg.train.precision, device)?.name()
     );
     let loaded = splits.train.len() + splits.test.as_ref().map_or(0, |t| t.len());
     println!(

@@ -33,10 +33,8 @@ pub fn supcon(z: &Tensor, labels: &Tensor, temperature: f64) -> Result<Tensor, L
         .masked_fill(&positives.logical_not(), 0.0)
         .sum_dim_intlist([1i64].as_slice(), false, kind); // [N]
     let has = count.gt(0.0);
-    let anchors = has.sum(Kind::Int64).double_value(&[]);
-    if anchors == 0.0 {
-        return Ok(z.sum(kind) * 0.0);
-    }
+    // anchors without a positive add 0, and a batch without any gives 0 (no host read)
+    let anchors = has.sum(kind).clamp_min(1.0);
     let per_anchor = -(pos_log_prob / count.clamp_min(1.0)); // [N]
     Ok(per_anchor.masked_fill(&has.logical_not(), 0.0).sum(kind) / anchors)
 }

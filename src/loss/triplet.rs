@@ -93,10 +93,8 @@ pub fn batch_hard_triplet(
         .masked_fill(&neg.logical_not(), f64::INFINITY)
         .amin([1], false); // [N]
     let usable = pos.any_dim(1, false).logical_and(&neg.any_dim(1, false)); // [N]
-    let count = usable.sum(Kind::Int64).double_value(&[]);
-    if count == 0.0 {
-        return Ok(d.sum(embeddings.kind()) * 0.0);
-    }
+                                                                            // rows without a positive or a negative add 0; none usable gives 0 (no host read)
+    let count = usable.sum(embeddings.kind()).clamp_min(1.0);
     let l = (hardest_pos - hardest_neg + margin).clamp_min(0.0);
     let l = l.masked_fill(&usable.logical_not(), 0.0);
     Ok(l.sum(embeddings.kind()) / count)

@@ -300,10 +300,9 @@ impl Method for Clip {
                 .argmax(1, false)
                 .eq_tensor(&Tensor::arange(b, (Kind::Int64, logits.device())))
                 .to_kind(Kind::Float)
-                .mean(Kind::Float)
-                .double_value(&[]);
-            let scale = self.log_scale.exp().double_value(&[]);
-            vec![("temperature", 1.0 / scale), ("image_to_text_top1", hits)]
+                .mean(Kind::Float);
+            let temperature = self.log_scale.exp().reciprocal().detach();
+            vec![("temperature", temperature), ("image_to_text_top1", hits)]
         });
         Ok(StepOutput {
             loss,
@@ -410,7 +409,8 @@ mod tests {
                 .iter()
                 .find(|(k, _)| *k == "temperature")
                 .unwrap()
-                .1;
+                .1
+                .double_value(&[]);
             assert!((t0 - 0.07).abs() < 1e-6, "{t0}");
             let first = first.loss.double_value(&[]);
             // random towers: about ln 8 = 2.08, more where the scale 1/0.07 sharpens chance matches

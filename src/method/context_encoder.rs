@@ -169,8 +169,8 @@ impl ContextEncoder {
     fn hide(&self, x: &Tensor, step: u64) -> (Tensor, Tensor) {
         let (k, s) = (x.size()[0], x.size()[2]);
         let random = self.cfg.region == Region::Random;
-        let m = square_hole(k, s, self.cfg.region_fraction, random, self.seed, step)
-            .to_device(x.device());
+        let m = square_hole(k, s, self.cfg.region_fraction, random, self.seed, step);
+        let m = crate::device::to_device(&m, x.device());
         (x * (1.0 - &m), m)
     }
 }
@@ -216,8 +216,8 @@ impl Method for ContextEncoder {
             }
             .into());
         }
-        let (r, a) = (rec.double_value(&[]), adv.double_value(&[]));
-        self.pending = Some(d_loss);
+        let (r, a) = (rec.detach(), adv.detach());
+        self.pending = Some(d_loss.shallow_clone());
         let loss = rec * self.cfg.lambda_rec + adv * self.cfg.lambda_adv;
         let h = h.detach();
         Ok(StepOutput {
@@ -227,7 +227,7 @@ impl Method for ContextEncoder {
             metrics: vec![
                 ("reconstruction_loss", r),
                 ("adversarial_loss", a),
-                ("discriminator_loss", d),
+                ("discriminator_loss", d_loss.detach()),
             ],
         })
     }
@@ -303,8 +303,9 @@ mod tests {
             let out = m.step(&views, None, &at(s, 15)).unwrap();
             let g = &out.metrics;
             assert_eq!(g[2].0, "discriminator_loss");
-            first.get_or_insert((g[0].1, g[2].1));
-            last = vec![g[0].1, g[2].1];
+            let (rec, d) = (g[0].1.double_value(&[]), g[2].1.double_value(&[]));
+            first.get_or_insert((rec, d));
+            last = vec![rec, d];
             opt.zero_grad();
             out.loss.backward();
             assert!(

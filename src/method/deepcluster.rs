@@ -236,12 +236,15 @@ impl Method for DeepCluster {
             idx.size().first().copied().unwrap_or(0)
         );
         let n = self.bank.size()[0];
-        let (lo, hi) = (idx.min().int64_value(&[]), idx.max().int64_value(&[]));
-        anyhow::ensure!(
-            lo >= 0 && hi < n,
-            "DeepCluster: image index {} outside the bank of {n} images",
-            if lo < 0 { lo } else { hi }
-        );
+        // the indices come from the loader; checked where reading them costs no device wait
+        if idx.device() == tch::Device::Cpu {
+            let (lo, hi) = (idx.min().int64_value(&[]), idx.max().int64_value(&[]));
+            anyhow::ensure!(
+                lo >= 0 && hi < n,
+                "DeepCluster: image index {} outside the bank of {n} images",
+                if lo < 0 { lo } else { hi }
+            );
+        }
         let s = ctx.step;
         match self.clustered_at() {
             None => {

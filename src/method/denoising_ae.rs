@@ -110,7 +110,8 @@ impl DenoisingAe {
             self.seed,
             step,
         );
-        x * (1.0 - m.to_device(x.device())) + eps.to_device(x.device())
+        let on = |t: &Tensor| crate::device::to_device(t, x.device());
+        x * (1.0 - on(&m)) + on(&eps)
     }
 }
 

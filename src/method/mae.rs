@@ -182,7 +182,7 @@ impl Mae {
         let l = vit.config.patches();
         let (ids_keep, mask, ids_restore) =
             random_masking(k, l, self.cfg.mask_ratio, self.seed, step);
-        let on = |t: Tensor| t.to_device(x.device());
+        let on = |t: Tensor| crate::device::to_device(&t, x.device());
         let (ids_keep, mask, ids_restore) = (on(ids_keep), on(mask), on(ids_restore));
         let tokens = vit.embed_patches(x); // [K, L, D]
         let d = tokens.size()[2];

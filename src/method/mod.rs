@@ -65,8 +65,10 @@ pub struct StepOutput {
     pub embeddings: Tensor,
     /// Embeddings of the second view [K, D'] (detached), for alignment.
     pub embeddings_b: Tensor,
-    /// Figures of the step logged beside the loss (a pretext task's accuracy), by name.
-    pub metrics: Vec<(&'static str, f64)>,
+    /// Figures of the step logged beside the loss (a pretext task's accuracy), by name: scalar
+    /// tensors on the method's device (detached), read to the host only on the steps that log
+    /// them, so that a GPU step does not wait for them.
+    pub metrics: Vec<(&'static str, Tensor)>,
 }
 
 /// Where the run is when a step runs: schedules inside a method (EMA momentum, temperature

@@ -38,7 +38,9 @@ impl Queue {
         self.keys.detach().copy()
     }
 
-    /// Enqueues `keys` [B, D], overwriting the oldest; with B ≥ S only the last S stay.
+    /// Enqueues `keys` [B, D], overwriting the oldest; with B ≥ S only the last S stay. All
+    /// on the queue's device: rows `(ptr + 0..B) mod S` are written, ptr ← (ptr + B) mod S
+    /// (no read of the pointer to the host).
     pub fn push(&self, keys: &Tensor) {
         let s = self.size();
         let keys = keys.detach();
@@ -49,18 +51,15 @@ impl Queue {
             keys
         };
         let b = keys.size()[0];
-        let ptr = self.ptr();
         tch::no_grad(|| {
-            let first = b.min(s - ptr);
-            self.keys
-                .narrow(0, ptr, first)
-                .copy_(&keys.narrow(0, 0, first));
-            if first < b {
+            let start = self.ptr.to_kind(Kind::Int64); // [1]
+            let rows = (Tensor::arange(b, (Kind::Int64, self.keys.device())) + &start).remainder(s); // [B]
+            let _ =
                 self.keys
-                    .narrow(0, 0, b - first)
-                    .copy_(&keys.narrow(0, first, b - first));
-            }
-            let _ = self.ptr.shallow_clone().fill_(((ptr + b) % s) as f64);
+                    .shallow_clone()
+                    .index_copy_(0, &rows, &keys.to_kind(self.keys.kind()));
+            let next = (&self.ptr + b as f64).remainder(s as f64);
+            let _ = self.ptr.shallow_clone().copy_(&next);
         });
     }
 }

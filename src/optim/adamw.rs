@@ -28,6 +28,9 @@ pub struct AdamW {
     held_lr: Vec<Option<f64>>,
     /// Steps taken, t, as a [1] tensor so that it can live in a variable store.
     steps: Tensor,
+    /// `steps` on the host, read from the tensor once (after a restore of the store or the
+    /// state) and then kept in step with it: no device read per step.
+    steps_host: std::cell::Cell<Option<u64>>,
     pub betas: (f64, f64),
     pub eps: f64,
     pub weight_decay: f64,
@@ -86,6 +89,7 @@ impl AdamW {
             exp_avg,
             exp_avg_sq,
             steps,
+            steps_host: std::cell::Cell::new(None),
             betas,
             eps: 1e-8,
             weight_decay,
@@ -99,7 +103,14 @@ impl AdamW {
 
     /// Steps taken so far.
     pub fn steps_taken(&self) -> u64 {
-        self.steps.double_value(&[0]) as u64
+        match self.steps_host.get() {
+            Some(t) => t,
+            None => {
+                let t = self.steps.double_value(&[0]) as u64;
+                self.steps_host.set(Some(t));
+                t
+            }
+        }
     }
 
     /// One update at learning rate `lr`; parameters without a gradient are left alone.
@@ -108,6 +119,7 @@ impl AdamW {
         let t = self.steps_taken() + 1;
         tch::no_grad(|| {
             let _ = self.steps.fill_(t as f64);
+            self.steps_host.set(Some(t));
             let bc1 = 1.0 - b1.powi(t as i32);
             let bc2 = 1.0 - b2.powi(t as i32);
             for i in 0..self.params.len() {
@@ -184,6 +196,7 @@ impl AdamW {
         }
         let s = find("step")?;
         tch::no_grad(|| self.steps.copy_(&s.reshape([1])));
+        self.steps_host.set(None);
         Ok(())
     }
 }

@@ -123,6 +123,15 @@ impl Optimizer {
         sgd::grad_norm(params)
     }
 
+    /// [`Optimizer::grad_norm`] as a scalar tensor on the device (None: no gradient).
+    pub fn grad_norm_tensor(&self) -> Option<Tensor> {
+        let params = match self {
+            Optimizer::Sgd(o) => o.params(),
+            Optimizer::AdamW(o) => o.params(),
+        };
+        sgd::grad_norm_tensor(params)
+    }
+
     pub fn step(&mut self, lr: f64) {
         match self {
             Optimizer::Sgd(o) => o.step(lr),

@@ -123,6 +123,11 @@ impl Sgd {
 /// `sqrt(Σ_p ‖∂L/∂p‖²)` over the parameters that have a gradient: non-finite if any
 /// gradient element is (NaN and ±∞ propagate through the sum).
 pub fn grad_norm(params: &[(String, Tensor)]) -> f64 {
+    grad_norm_tensor(params).map_or(0.0, |n| n.double_value(&[]))
+}
+
+/// [`grad_norm`] as an f64 scalar tensor on the parameters' device (None: no gradient).
+pub fn grad_norm_tensor(params: &[(String, Tensor)]) -> Option<Tensor> {
     let squares: Vec<Tensor> = params
         .iter()
         .map(|(_, p)| p.grad())
@@ -130,12 +135,9 @@ pub fn grad_norm(params: &[(String, Tensor)]) -> f64 {
         .map(|g| g.detach().norm().to_kind(tch::Kind::Double).square())
         .collect();
     if squares.is_empty() {
-        return 0.0;
+        return None;
     }
-    Tensor::stack(&squares, 0)
-        .sum(tch::Kind::Double)
-        .sqrt()
-        .double_value(&[])
+    Some(Tensor::stack(&squares, 0).sum(tch::Kind::Double).sqrt())
 }
 
 #[cfg(test)]

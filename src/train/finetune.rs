@@ -176,7 +176,7 @@ impl RunObserver for FinetuneLog {
         let (step, total) = (r.ctx.step, r.ctx.total_steps);
         s.console.bar.inc(1);
         if step >= total - (total / 10).max(1) {
-            let accuracies = r.done.out.metrics.iter().map(|(_, a)| *a);
+            let accuracies = r.done.out.metrics.iter().map(|(_, a)| a.double_value(&[]));
             self.recent.borrow_mut().extend(accuracies);
         }
         if step.is_multiple_of(20) || step + 1 == total {

@@ -68,23 +68,20 @@ pub fn sgd_step(
     let method = &mut model.method;
     let out =
         crate::precision::training(mixed.precision, device, || method.step(views, targets, ctx))?;
-    let loss = out.loss.double_value(&[]);
     let scale = mixed.scaler.map_or(1.0, |s| s.scale);
     opt.zero_grad();
-    let grad_norm = if loss.is_finite() {
-        match mixed.scaler {
-            None => out.loss.backward(),
-            Some(_) => (&out.loss * scale).backward(),
-        }
-        crate::dist::all_reduce_gradients(shared);
-        if scale != 1.0 {
-            unscale(shared, scale);
-        }
-        opt.grad_norm()
-    } else {
-        f64::INFINITY
-    };
-    if !grad_norm.is_finite() {
+    // backward whatever the loss: a non-finite loss gives a non-finite gradient, and the one
+    // host read below (loss and ‖∇‖ together) decides before any update
+    match mixed.scaler {
+        None => out.loss.backward(),
+        Some(_) => (&out.loss * scale).backward(),
+    }
+    crate::dist::all_reduce_gradients(shared);
+    if scale != 1.0 {
+        unscale(shared, scale);
+    }
+    let (loss, grad_norm) = loss_and_grad_norm(&out.loss, opt);
+    if !(loss.is_finite() && grad_norm.is_finite()) {
         if let Some(s) = &mut mixed.scaler {
             if s.overflow() {
                 opt.zero_grad();
@@ -114,6 +111,19 @@ pub fn sgd_step(
         grad_norm,
         skipped: false,
     })
+}
+
+/// The loss and ‖∇‖ read to the host in one copy (one wait for the device per step).
+fn loss_and_grad_norm(loss: &Tensor, opt: &Optimizer) -> (f64, f64) {
+    let both = match opt.grad_norm_tensor() {
+        Some(norm) => Tensor::stack(&[loss.detach().to_kind(tch::Kind::Double), norm], 0),
+        None => loss.detach().to_kind(tch::Kind::Double).reshape([1]),
+    };
+    let v = Vec::<f64>::try_from(both.to_device(tch::Device::Cpu)).unwrap_or_default();
+    (
+        v.first().copied().unwrap_or(f64::NAN),
+        v.get(1).copied().unwrap_or(0.0),
+    )
 }
 
 /// ∇ ← ∇ / scale for every variable that has a gradient.

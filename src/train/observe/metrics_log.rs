@@ -60,7 +60,7 @@ impl RunObserver for MetricsLog {
             line["skipped_steps"] = serde_json::json!(self.skipped);
         }
         for (name, value) in &out.metrics {
-            line[*name] = serde_json::json!(value);
+            line[*name] = serde_json::json!(value.double_value(&[]));
         }
         if crate::dist::is_root() {
             s.run.log(&line)?;
