@@ -17,6 +17,9 @@
 # Environment: PYTHON (default python3), SELFSUP_BIN (default ./selfsup beside this script),
 # CHECK_DATA (default cifar10-jpg.tar.gz beside it; absent: the built-in synthetic shapes).
 set -uo pipefail
+work=$(mktemp -d)
+work_err="$work/startup.err"
+trap 'rm -rf "$work"; [ -n "${smi_pid:-}" ] && kill "$smi_pid" 2>/dev/null' EXIT
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 py="${PYTHON:-python3}"
 bin="${SELFSUP_BIN:-$here/selfsup}"
@@ -49,6 +52,12 @@ case "$torch_version" in
 esac
 export LD_LIBRARY_PATH="$torch_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 [ -x "$bin" ] || fail "no selfsup binary at $bin (run scripts/gpu-bundle.sh, or set SELFSUP_BIN)"
+# the binary starts only where the loader finds libtorch and a glibc as new as the build's (2.35
+# for a build on Debian 12: Ubuntu 22.04 or later); say which, not just that it failed
+if ! "$bin" --version >/dev/null 2>"$work_err"; then
+  cat "$work_err" >&2
+  fail "$bin does not start here ($(ldd --version 2>/dev/null | head -1)); libtorch from $torch_lib"
+fi
 driver="n/a"
 if [ "$device" = cuda ]; then
   [ "$gpu_name" != none ] || fail "torch $torch_version sees no GPU"
@@ -57,8 +66,6 @@ fi
 say "torch $torch_version ($torch_lib), GPU: $gpu_name, driver $driver"
 
 # --- data ---------------------------------------------------------------------------------------
-work=$(mktemp -d)
-trap 'rm -rf "$work"; [ -n "${smi_pid:-}" ] && kill "$smi_pid" 2>/dev/null' EXIT
 data=()
 if [ -f "$tar_file" ]; then
   tar -xzf "$tar_file" -C "$work" || fail "cannot unpack $tar_file"
