@@ -13,7 +13,8 @@
 #     the peak GPU memory.
 #
 #   check.sh          on the GPU
-#   check.sh --cpu    the same script on the CPU, small (a dry run: tests/gpu_check.rs runs it)
+#   check.sh --cpu    the same script on the CPU, small, one run each side (a dry run:
+#                     tests/gpu_check.rs runs it)
 # Environment: PYTHON (default python3), SELFSUP_BIN (default ./selfsup beside this script),
 # CHECK_DATA (default cifar10-jpg.tar.gz beside it; absent: the built-in synthetic shapes).
 set -uo pipefail
@@ -29,10 +30,10 @@ say() { echo "check: $*" >&2; }
 fail() { echo "check: FAILED: $*" >&2; exit 1; }
 
 if [ "${1:-}" = "--cpu" ]; then
-  device=cpu widths="0.125 0.25" batch=16 steps=3 warm=1 minutes=0.1 limit=(--limit 600)
+  device=cpu widths="0.125 0.25" batch=16 steps=3 warm=1 reps=1 minutes=0.1 limit=(--limit 600)
   e2e_width=0.25 step_timeout=120 pretrain_timeout=300
 else
-  device=cuda widths="0.25 1.0" batch=512 steps=20 warm=5 minutes=2 limit=()
+  device=cuda widths="0.25 1.0" batch=512 steps=20 warm=5 reps=2 minutes=2 limit=()
   e2e_width=1.0 step_timeout=90 pretrain_timeout=240
 fi
 
@@ -96,15 +97,18 @@ summary=()
 declare -A step_views
 for width in $widths; do
   for precision in fp32 bf16; do
-    o1=$(ours_step "$width" "$precision"); t1=$(their_step "$width" "$precision")
-    o2=$(ours_step "$width" "$precision"); t2=$(their_step "$width" "$precision")
-    [ -n "$o1$o2" ] || { cat "$work/ours.err" >&2; fail "selfsup bench failed (width $width, $precision)"; }
-    [ -n "$t1$t2" ] || { cat "$work/theirs.err" >&2; fail "torch_step.py failed (width $width, $precision)"; }
-    ours=$(printf '%s\n%s\n' "$o1" "$o2" | sort -g | tail -1)  # best of 2, both sides
-    theirs=$(printf '%s\n%s\n' "$t1" "$t2" | sort -g | tail -1)
+    os=() ts=()  # alternating: ours, theirs, ours, theirs (best of $reps each)
+    for _ in $(seq "$reps"); do
+      o=$(ours_step "$width" "$precision"); t=$(their_step "$width" "$precision")
+      [ -n "$o" ] && os+=("$o"); [ -n "$t" ] && ts+=("$t")
+    done
+    [ ${#os[@]} -gt 0 ] || { cat "$work/ours.err" >&2; fail "selfsup bench failed (width $width, $precision)"; }
+    [ ${#ts[@]} -gt 0 ] || { cat "$work/theirs.err" >&2; fail "torch_step.py failed (width $width, $precision)"; }
+    ours=$(printf '%s\n' "${os[@]}" | sort -g | tail -1)
+    theirs=$(printf '%s\n' "${ts[@]}" | sort -g | tail -1)
     step_views["$width/$precision"]=$ours
-    summary+=("$(printf 'step  width %-5s %-4s  selfsup %8.0f views/s (%s, %s)  PyTorch %8.0f (%s, %s)  ratio %s' \
-      "$width" "$precision" "$ours" "$o1" "$o2" "$theirs" "$t1" "$t2" "$(ratio "$ours" "$theirs")")")
+    summary+=("$(printf 'step  width %-5s %-4s  selfsup %8.0f views/s (%s)  PyTorch %8.0f (%s)  ratio %s' \
+      "$width" "$precision" "$ours" "${os[*]}" "$theirs" "${ts[*]}" "$(ratio "$ours" "$theirs")")")
     say "${summary[-1]}"
   done
 done

@@ -205,7 +205,8 @@ impl MethodSpec for ClipConfig {
             nn::Init::Const((1.0 / self.init_temperature).ln()),
         );
         let captions = match &ctx.captions {
-            Some(c) => Some(tokenizer.batch(c)?), // [N, L]
+            // on the model's device, so that a step picks its captions there (no host read)
+            Some(c) => Some(crate::device::to_device(&tokenizer.batch(c)?, vs.device())), // [N, L]
             None => None,
         };
         Ok(Box::new(Clip {
@@ -254,7 +255,8 @@ pub struct Clip {
     log_scale: Tensor,
     max_logit_scale: f64,
     tokenizer: CaptionTokenizer,
-    /// The training captions' ids [N, L] (CPU), by image index; None when nothing trains.
+    /// The training captions' ids [N, L] (on the model's device), by image index; None when
+    /// nothing trains.
     captions: Option<Tensor>,
 }
 
@@ -284,8 +286,7 @@ impl Method for Clip {
             .as_ref()
             .context("clip was built without training captions")?;
         let x = &views[0]; // [K, 3, S, S]
-        let ids = captions.index_select(0, &idx.to_device(tch::Device::Cpu)); // [K, L]
-        let ids = crate::device::to_device(&ids, x.device());
+        let ids = captions.index_select(0, &idx.to_device(captions.device())); // [K, L]
         let u = self
             .backbone
             .forward_t(x, true)
