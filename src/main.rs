@@ -8,6 +8,10 @@ use std::process::ExitCode;
 mod cli;
 
 fn main() -> ExitCode {
+    // output piped into a reader that stops early (`selfsup cache list | head`) ends the process
+    // quietly, as for any Unix tool, instead of a panic on the failed print (Rust ignores SIGPIPE)
+    // SAFETY: resetting a signal to its default action before any thread starts
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     selfsup::malloc::keep_tensors_in_the_heap();
     let cli = cli::Cli::parse();
     // joins the MPI job when mpirun (or srun) started this process; finalises MPI on return

@@ -3,6 +3,7 @@
 
 pub mod args;
 pub mod bench;
+pub mod cache;
 pub mod common;
 pub mod cpc;
 pub mod demo;
@@ -64,6 +65,9 @@ pub enum Command {
     /// Check data-parallel training: under `mpirun -np W`, the loss and summed gradients of W
     /// ranks against one process, for NT-Xent, InfoNCE with a queue and Barlow Twins.
     DistCheck(dist_check::DistCheckArgs),
+    /// The decoded-image caches: `list` (data folder, size, images, last use) or `clean`
+    /// (--all, --older-than 30d, --data FOLDER; never one a running selfsup holds).
+    Cache(cache::CacheArgs),
     /// Print the effective config (defaults, file, flags) as TOML, the chosen method's settings
     /// with it, and exit.
     Config(args::ConfigArgs),
@@ -87,6 +91,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(a) => demo::demo(&a),
         Command::Bench(a) => bench::bench(&a),
         Command::DistCheck(a) => dist_check::dist_check(&a),
+        Command::Cache(a) => cache::cache(&a),
         Command::Config(a) => a.load().map(|cfg| print!("{}", cfg.to_toml())),
     }
 }

@@ -7,6 +7,8 @@
 //!     index.bin    per source file: path, size, mtime, then its offset, size and label, or
 //!                  why it could not be decoded (index.rs; checksummed, replaced atomically)
 //!     lock         held (flock) by the one process that updates the cache
+//!     source       the split folder's canonical path, rewritten by every load (so its time
+//!                  is the cache's last use): what `selfsup cache list | clean` shows ([`manage`])
 //! ```
 //! A load lists the folder, looks every file up in the index by path, and reuses it when its
 //! size and mtime are unchanged; new and changed files are decoded in parallel and appended.
@@ -18,6 +20,7 @@
 //! it, so a run that already mapped the old file keeps reading valid bytes.
 
 pub mod index;
+pub mod manage;
 mod progress;
 mod writer;
 
@@ -40,6 +43,7 @@ use super::{DataError, Resize};
 const PIXELS: &str = "pixels.bin";
 const INDEX: &str = "index.bin";
 const LOCK: &str = "lock";
+const SOURCE: &str = "source";
 /// How often a long first pass commits its index.
 const COMMIT_EVERY: Duration = Duration::from_secs(10);
 /// The pixel file is rewritten without its dead bytes (of changed and deleted files) once they
@@ -156,6 +160,10 @@ pub(crate) fn load(
         lock.lock().map_err(io("lock", &lock_path))?;
     }
     let mut cache = Writer::open(&folder, resize)?;
+    // which data folder this is, and (by the file's time) when it was last used
+    let canonical = root.canonicalize().unwrap_or_else(|_| root.to_path_buf());
+    let source = folder.join(SOURCE);
+    std::fs::write(&source, format!("{}\n", canonical.display())).map_err(io("write", &source))?;
 
     // Which items the cache holds already, and which of its entries stay.
     let sources: Vec<Option<Source>> = items.par_iter().map(|it| source_of(&it.path)).collect();
