@@ -1,0 +1,208 @@
+//! Docs that cannot rot: every relative link in README.md and docs/ points at a file of the
+//! repository, and every `selfsup <subcommand> …` line they show is accepted by the command
+//! line's parser (`selfsup … --help`: a parse, not a run).
+mod common;
+use std::path::{Path, PathBuf};
+
+const SUBCOMMANDS: &[&str] = &[
+    "pretrain",
+    "eval",
+    "finetune",
+    "embed",
+    "report",
+    "neighbors",
+    "export",
+    "make-data",
+    "cpc",
+    "demo",
+    "bench",
+    "dist-check",
+    "cache",
+    "config",
+];
+
+fn markdown_files() -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = vec![root.join("README.md")];
+    let mut dirs = vec![root.join("docs")];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|x| x == "md") {
+                files.push(p);
+            }
+        }
+    }
+    files
+}
+
+/// The targets of `[text](target)` links on a line.
+fn links(line: &str) -> Vec<String> {
+    line.match_indices("](")
+        .filter_map(|(i, _)| {
+            let rest = &line[i + 2..];
+            rest.find(')').map(|j| rest[..j].to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn every_relative_link_resolves() {
+    let mut broken = Vec::new();
+    for f in markdown_files() {
+        let text = std::fs::read_to_string(&f).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            for target in links(line) {
+                let target = target.split('#').next().unwrap().trim();
+                if target.is_empty() || target.contains("://") || target.starts_with("mailto:") {
+                    continue;
+                }
+                if !f.parent().unwrap().join(target).exists() {
+                    broken.push(format!("{}:{}: {target}", f.display(), n + 1));
+                }
+            }
+        }
+    }
+    assert!(
+        broken.is_empty(),
+        "links to nothing:\n{}",
+        broken.join("\n")
+    );
+}
+
+/// Placeholders the docs use in command templates, and the value each is checked with: a
+/// template must still parse once they are filled in. `[--flag X]` (optional) is checked with the
+/// flag; `…` ("more of the same") is left out.
+const PLACEHOLDERS: &[(&str, &str)] = &[
+    ("<method>", "simclr"),
+    ("<name>", "simclr"),
+    ("RUN", "runs/x"),
+    ("DATA", "data/x"),
+    ("FILE", "out.safetensors"),
+    ("F", "safetensors"),
+    ("S", "1"),
+    ("P", "20"),
+    ("N", "96"),
+    ("E", "2"),
+    ("NAME", "x"),
+];
+const DROPPED: &[&str] = &["…", "...", "FLAGS", "[settings]"];
+
+/// `selfsup …` commands of a markdown text with the line each starts on: in code lines (indented
+/// four spaces, or fenced) to the end of the line, in prose inside a `code span` (which may
+/// wrap onto the next line).
+fn commands(text: &str) -> Vec<(usize, String)> {
+    let mut found = Vec::new();
+    let mut prose = String::new(); // the prose, code lines blanked, newlines kept
+    let mut fenced = false;
+    for (n, line) in text.lines().enumerate() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+            prose.push('\n');
+            continue;
+        }
+        if fenced || line.starts_with("    ") {
+            for (i, _) in line.match_indices("selfsup ") {
+                if matches!(line[..i].chars().last(), None | Some(' ' | '/')) {
+                    found.push((n + 1, line[i + "selfsup ".len()..].to_string()));
+                }
+            }
+            prose.push('\n');
+        } else {
+            prose.push_str(line);
+            prose.push('\n');
+        }
+    }
+    let ticks: Vec<usize> = prose.match_indices('`').map(|(i, _)| i).collect();
+    for pair in ticks.chunks(2).filter(|p| p.len() == 2) {
+        let span = prose[pair[0] + 1..pair[1]].replace('\n', " ");
+        let line = prose[..pair[0]].matches('\n').count() + 1;
+        for (i, _) in span.match_indices("selfsup ") {
+            if matches!(span[..i].chars().last(), None | Some(' ' | '/')) {
+                found.push((line, span[i + "selfsup ".len()..].to_string()));
+            }
+        }
+    }
+    found
+}
+
+/// The arguments of a command (up to a comment or a shell operator), placeholders filled in;
+/// None when it does not start with a subcommand (prose such as "selfsup is …").
+fn arguments(command: &str) -> Option<Vec<String>> {
+    let command = command.split(" #").next().unwrap();
+    let mut args = Vec::new();
+    for tok in command.split_whitespace() {
+        if ["|", "&&", ";", "2>&1", "\\"].contains(&tok) || tok.starts_with('>') {
+            break;
+        }
+        if DROPPED.contains(&tok) {
+            continue;
+        }
+        let tok = tok
+            .trim_start_matches('[')
+            .trim_end_matches([']', ',', ';', ')']);
+        if DROPPED.contains(&tok) || tok.is_empty() {
+            continue;
+        }
+        let mut tok = tok.to_string();
+        for (p, v) in PLACEHOLDERS {
+            if tok == *p || (p.starts_with('<') && tok.contains(p)) {
+                tok = tok.replace(p, v);
+            }
+        }
+        args.push(tok);
+    }
+    SUBCOMMANDS
+        .contains(&args.first()?.as_str())
+        .then_some(args)
+}
+
+#[test]
+fn every_command_line_in_the_docs_parses() {
+    // (where, arguments) of every distinct command
+    let mut seen = std::collections::BTreeSet::new();
+    let mut todo = Vec::new();
+    for f in markdown_files() {
+        let text = std::fs::read_to_string(&f).unwrap();
+        for (line, command) in commands(&text) {
+            if let Some(args) = arguments(&command) {
+                if seen.insert(args.clone()) {
+                    todo.push((format!("{}:{line}", f.display()), args));
+                }
+            }
+        }
+    }
+    assert!(todo.len() > 50, "only {} command lines found", todo.len());
+    // four at a time: each parse starts the binary (and loads libtorch)
+    let refused: Vec<String> = std::thread::scope(|s| {
+        let workers: Vec<_> = todo
+            .chunks(todo.len().div_ceil(4))
+            .map(|chunk| {
+                s.spawn(move || {
+                    chunk
+                        .iter()
+                        .filter_map(|(at, args)| {
+                            let o = common::run(common::selfsup().args(args).arg("--help"));
+                            let why = String::from_utf8_lossy(&o.stderr);
+                            let why = why.lines().next().unwrap_or("").to_string();
+                            (!o.status.success())
+                                .then(|| format!("{at}: selfsup {}\n    {why}", args.join(" ")))
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect()
+    });
+    assert!(
+        refused.is_empty(),
+        "{} refused:\n{}",
+        refused.len(),
+        refused.join("\n")
+    );
+}
