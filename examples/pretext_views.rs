@@ -4,7 +4,7 @@
 //! as the encoder sees them (shuffled, each normalised) next to them put back by the inverse
 //! permutation.
 //!
-//!     cargo run --release --example pretext_views -- data/cifar10 docs/pretext_views.png
+//!     cargo run --release --example pretext_views -- data/cifar10 docs/src/images/pretext_views.png
 //!
 //! Without a data folder it draws the built-in synthetic shapes.
 

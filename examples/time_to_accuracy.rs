@@ -9,10 +9,10 @@
 //! lines). Several SOURCEs under one NAME, joined by `+`, are one line (e.g. separate runs at
 //! 10 and 30 minutes). Text is drawn with DejaVu Sans (compiled in: the `dejavu` crate).
 //!
-//! The README's picture (docs/time_to_accuracy.png), from the runs of its "A good encoder
+//! The README's picture (docs/src/images/time_to_accuracy.png), from the runs of its "A good encoder
 //! fast" table:
 //! ```text
-//! cargo run --release --example time_to_accuracy -- docs/time_to_accuracy.png \
+//! cargo run --release --example time_to_accuracy -- docs/src/images/time_to_accuracy.png \
 //!   "fast-cpu, 30-min run=runs/s29/fast30" "fast-cpu, 10-min run=runs/s29/b10" \
 //!   "SimCLR defaults, 10-min run=runs/s29/simclr10b" \
 //!   "lightly 1.6, 30-min run=runs/s29/lightly30.log"

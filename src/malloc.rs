@@ -6,7 +6,7 @@
 //! tensors into memory again: `selfsup bench` (ResNet-18 w0.25, batch 256) spent 4–8 s of each
 //! 10 s in the kernel. A fixed 32 MiB mmap threshold (glibc's maximum) and no trimming keep those
 //! pages in the heap for reuse: the SimCLR step went from 463–509 to 615–674 views/s
-//! (alternating runs, README "Throughput"), at about 30 % more resident memory.
+//! (alternating runs, the guide (docs/src), "Throughput"), at about 30 % more resident memory.
 
 /// Applies the settings (Linux with glibc; elsewhere nothing). Call first thing in `main`,
 /// before libtorch allocates. Returns whether they were applied.

@@ -1,5 +1,5 @@
 //! The library's imports go one way. Each top-level module of `src/` may use only the modules
-//! its row of [`ALLOWED`] names (the table of docs/architecture.md); any other `crate::x` in
+//! its row of [`ALLOWED`] names (the table of docs/src/architecture.md); any other `crate::x` in
 //! its non-test code fails this test, and so does a module missing from the table or a cycle
 //! in the table. Comments and `#[cfg(test)]` code are not read (a test may build what it
 //! tests from anywhere).

@@ -206,3 +206,38 @@ fn every_command_line_in_the_docs_parses() {
         refused.join("\n")
     );
 }
+
+/// The README's methods table lists exactly the registered methods, each once.
+#[test]
+fn the_readme_methods_table_is_the_registry() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let table = readme
+        .split("## Methods")
+        .nth(1)
+        .expect("a Methods section")
+        .split("\n## ")
+        .next()
+        .unwrap();
+    let mut listed: Vec<String> = table
+        .lines()
+        .filter(|l| l.starts_with("| "))
+        .filter_map(|l| l.split('|').nth(2))
+        .filter_map(|cell| {
+            cell.trim()
+                .strip_prefix('`')?
+                .strip_suffix('`')
+                .map(String::from)
+        })
+        .collect();
+    listed.sort();
+    let mut registered: Vec<String> = selfsup::method::registry::names()
+        .into_iter()
+        .map(String::from)
+        .collect();
+    registered.sort();
+    assert_eq!(
+        listed, registered,
+        "README's methods table against the registry"
+    );
+}

@@ -24,7 +24,7 @@ pub enum Stem {
 impl Stem {
     /// The training resolution (crop side) used when none is set: 32 for the CIFAR stem; 96
     /// for the ImageNet stem, which on a small CPU trains about 5× more images per second
-    /// than 224 (README, "Photo collections").
+    /// than 224 (the guide, "Photo collections").
     pub fn default_crop_size(self) -> usize {
         match self {
             Stem::Cifar => 32,

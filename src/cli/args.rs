@@ -10,7 +10,7 @@ use std::path::PathBuf;
 #[derive(Args, Clone, Default)]
 pub struct ConfigArgs {
     /// Named settings measured together, under the config file and the flags: fast-cpu (a
-    /// good encoder fast on a few CPU cores; README "A good encoder fast").
+    /// good encoder fast on a few CPU cores; the guide (docs/src), "A good encoder fast").
     #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(selfsup::config::presets::names()))]
     pub preset: Option<String>,
     /// TOML config file (sections data, model, method, optim, train, eval). Unknown keys are errors.

@@ -110,10 +110,10 @@ pub fn demo(d: &DemoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The demo's settings on top of the defaults (measured: README "Results").
+/// The demo's settings on top of the defaults (measured: the guide (docs/src), "Results").
 /// Crops of at least 20 % of the image and lr 0.06: with 8 % crops and lr 0.2 the kNN gain
 /// ranged from +1.3 to +17.8 points over seeds and CPU kernels (the loss sat on a plateau for
-/// half the run); with these, +26.6 to +46.9 over seeds 0–3 and two kernel sets (README).
+/// half the run); with these, +26.6 to +46.9 over seeds 0–3 and two kernel sets (the guide).
 pub const DEMO_SETTINGS: &[&str] = &[
     "train.epochs=6",
     "train.batch_size=128",

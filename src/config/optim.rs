@@ -51,7 +51,7 @@ impl OptimConfig {
     }
 
     /// The peak learning rate of methods without their own: 0.3 (one-epoch CIFAR-10 runs at
-    /// τ = 0.2: 0.3 and 0.12 tie; the 8-epoch 30-minute recipe of the README uses 0.3).
+    /// τ = 0.2: 0.3 and 0.12 tie; the 8-epoch 30-minute recipe of the guide uses 0.3).
     pub const DEFAULT_LR: f64 = 0.3;
 }
 

@@ -8,17 +8,17 @@ pub struct Preset {
     pub settings: &'static [&'static str],
 }
 
-/// Every preset. Each setting's reason and measurement: docs/fast_cpu_search.md.
+/// Every preset. Each setting's reason and measurement: docs/src/fast-cpu-search.md.
 pub const PRESETS: &[Preset] = &[Preset {
     name: "fast-cpu",
     about: "a good encoder fast on a few CPU cores: a 30-minute budget (--minutes sets \
             another), SimCLR at batch 128 with the learning rate scaled by √(B/256), crops of \
             at least 20 % of the image, 24-px views for the first three quarters of the run, \
-            then the images' 32 (README \"A good encoder fast\")",
+            then the images' 32 (the guide, \"A good encoder fast\")",
     settings: FAST_CPU,
 }];
 
-/// `fast-cpu` (measured in docs/fast_cpu_search.md).
+/// `fast-cpu` (measured in docs/src/fast-cpu-search.md).
 const FAST_CPU: &[&str] = &[
     "method.name=\"simclr\"",
     "train.minutes=30",

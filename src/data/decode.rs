@@ -1,7 +1,7 @@
 //! Decoding one image file: any format `image` reads, every mode (grayscale, RGBA, 16-bit,
 //! palette) converted to 8-bit RGB (alpha dropped), then resized by a [`Resize`] rule. A JPEG
 //! that is shrunk a lot is decoded at reduced scale ([`decode_jpeg_shrinking`]), 3× faster on
-//! photos (README, "Photo collections"). The EXIF Orientation tag (all eight values) is applied,
+//! photos (the guide, "Photo collections"). The EXIF Orientation tag (all eight values) is applied,
 //! so a portrait phone photo stored sideways is read upright. The error is a sentence for the
 //! user, naming what is wrong with the file.
 

@@ -210,7 +210,7 @@ impl ImageStore {
     /// The whole mapping is released, not just the images read: a fault maps more than the
     /// page it needs (fault-around, and whole large folios of the page cache), so releasing the
     /// images' own pages still let RSS grow by a third of the pixel file per minute (measured,
-    /// README "Photo collections"). Dropping the page-table entries of a mapping is cheap.
+    /// the guide (docs/src), "Photo collections"). Dropping the page-table entries of a mapping is cheap.
     pub fn release(&self) {
         if let Pixels::Mapped(map) = &self.pixels {
             if map.len() > RELEASE_ABOVE_BYTES {

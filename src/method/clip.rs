@@ -43,7 +43,7 @@ pub struct ClipConfig {
     /// `bag` (default: the mean of the token embeddings, then an MLP layer; word order
     /// ignored) or `transformer` (CLIP's kind, for captions whose meaning needs the order). On
     /// the built-in captioned shapes the bag generalised better to held-out pairs and ran 1.4×
-    /// faster (README, "Beyond one image").
+    /// faster (the guide, "Beyond one image").
     pub text_tower: TextTowerKind,
     /// Width of the text tower's features. Default 128.
     pub text_width: i64,

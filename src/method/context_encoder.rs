@@ -44,7 +44,7 @@ pub enum Region {
 #[serde(deny_unknown_fields, default)]
 pub struct ContextEncoderConfig {
     /// "center" or "random". Default "random" (on 32 px a fixed centre teaches the encoder
-    /// one place; README).
+    /// one place; the guide).
     pub region: Region,
     /// Side of the square hole as a fraction of the view's. Default 0.5 (the paper's 64 of
     /// 128 px).

@@ -57,7 +57,7 @@ impl MethodSpec for DenoisingAeConfig {
             // Data-parallel: the global mean of the reconstruction loss.
             data_parallel: true,
             similarity_matrix: false,
-            // SGD at 0.1 (as the pretext tasks; README).
+            // SGD at 0.1 (as the pretext tasks; the guide).
             default_lr: Some(0.1),
             ..MethodPlan::default()
         }

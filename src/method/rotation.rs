@@ -24,7 +24,7 @@ pub struct RotationConfig {
     /// option, a quarter of the compute per image). Default true.
     pub all_four: bool,
     /// Keep SimCLR's colour jitter and random grayscale on the view before rotating it.
-    /// Default false: the paper trains on crops and flips only (see the README's table for
+    /// Default false: the paper trains on crops and flips only (see the guide's table for
     /// the 6-minute comparison with it on).
     pub color_jitter: bool,
 }

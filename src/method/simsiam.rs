@@ -28,7 +28,7 @@ pub struct SimSiamConfig {
 }
 
 /// SimSiam's learning rate when `optim.lr` is not given: 0.3, measured on CIFAR-10 at the
-/// README's 6-minute budget (kNN top-1 37.5 % at 0.3, 33.0 % at 0.5, 23.6 % at the paper's
+/// guide's 6-minute budget (kNN top-1 37.5 % at 0.3, 33.0 % at 0.5, 23.6 % at the paper's
 /// 0.05, which is meant for 800 epochs and leaves the features dimensionally collapsed, effective
 /// rank 10, after 3.5). Set per method so that it does not follow the global default.
 pub const SIMSIAM_LR: f64 = 0.3;

@@ -302,7 +302,7 @@ pub(crate) fn load(
 
 /// Checks the stored pixels of every image about to be reused against the checksum they were
 /// stored with; the ones that fail (bytes changed on disk) leave the index and are decoded
-/// again, with a message. Costs one read of the reused pixels (README, "What happens when…").
+/// again, with a message. Costs one read of the reused pixels (the guide, "What happens when…").
 fn drop_damaged(
     cache: &mut Writer,
     items: &[Item],
