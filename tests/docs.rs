@@ -241,3 +241,58 @@ fn the_readme_methods_table_is_the_registry() {
         "README's methods table against the registry"
     );
 }
+
+/// The methods reference of the guide, made from the registry: each method's line, how to run
+/// it and its settings with their defaults.
+fn methods_reference() -> String {
+    let mut page = String::from(
+        "# Methods reference\n\n\
+         Generated from the method registry (`src/method/registry.rs`) by `tests/docs.rs`, which\n\
+         fails when this page and the registry differ; after adding or changing a method,\n\
+         `SELFSUP_BLESS=1 cargo test --test docs` writes it again. The settings are each\n\
+         method's section `[method.<name>]` with its defaults (`selfsup config --method <name>`\n\
+         prints them with the rest of the config); every key is documented on its config struct\n\
+         in the method's file. Why each method is built as it is, its loss and its measured\n\
+         figures: [Methods and losses](methods.md).\n",
+    );
+    for e in selfsup::method::registry::REGISTRY {
+        // as a config file writes them: [method.<name>] (and its sub-tables)
+        let mut section = toml::Table::new();
+        section.insert(e.name.into(), toml::Value::Table((e.defaults)()));
+        let mut file = toml::Table::new();
+        file.insert("method".into(), toml::Value::Table(section));
+        let settings = toml::to_string(&file).unwrap();
+        page.push_str(&format!(
+            "\n## `{name}`\n\n{summary}\n\n    selfsup pretrain --method {name} --data photos --out runs/{name}\n\n\
+             Settings, with their defaults:\n\n```toml\n{settings}```\n",
+            name = e.name,
+            summary = e.summary,
+        ));
+        if !e.run_files.is_empty() {
+            page.push_str(&format!(
+                "\nKept in the run folder beside the checkpoint: {}.\n",
+                e.run_files
+                    .iter()
+                    .map(|f| format!("`{f}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+    }
+    page
+}
+
+#[test]
+fn the_methods_reference_page_is_the_registry() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/src/method-reference.md");
+    let want = methods_reference();
+    if std::env::var_os("SELFSUP_BLESS").is_some() {
+        std::fs::write(&path, &want).unwrap();
+    }
+    let have = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        have == want,
+        "{} differs from the registry: `SELFSUP_BLESS=1 cargo test --test docs` writes it again",
+        path.display()
+    );
+}
