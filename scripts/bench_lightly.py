@@ -4,7 +4,7 @@ DataLoader with 2 workers, ResNet-18 CIFAR variant at width W (the model of
 ../shared/bench/torch_simclr_step.py), projection Linear-BN-ReLU-Linear(128), NTXentLoss(0.5),
 SGD momentum 0.9 wd 5e-4. Prints images/s over the timed steps (after warm-up steps).
 
-    /opt/torchref/bin/python scripts/bench_lightly.py data/cifar10/train 0.25 256 20
+    .venv-ref/bin/python scripts/bench_lightly.py data/cifar10/train 0.25 256 20
 """
 import os, sys, time
 import torch, torch.nn as nn, torchvision

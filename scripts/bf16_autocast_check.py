@@ -1,7 +1,7 @@
 """Is bf16 autocast a faster training step on this CPU? PyTorch's SimCLR step (the network of
 ../shared/bench/torch_simclr_step.py, channels-last, NT-Xent at tau 0.2) in float32 and under
 torch.autocast('cpu', bfloat16), alternated twice at width 0.25 / batch 256 and width 1.0 /
-batch 128. Run with the reference venv: /opt/torchref/bin/python scripts/bf16_autocast_check.py
+batch 128. Run with the reference venv: .venv-ref/bin/python scripts/bf16_autocast_check.py
 """
 import os, sys, time, statistics, torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', 'shared', 'bench'))

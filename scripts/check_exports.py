@@ -4,9 +4,9 @@ ResNet with strict=True, and it and the TorchScript module give the features `se
 writes for the same images, to 1e-4.
 
 Usage (the reference venv of ../shared/bench/README.md, plus safetensors):
-    /opt/torchref/bin/pip install safetensors
+    bash scripts/setup-reference.sh
     cargo run --release -- pretrain --width 1 --epochs 2 --no-eval --out runs/export-check
-    /opt/torchref/bin/python scripts/check_exports.py target/release/selfsup runs/export-check
+    .venv-ref/bin/python scripts/check_exports.py target/release/selfsup runs/export-check
 
 The run must be a ResNet-18/34/50 at width 1.0 (torchvision has no width multiplier). The images
 are 16 random smooth PNGs at the run's crop size, so the eval view is the image itself (no
@@ -27,7 +27,7 @@ from PIL import Image
 try:
     from safetensors.torch import load_file
 except ImportError:
-    sys.exit("needs the safetensors package: /opt/torchref/bin/pip install safetensors")
+    sys.exit("needs the safetensors package: bash scripts/setup-reference.sh")
 
 TOLERANCE = 1e-4
 MEAN = [0.4914, 0.4822, 0.4465]  # src/augment/normalize.rs CIFAR10_MEAN

@@ -7,7 +7,7 @@ scale (0.08, 1), CIFAR-10 normalisation; ResNet-18 CIFAR stem at width W (the mo
 τ 0.2; SGD lr 0.3, momentum 0.9, wd 5e-4; linear warm-up over half an epoch, then a cosine decay
 over the remaining *time*, so the schedule ends with the budget; DataLoader with 2 workers.
 
-    /opt/torchref/bin/python scripts/lightly_time_to_accuracy.py data/cifar10 30 0.25 256 [2,5,10,20]
+    .venv-ref/bin/python scripts/lightly_time_to_accuracy.py data/cifar10 30 0.25 256 [2,5,10,20]
 
 The optional fifth argument lists minutes at which the encoder is also evaluated on the way (the
 time-to-accuracy curve of one run): the training clock stops during those evaluations, and each

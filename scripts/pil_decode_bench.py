@@ -1,7 +1,7 @@
 """First-pass decode speed of PIL + torchvision's ImageFolder on a photo collection, for the
 README's comparison with selfsup's cache build (same files, same machine, 2 workers).
 
-    /opt/torchref/bin/python scripts/pil_decode_bench.py DIR [WORKERS] [SHORTER_SIDE]
+    .venv-ref/bin/python scripts/pil_decode_bench.py DIR [WORKERS] [SHORTER_SIDE]
 
 Each image is opened, converted to RGB and resized so that its shorter side is SHORTER_SIDE
 (default 110 = ceil(1.14 x 96), what selfsup stores for the ImageNet stem), the work selfsup's
