@@ -2,9 +2,10 @@
 //! binaries run without LD_LIBRARY_PATH. torch-sys passes the directory to its direct dependents
 //! as DEP_TCH_LIBTORCH_LIB (its `links = "tch"` key).
 //!
-//! Where that libtorch has CUDA (`libtorch_cuda.so`, as the pinned PyPI wheel does), the binary
-//! must link it explicitly: nothing in our code or tch's references its symbols, so the linker's
-//! `--as-needed` drops it and `tch::Cuda::is_available()` then says false on a GPU machine.
+//! The binary does not name `libtorch_cuda.so` at link time (torch-sys asks for it, the
+//! linker's `--as-needed` drops it: nothing references its symbols): a CPU install has no
+//! cuBLAS/cuDNN for it, and the binary must start there. `src/device/cuda_libs.rs` loads it at
+//! start-up where it loads, which is what makes libtorch see the GPUs.
 //!
 //! It also compiles `csrc/autocast.cpp` (mixed precision, see `src/precision.rs`) against the
 //! same libtorch's headers (`<lib>/../include`).
@@ -14,9 +15,6 @@ fn main() {
     let dir = std::env::var("DEP_TCH_LIBTORCH_LIB")
         .expect("torch-sys passes DEP_TCH_LIBTORCH_LIB (run scripts/setup-libtorch.sh)");
     println!("cargo:rustc-link-arg=-Wl,-rpath,{dir}");
-    if std::path::Path::new(&dir).join("libtorch_cuda.so").exists() {
-        println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch_cuda,--as-needed");
-    }
     let include = std::path::Path::new(&dir).join("../include");
     println!(
         "cargo:rustc-env=SELFSUP_LIBTORCH_VERSION={}",

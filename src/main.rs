@@ -1,7 +1,6 @@
 //! The `selfsup` command line: pretrain, eval, embed; with no subcommand, the built-in demo.
 //! The subcommands live in `cli/`, one file each.
 
-use clap::Parser;
 use selfsup::train;
 use std::process::ExitCode;
 
@@ -13,7 +12,10 @@ fn main() -> ExitCode {
     // SAFETY: resetting a signal to its default action before any thread starts
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     selfsup::malloc::keep_tensors_in_the_heap();
-    let cli = cli::Cli::parse();
+    // libtorch's CUDA half where this install has it, before any tensor (device/cuda_libs.rs);
+    // where it does not, the CPU runs as before and `--device cuda` says how to add it
+    let _ = selfsup::device::cuda_libs::load();
+    let cli = cli::Cli::parse_with_install();
     // joins the MPI job when mpirun (or srun) started this process; finalises MPI on return
     let _mpi = match selfsup::dist::init() {
         Ok(guard) => guard,

@@ -823,22 +823,6 @@ fn a_build_without_mpi_started_as_several_ranks_refuses_to_train_alone() {
     assert!(!out.exists());
 }
 
-/// The linker's `--as-needed` drops `libtorch_cuda` (nothing references its symbols), and then
-/// libtorch sees no GPU on a GPU machine: build.rs links it explicitly where libtorch has it.
-#[test]
-fn the_binary_links_libtorch_cuda_where_libtorch_has_it() {
-    let lib = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/libtorch/lib");
-    if !lib.join("libtorch_cuda.so").exists() {
-        return; // a CPU-only libtorch: nothing to link
-    }
-    let o = std::process::Command::new("readelf")
-        .args(["-d", env!("CARGO_BIN_EXE_selfsup")])
-        .output()
-        .expect("readelf (binutils) runs");
-    let t = String::from_utf8_lossy(&o.stdout);
-    assert!(t.contains("[libtorch_cuda.so]"), "not linked: {t}");
-}
-
 /// `selfsup cpc` runs the CPC experiment on generated signals (here 3 steps, one seed) and
 /// prints its table; a step count of 0 is refused by name.
 #[test]

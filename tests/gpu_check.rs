@@ -29,6 +29,11 @@ fn the_device_checks_dry_run_prints_its_whole_summary() {
     assert!(o.status.success(), "{out}\n{err}");
     assert!(out.contains("== selfsup device check"), "{out}");
     assert!(out.contains("torch 2.11"), "{out}");
+    // the binary says what it loaded: `make test` installs the CUDA libraries (no GPU needed)
+    assert!(
+        out.contains("CUDA 13.0 libraries loaded, 0 GPU(s)"),
+        "{out}"
+    );
     // four step lines (two widths × fp32, bf16), each with both figures and a ratio
     let steps: Vec<&str> = out.lines().filter(|l| l.starts_with("step ")).collect();
     assert_eq!(steps.len(), 4, "{out}");

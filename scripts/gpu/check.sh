@@ -62,6 +62,9 @@ fi
 driver="n/a"
 if [ "$device" = cuda ]; then
   [ "$gpu_name" != none ] || fail "torch $torch_version sees no GPU"
+  # the binary loads libtorch_cuda.so at start-up (src/device/cuda_libs.rs): did it, and see the GPU?
+  "$bin" --version | grep -q "libraries loaded, [1-9]" \
+    || fail "selfsup does not see the GPU: $("$bin" --version | tail -1)"
   driver=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -1)
 fi
 say "torch $torch_version ($torch_lib), GPU: $gpu_name, driver $driver"
@@ -138,5 +141,5 @@ summary+=("  $pretrained")
 
 echo
 echo "== selfsup device check $(date -u +%Y-%m-%d), $(( $(date +%s) - start )) s =="
-echo "device: $device, GPU: $gpu_name, driver $driver, torch $torch_version, $("$bin" --version 2>/dev/null | head -1)"
+echo "device: $device, GPU: $gpu_name, driver $driver, torch $torch_version, $("$bin" --version 2>/dev/null | paste -sd ' ')"
 printf '%s\n' "${summary[@]}"

@@ -31,6 +31,25 @@ pub struct Cli {
     pub command: Option<Command>,
 }
 
+impl Cli {
+    /// The command line; `--version` also says which libtorch runs and whether its CUDA half
+    /// loaded (asked only then: counting GPUs starts the CUDA driver).
+    pub fn parse_with_install() -> Cli {
+        use clap::{CommandFactory, FromArgMatches};
+        let mut cmd = Cli::command();
+        if std::env::args().any(|a| a == "--version") {
+            let long = format!(
+                "{}\n{}",
+                env!("CARGO_PKG_VERSION"),
+                selfsup::device::cuda_libs::summary()
+            );
+            cmd = cmd.long_version(long.leak() as &'static str);
+        }
+        let matches = cmd.get_matches();
+        Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
+}
+
 #[derive(Subcommand)]
 pub enum Command {
     /// Pretrain an encoder on unlabeled images, then report kNN accuracy on the test split.

@@ -7,6 +7,8 @@
 use crate::error::SettingError;
 use tch::{Device, Tensor};
 
+pub mod cuda_libs;
+
 /// The libtorch selfsup was built against ("2.11.0"); the binary needs that version's libraries.
 pub const LIBTORCH_VERSION: &str = env!("SELFSUP_LIBTORCH_VERSION");
 
@@ -38,9 +40,12 @@ impl std::str::FromStr for DeviceChoice {
     }
 }
 
-/// GPUs libtorch sees: 0 on a machine without one, without a driver, or with a CPU-only
-/// libtorch (or where the binary lost its link to `libtorch_cuda`; see build.rs).
+/// GPUs libtorch sees: 0 on a machine without one, without a driver, or where libtorch's CUDA
+/// half does not load ([`cuda_libs::load`], called here first).
 pub fn cuda_devices() -> usize {
+    if cuda_libs::load().is_err() {
+        return 0;
+    }
     match tch::Cuda::is_available() {
         true => tch::Cuda::device_count().max(0) as usize,
         false => 0,
@@ -88,9 +93,16 @@ pub fn resolve_with(
     }
 }
 
-/// The device of `train.device` on this machine.
+/// The device of `train.device` on this machine; asking for CUDA on an install without its
+/// libraries says how to add them.
 pub fn resolve(setting: &str) -> anyhow::Result<Device> {
     let choice: DeviceChoice = setting.parse().map_err(anyhow::Error::msg)?;
+    if let (DeviceChoice::Cuda(_), Err(why)) = (choice, cuda_libs::load()) {
+        anyhow::bail!(
+            "train.device is {setting}, but {}",
+            cuda_libs::missing_advice(why)
+        );
+    }
     resolve_with(choice, cuda_devices(), local_rank()).map_err(anyhow::Error::msg)
 }
 
