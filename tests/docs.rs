@@ -296,3 +296,72 @@ fn the_methods_reference_page_is_the_registry() {
         path.display()
     );
 }
+
+/// The repository paths a markdown text names as `scripts/…` or `examples/…` files (`.sh`,
+/// `.py`, `.rs`), with their line numbers.
+fn script_paths(text: &str) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        for prefix in ["scripts/", "examples/"] {
+            for (i, _) in line.match_indices(prefix) {
+                // `../shared/bench/…` and the like are outside the repository
+                if line[..i].ends_with('/') || line[..i].ends_with('.') {
+                    continue;
+                }
+                let path: String = line[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || "_./-".contains(*c))
+                    .collect();
+                let path = path.trim_end_matches('.').to_string();
+                if [".sh", ".py", ".rs"].iter().any(|x| path.ends_with(x)) {
+                    out.push((n + 1, path));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A figure's command must be in the repository: every script the README and the guide name
+/// exists (the guide once cited `runs/measure/*.sh`, which git ignores).
+#[test]
+fn every_script_the_docs_name_is_in_the_repository() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut missing = Vec::new();
+    let mut seen = 0;
+    for f in markdown_files() {
+        let text = std::fs::read_to_string(&f).unwrap();
+        assert!(
+            !text.contains("runs/measure/"),
+            "{} cites runs/measure/, which git ignores",
+            f.display()
+        );
+        for (n, p) in script_paths(&text) {
+            seen += 1;
+            if !root.join(&p).is_file() {
+                missing.push(format!("{}:{n}: {p}", f.display()));
+            }
+        }
+    }
+    assert!(
+        seen > 10,
+        "only {seen} script paths found: is the scan broken?"
+    );
+    assert!(
+        missing.is_empty(),
+        "named but absent:\n{}",
+        missing.join("\n")
+    );
+}
+
+#[test]
+fn the_script_scan_finds_paths_and_skips_outside_ones() {
+    let t = "run `bash scripts/measure/x.sh`.\nsee ../shared/bench/scripts/y.py and examples/z.rs";
+    assert_eq!(
+        script_paths(t),
+        vec![
+            (1, "scripts/measure/x.sh".into()),
+            (2, "examples/z.rs".into())
+        ]
+    );
+}
