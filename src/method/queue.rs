@@ -59,7 +59,7 @@ impl Queue {
                     .shallow_clone()
                     .index_copy_(0, &rows, &keys.to_kind(self.keys.kind()));
             let next = (&self.ptr + b as f64).remainder(s as f64);
-            let _ = self.ptr.shallow_clone().copy_(&next);
+            self.ptr.shallow_clone().copy_(&next);
         });
     }
 }

@@ -39,7 +39,7 @@ pub fn list(cache_dir: &Path) -> std::io::Result<Vec<CacheInfo>> {
             caches.push(info(&folder)?);
         }
     }
-    caches.sort_by(|a, b| b.last_used.cmp(&a.last_used));
+    caches.sort_by_key(|c| std::cmp::Reverse(c.last_used)); // newest first
     Ok(caches)
 }
 
