@@ -365,3 +365,20 @@ fn the_script_scan_finds_paths_and_skips_outside_ones() {
         ]
     );
 }
+
+/// mdBook builds only what `docs/src/SUMMARY.md` lists: every chapter file must be there.
+#[test]
+fn the_summary_lists_every_chapter() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/src");
+    let summary = std::fs::read_to_string(src.join("SUMMARY.md")).unwrap();
+    let listed: Vec<String> = summary.lines().flat_map(links).collect();
+    let mut chapters = 0;
+    for e in std::fs::read_dir(&src).unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        if name.ends_with(".md") && name != "SUMMARY.md" {
+            chapters += 1;
+            assert!(listed.contains(&name), "{name} is not in SUMMARY.md");
+        }
+    }
+    assert!(chapters >= 10, "only {chapters} chapters found");
+}
