@@ -87,6 +87,13 @@ fn an_interrupted_and_resumed_deepcluster_run_repeats_its_losses_exactly() {
     resumes_exactly(&["--method", "deepcluster", "--set", "method.prototypes=20"]);
 }
 
+/// FastSiam's four views are drawn from the same per-image streams as two: the resumed run
+/// sees the same views and repeats the same losses.
+#[test]
+fn an_interrupted_and_resumed_fastsiam_run_repeats_its_losses_exactly() {
+    resumes_exactly(&["--method", "fastsiam"]);
+}
+
 /// A pretext task's views draw their labels (here the permutation of the tiles) from the
 /// same per-image streams as the crops: the resumed run sees the same puzzles.
 #[test]

@@ -19,6 +19,7 @@ pub mod deepcluster;
 pub mod denoising_ae;
 pub mod dino;
 pub mod ema;
+pub mod fastsiam;
 pub mod fault;
 pub mod jigsaw;
 pub mod kmeans;

@@ -40,6 +40,7 @@ pub static REGISTRY: &[MethodEntry] = &[
     row::<moco::MoCoConfig>(),
     row::<byol::ByolConfig>(),
     row::<simsiam::SimSiamConfig>(),
+    row::<super::fastsiam::FastSiamConfig>(),
     row::<barlow_twins::BarlowTwinsConfig>(),
     row::<vicreg::VicRegConfig>(),
     row::<swav::SwAVConfig>(),

@@ -121,6 +121,7 @@ pub fn method_runs() -> Vec<Vec<&'static str>> {
         vec!["--method", "moco", "--set", "method.queue_size=64"],
         vec!["--method", "byol"],
         vec!["--method", "simsiam"],
+        vec!["--method", "fastsiam"],
         vec!["--method", "barlow_twins"],
         vec!["--method", "vicreg"],
         vec![
