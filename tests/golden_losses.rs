@@ -45,28 +45,24 @@ fn own_fixture() -> std::path::PathBuf {
         .join(name)
 }
 
-/// Every recording, in name order.
-fn all_fixtures() -> Vec<std::path::PathBuf> {
+/// The recordings other than `own`, this CPU vendor's first, then by name: where this machine
+/// lacks a case (or has no recording at all), the first of them that has it is checked over
+/// [`PORTABLE_STEPS`] at [`PORTABLE_TOLERANCE`].
+fn other_fixtures(own: &Path) -> Vec<std::path::PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(FIXTURES);
     let mut all: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|p| p != own)
         .collect();
-    all.sort();
-    all
-}
-
-/// Where this machine has no recording of its own: another (the same vendor's first), checked
-/// over [`PORTABLE_STEPS`] at [`PORTABLE_TOLERANCE`].
-fn foreign_fixture() -> std::path::PathBuf {
-    let all = all_fixtures();
-    let own_vendor = all.iter().find(|p| {
-        p.file_name()
+    let other_vendor = |p: &std::path::PathBuf| {
+        !p.file_name()
             .unwrap()
             .to_string_lossy()
             .starts_with(&vendor())
-    });
-    own_vendor.or(all.first()).expect("a recording").clone()
+    };
+    all.sort_by_key(|p| (other_vendor(p), p.clone()));
+    all
 }
 
 /// Relative tolerance against this machine's own recording: 0 would demand bit-exact equality;
@@ -237,15 +233,13 @@ fn every_method_and_loss_computes_its_recorded_losses() {
         true => read(&own),
         false => BTreeMap::new(),
     };
-    let others: Vec<(std::path::PathBuf, BTreeMap<String, Vec<f64>>)> =
-        std::iter::once(foreign_fixture())
-            .chain(all_fixtures())
-            .filter(|p| *p != own)
-            .map(|p| {
-                let r = read(&p);
-                (p, r)
-            })
-            .collect();
+    let others: Vec<(std::path::PathBuf, BTreeMap<String, Vec<f64>>)> = other_fixtures(&own)
+        .into_iter()
+        .map(|p| {
+            let r = read(&p);
+            (p, r)
+        })
+        .collect();
     let stale: Vec<&String> = mine.keys().filter(|k| !got.contains_key(*k)).collect();
     assert!(
         stale.is_empty(),

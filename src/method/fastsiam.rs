@@ -16,7 +16,7 @@ use crate::error::SettingError;
 use crate::loss::negative_cosine;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use tch::nn::{self, ModuleT};
+use tch::nn;
 use tch::Tensor;
 
 /// `[method.fastsiam]`: the paper's 4 views, SimSiam's heads (2048-wide projection, 512-wide
@@ -143,11 +143,7 @@ impl Method for FastSiam {
         );
         let k = views[0].size()[0];
         let x = Tensor::cat(views, 0); // [V·K, 3, H, W]
-        let net = &self.net;
-        let z = net
-            .projection
-            .forward_t(&net.backbone.forward_t(&x, true), true); // [V·K, D]
-        let p = net.predictor.forward_t(&z, true); // [V·K, D]
+        let (z, p) = self.net.project_and_predict(&x); // [V·K, D] each
         let d = z.size()[1];
         let v = self.views as i64;
         let loss = fastsiam_loss(&z.view([v, k, d]), &p.view([v, k, d]))?;

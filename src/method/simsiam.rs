@@ -117,6 +117,17 @@ impl SimSiam {
             },
         })
     }
+
+    /// `z = g(f(x))`, `p = h(z)` in training mode (FastSiam shares it).
+    /// # Shapes
+    /// `x`: [N, 3, H, W] → (`z`, `p`): [N, D] each
+    pub fn project_and_predict(&self, x: &Tensor) -> (Tensor, Tensor) {
+        let z = self
+            .projection
+            .forward_t(&self.backbone.forward_t(x, true), true);
+        let p = self.predictor.forward_t(&z, true);
+        (z, p)
+    }
 }
 
 impl Method for SimSiam {
@@ -128,10 +139,7 @@ impl Method for SimSiam {
         _ctx: &StepContext,
     ) -> anyhow::Result<StepOutput> {
         let (k, x) = super::two_views(views, "SimSiam")?; // x: [2K, 3, H, W]
-        let z = self
-            .projection
-            .forward_t(&self.backbone.forward_t(&x, true), true); // [2K, D]
-        let p = self.predictor.forward_t(&z, true); // [2K, D]
+        let (z, p) = self.project_and_predict(&x); // [2K, D] each
         let (z_a, z_b) = (z.narrow(0, 0, k), z.narrow(0, k, k));
         let (p_a, p_b) = (p.narrow(0, 0, k), p.narrow(0, k, k));
         let loss = negative_cosine(&p_a, &z_b.detach())? * 0.5
