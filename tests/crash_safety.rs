@@ -97,6 +97,13 @@ fn an_interrupted_and_resumed_fastsiam_run_repeats_its_losses_exactly() {
     resumes_exactly(&["--method", "fastsiam"]);
 }
 
+/// MoCo v3's momentum encoder is in the checkpoint and its momentum follows the step: the
+/// resumed run's keys are the uninterrupted run's.
+#[test]
+fn an_interrupted_and_resumed_mocov3_run_repeats_its_losses_exactly() {
+    resumes_exactly(&["--method", "mocov3"]);
+}
+
 /// A pretext task's views draw their labels (here the permutation of the tiles) from the
 /// same per-image streams as the crops: the resumed run sees the same puzzles.
 #[test]

@@ -83,6 +83,7 @@ fn cases() -> Vec<(&'static str, Vec<&'static str>)> {
             "moco",
             vec!["--method", "moco", "--set", "method.queue_size=64"],
         ),
+        ("mocov3", m("mocov3")),
         ("byol", m("byol")),
         ("simsiam", m("simsiam")),
         ("fastsiam", m("fastsiam")),

@@ -25,6 +25,7 @@ pub mod jigsaw;
 pub mod kmeans;
 pub mod mae;
 pub mod moco;
+pub mod mocov3;
 pub mod nnclr;
 pub mod plan;
 pub mod pretext;

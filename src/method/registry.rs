@@ -38,6 +38,7 @@ const fn row<S: MethodSection>() -> MethodEntry {
 pub static REGISTRY: &[MethodEntry] = &[
     row::<simclr::SimClrConfig>(),
     row::<moco::MoCoConfig>(),
+    row::<super::mocov3::MoCoV3Config>(),
     row::<byol::ByolConfig>(),
     row::<simsiam::SimSiamConfig>(),
     row::<super::fastsiam::FastSiamConfig>(),

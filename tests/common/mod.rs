@@ -119,6 +119,7 @@ pub fn text(o: &Output) -> String {
 pub fn method_runs() -> Vec<Vec<&'static str>> {
     vec![
         vec!["--method", "moco", "--set", "method.queue_size=64"],
+        vec!["--method", "mocov3"],
         vec!["--method", "byol"],
         vec!["--method", "simsiam"],
         vec!["--method", "fastsiam"],
