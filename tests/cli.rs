@@ -404,7 +404,7 @@ fn every_method_and_two_view_loss_trains_from_the_cli() {
         );
         let reconstructs = extra
             .iter()
-            .any(|a| ["mae", "denoising_ae", "context_encoder"].contains(a));
+            .any(|a| ["mae", "simmim", "denoising_ae", "context_encoder"].contains(a));
         let picture = out.join("reconstructions").join("latest.png");
         assert_eq!(picture.is_file(), reconstructs, "{extra:?}");
         if reconstructs {

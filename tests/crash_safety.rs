@@ -132,6 +132,55 @@ fn an_interrupted_and_resumed_mae_run_repeats_its_losses_exactly() {
     ]);
 }
 
+/// SimMIM's unit masks are drawn from (seed, step, index) and its mask token is in the store:
+/// the resumed run hides the same patches behind the same token.
+#[test]
+fn an_interrupted_and_resumed_simmim_run_repeats_its_losses_exactly() {
+    resumes_exactly(&["--method", "simmim", "--backbone", "vit_tiny"]);
+}
+
+/// I-JEPA's block masks are drawn from (seed, step, index) and its target encoder and
+/// predictor are in the store: the resumed run predicts the same blocks.
+#[test]
+fn an_interrupted_and_resumed_ijepa_run_repeats_its_losses_exactly() {
+    resumes_exactly(&["--method", "ijepa", "--backbone", "vit_tiny"]);
+}
+
+/// iBOT's two centres, mask token and teacher are in the store and its block masks are drawn
+/// from (seed, step, index): the resumed run repeats the same losses.
+#[test]
+fn an_interrupted_and_resumed_ibot_run_repeats_its_losses_exactly() {
+    resumes_exactly(&[
+        "--method",
+        "ibot",
+        "--backbone",
+        "vit_tiny",
+        "--set",
+        "method.prototypes=32",
+    ]);
+}
+
+/// Distillation reads its teacher again on resume (a frozen file, not in the checkpoint): the
+/// resumed run's targets and losses are the uninterrupted run's.
+#[test]
+fn an_interrupted_and_resumed_distill_run_repeats_its_losses_exactly() {
+    resumes_exactly(&["--method", "distill", "--teacher", common::tiny_teacher()]);
+}
+
+/// With the feature cache, the cached rows and their flags are in the checkpoint: the resumed
+/// run does not recompute (or miss) a row the uninterrupted one had.
+#[test]
+fn an_interrupted_and_resumed_cached_distill_run_repeats_its_losses_exactly() {
+    resumes_exactly(&[
+        "--method",
+        "distill",
+        "--teacher",
+        common::tiny_teacher(),
+        "--set",
+        "method.cache=true",
+    ]);
+}
+
 /// Progressive resolution: 8-px views for the first half of the steps, then the images' 16;
 /// the resumed session crosses the switch where the uninterrupted run did.
 #[test]

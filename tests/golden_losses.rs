@@ -138,9 +138,31 @@ fn cases() -> Vec<(&'static str, Vec<&'static str>)> {
             vec!["--method", "temporal_order", "--set", "method.frames=3"],
         ),
         ("mae", vec!["--method", "mae", "--backbone", "vit_tiny"]),
+        (
+            "simmim",
+            vec!["--method", "simmim", "--backbone", "vit_tiny"],
+        ),
+        ("ijepa", vec!["--method", "ijepa", "--backbone", "vit_tiny"]),
+        (
+            "ibot",
+            vec![
+                "--method",
+                "ibot",
+                "--backbone",
+                "vit_tiny",
+                "--small-crops",
+                "2",
+                "--set",
+                "method.prototypes=32",
+            ],
+        ),
         ("denoising_ae", m("denoising_ae")),
         ("context_encoder", m("context_encoder")),
         ("clip", m("clip")),
+        (
+            "distill",
+            vec!["--method", "distill", "--teacher", common::tiny_teacher()],
+        ),
         (
             "loss=nt_xent_tiled",
             vec!["--loss", "nt_xent_tiled", "--set", "method.tile_rows=5"],

@@ -256,6 +256,16 @@ impl Vit {
         t + resized.flatten(2, 3).transpose(1, 2)
     }
 
+    /// Patch tokens of images at the configured size with the patches under `mask` [N, L]
+    /// (1 = hidden) replaced by `token` [1, 1, D] before the position embeddings are added
+    /// (masked image modelling: SimMIM's and BEiT's / iBOT's `mask_token`): [N, L, D].
+    /// `(t + pos)(1 − m) + (token + pos)·m = t(1 − m) + token·m + pos`.
+    pub fn embed_patches_masked(&self, x: &Tensor, mask: &Tensor, token: &Tensor) -> Tensor {
+        let w = mask.unsqueeze(-1).to_kind(Kind::Float); // [N, L, 1]
+        let pos = self.pos_embed.narrow(1, 1, self.config.patches()); // [1, L, D]
+        self.embed_patches(x) * (1.0 - &w) + (token + pos) * w
+    }
+
     /// The class token with its position embedding, for `n` images: [n, 1, D].
     pub fn class_token(&self, n: i64) -> Tensor {
         (&self.cls_token + self.pos_embed.narrow(1, 0, 1)).expand([n, 1, self.config.dim], false)

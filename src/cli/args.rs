@@ -46,6 +46,10 @@ pub struct ConfigArgs {
     /// Two-view loss of simclr (an unknown name lists the choices) [method.simclr.loss].
     #[arg(long)]
     pub loss: Option<String>,
+    /// The teacher of --method distill: a TorchScript encoder file (made absolute)
+    /// [method.distill.teacher].
+    #[arg(long, value_name = "FILE")]
+    pub teacher: Option<PathBuf>,
     /// Multi-crop: small views per image besides the two large ones, for the methods that take
     /// them [data.small_crops].
     #[arg(allow_negative_numbers = true, value_parser = whole_number::<usize>, long)]
@@ -142,6 +146,10 @@ impl ConfigArgs {
         }
         if let Some(p) = &self.cache {
             o.push(format!("data.cache={}", quote(p)));
+        }
+        if let Some(p) = &self.teacher {
+            let absolute = std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
+            o.push(format!("method.teacher={}", quote(&absolute)));
         }
         if self.no_cache {
             o.push("data.no_cache=true".into());

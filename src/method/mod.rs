@@ -12,15 +12,19 @@
 //! Nothing outside `method/` names a method.
 
 pub mod barlow_twins;
+pub mod block_masks;
 pub mod byol;
 pub mod clip;
 pub mod context_encoder;
 pub mod deepcluster;
 pub mod denoising_ae;
 pub mod dino;
+pub mod distill;
 pub mod ema;
 pub mod fastsiam;
 pub mod fault;
+pub mod ibot;
+pub mod ijepa;
 pub mod jigsaw;
 pub mod kmeans;
 pub mod mae;
@@ -35,6 +39,7 @@ pub mod relative_patch;
 pub mod rotation;
 pub mod self_prediction;
 pub mod simclr;
+pub mod simmim;
 pub mod simsiam;
 pub mod sinkhorn;
 pub mod supcon;

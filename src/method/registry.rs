@@ -46,6 +46,7 @@ pub static REGISTRY: &[MethodEntry] = &[
     row::<vicreg::VicRegConfig>(),
     row::<swav::SwAVConfig>(),
     row::<dino::DinoConfig>(),
+    row::<super::ibot::IbotConfig>(),
     row::<deepcluster::DeepClusterConfig>(),
     row::<supcon::SupConConfig>(),
     row::<super::nnclr::NnclrConfig>(),
@@ -54,9 +55,12 @@ pub static REGISTRY: &[MethodEntry] = &[
     row::<super::jigsaw::JigsawConfig>(),
     row::<super::temporal_order::TemporalOrderConfig>(),
     row::<super::mae::MaeConfig>(),
+    row::<super::simmim::SimMimConfig>(),
+    row::<super::ijepa::IJepaConfig>(),
     row::<super::denoising_ae::DenoisingAeConfig>(),
     row::<super::context_encoder::ContextEncoderConfig>(),
     row::<super::clip::ClipConfig>(),
+    row::<super::distill::DistillConfig>(),
 ];
 
 /// The method of `method.name` when none is given.

@@ -161,6 +161,16 @@ pub fn method_runs() -> Vec<Vec<&'static str>> {
         vec!["--method", "temporal_order", "--set", "method.frames=3"],
         // self-prediction, and DINO on a ViT
         vec!["--method", "mae", "--backbone", "vit_tiny"],
+        vec!["--method", "simmim", "--backbone", "vit_tiny"],
+        vec!["--method", "ijepa", "--backbone", "vit_tiny"],
+        vec![
+            "--method",
+            "ibot",
+            "--backbone",
+            "vit_tiny",
+            "--set",
+            "method.prototypes=32",
+        ],
         vec!["--method", "denoising_ae"],
         vec!["--method", "context_encoder"],
         // images and captions (the built-in set's captions name the class)
@@ -176,5 +186,31 @@ pub fn method_runs() -> Vec<Vec<&'static str>> {
         vec!["--loss", "dcl"],
         vec!["--loss", "nt_xent_tiled", "--set", "method.tile_rows=5"],
         vec!["--loss", "triplet"],
+        // a teacher you bring
+        vec!["--method", "distill", "--teacher", tiny_teacher()],
     ]
+}
+
+/// A TorchScript teacher for `--method distill`, written once per test process: a seeded,
+/// randomly initialised ResNet-18 at width 0.125 (64-d features), traced for the tiny runs'
+/// 16-px views with `selfsup export`'s own code.
+pub fn tiny_teacher() -> &'static str {
+    static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        use selfsup::backbone::{Backbone, BackboneConfig, ResNetConfig, Stem};
+        let dir =
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("teacher-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("teacher.pt");
+        tch::manual_seed(0);
+        let mut vs = tch::nn::VarStore::new(tch::Device::Cpu);
+        let config = BackboneConfig::ResNet(ResNetConfig {
+            depth: 18,
+            stem: Stem::Cifar,
+            width: 0.125,
+        });
+        let net = Backbone::new(&vs.root(), &config).unwrap();
+        selfsup::export::torchscript::save(&mut vs, &net, 16, &path).unwrap();
+        path.to_str().unwrap().to_string()
+    })
 }
