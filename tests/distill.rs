@@ -179,4 +179,23 @@ fn bad_teachers_and_misplaced_teacher_flags_get_one_clear_message() {
         !o.status.success() && t.contains("does not take this run's views [N, 3, 8, 8]"),
         "{t}"
     );
+    // …and views that shrink during the run (progressive resolution) stop it with the reason
+    let out = dir.path().join("progressive");
+    let o = run(selfsup()
+        .arg("pretrain")
+        .args(tiny(&out))
+        .args([
+            "--set",
+            "data.progressive_size=8",
+            "--method",
+            "distill",
+            "--teacher",
+        ])
+        .arg(&fixed));
+    let t = text(&o);
+    assert!(
+        !o.status.success() && t.contains("views [16, 3, 8, 8]") && t.contains("progressive_size"),
+        "{t}"
+    );
+    assert!(!t.contains("panicked"), "{t}");
 }

@@ -170,7 +170,24 @@ impl Teacher {
 
     /// Features of normalised views [n, 3, S, S] → [n, D_t] (fp32, no gradient).
     fn features(&self, x: &Tensor) -> anyhow::Result<Tensor> {
-        let t = tch::no_grad(|| self.module.forward_ts(&[x.shallow_clone()]))?;
+        let advice = "a teacher made for one input size needs every view at that size (no \
+                      data.progressive_size, no --preset fast-cpu; --crop-size its size)";
+        let what = "the teacher (method.distill.teacher)";
+        let t = tch::no_grad(|| self.module.forward_ts(&[x.shallow_clone()])).map_err(|e| {
+            let e = e.to_string();
+            anyhow::anyhow!(
+                "{what} fails on views {:?} ({}): {advice}",
+                x.size(),
+                first_line(&e)
+            )
+        })?;
+        let want = [x.size()[0], self.dim];
+        anyhow::ensure!(
+            t.size() == want,
+            "{what} maps views {:?} to {:?}, not {want:?}: {advice}",
+            x.size(),
+            t.size()
+        );
         Ok(t.to_kind(Kind::Float).detach())
     }
 }
