@@ -19,7 +19,7 @@ use super::StepOutput;
 use super::{unit_interval, BuildContext, Method, MethodSection, MethodSpec, StepContext};
 use super::{MethodPlan, ParamPlan};
 use crate::augment::{ViewRecipe, Views};
-use crate::backbone::vit::{layer_norm, patchify, sincos_2d, unpatchify, xavier_linear, Block};
+use crate::backbone::vit::{layer_norm, patchify, sincos_2d, xavier_linear, Block};
 use crate::backbone::{Backbone, Vit};
 use crate::error::SettingError;
 use crate::optim::OptimizerName;
@@ -280,11 +280,7 @@ impl Method for Mae {
                 true => pred * std + mean,
                 false => pred,
             };
-            let m = mask.unsqueeze(-1); // [K, L, 1]
-            let patches = patchify(x, p);
-            let shown = unpatchify(&(&patches * (1.0 - &m)), p);
-            let filled = unpatchify(&(&patches * (1.0 - &m) + pred * &m), p);
-            Some((shown, filled))
+            Some(super::self_prediction::patch_pictures(x, &pred, &mask, p))
         })
     }
 }

@@ -41,6 +41,19 @@ impl EncoderDecoder {
     }
 }
 
+/// The pictures of a masked-patch method: of images `x` [K, 3, S, S], patch predictions `pred`
+/// [K, L, p²·3] and `mask` [K, L] (1 = hidden), the image with its hidden patches at the mean
+/// colour (0 in the normalised space) and the visible patches with the hidden ones predicted.
+pub fn patch_pictures(x: &Tensor, pred: &Tensor, mask: &Tensor, p: i64) -> (Tensor, Tensor) {
+    let m = mask.unsqueeze(-1); // [K, L, 1]
+    let visible = crate::backbone::vit::patchify(x, p) * (1.0 - &m);
+    let shown = crate::backbone::vit::unpatchify(&visible, p);
+    (
+        shown,
+        crate::backbone::vit::unpatchify(&(visible + pred * &m), p),
+    )
+}
+
 /// The stream of [`Rng::for_sample`] the masks draw from (views use others).
 const MASK_STREAM: u64 = 0x6d61_736b;
 

@@ -15,11 +15,11 @@
 //! at least one (on 32-px CIFAR with 4-px patches: single patches). Masks are drawn from
 //! `(seed, step, index)`, so a resumed run hides the same patches.
 
-use super::self_prediction::{check_crop_min_scale, pixel_views, PICTURE_STEP};
+use super::self_prediction::{check_crop_min_scale, patch_pictures, pixel_views, PICTURE_STEP};
 use super::{unit_interval, BuildContext, Method, MethodSection, MethodSpec, StepContext};
 use super::{MethodPlan, ParamPlan, StepOutput};
 use crate::augment::{ViewRecipe, Views};
-use crate::backbone::vit::{patchify, unpatchify, xavier_linear};
+use crate::backbone::vit::{patchify, xavier_linear};
 use crate::backbone::{Backbone, Vit};
 use crate::error::SettingError;
 use crate::optim::OptimizerName;
@@ -247,11 +247,7 @@ impl Method for SimMim {
         tch::no_grad(|| {
             let p = self.vit().config.patch;
             let (_, pred, mask) = self.forward(x, PICTURE_STEP);
-            let m = mask.unsqueeze(-1); // [K, L, 1]
-            let patches = patchify(x, p);
-            let shown = unpatchify(&(&patches * (1.0 - &m)), p);
-            let filled = unpatchify(&(&patches * (1.0 - &m) + pred * &m), p);
-            Some((shown, filled))
+            Some(patch_pictures(x, &pred, &mask, p))
         })
     }
 }
@@ -259,6 +255,7 @@ impl Method for SimMim {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backbone::vit::unpatchify;
     use crate::backbone::{BackboneConfig, VitConfig};
     use crate::method::testing::{at, tiny_context};
     use tch::Device;
