@@ -241,7 +241,7 @@ fn bad_flags_and_values_get_one_clear_message() {
         ),
         (
             vec!["pretrain", "--small-crops", "2"],
-            "swav, dino and deepcluster",
+            "multi-crop works with swav, dino",
         ),
         (vec!["pretrain", "--minutes", "0"], "train.minutes"),
         (vec!["pretrain", "--crop-size", "2"], "model.crop_size"),

@@ -450,7 +450,7 @@ mod tests {
             ("method.queue_size=3", "a setting of moco"),
             ("method.name=nope", "simclr, moco"),
             ("method.moco.queue_size=3", "method.name is \"simclr\""),
-            ("data.small_crops=2", "swav, dino and deepcluster"),
+            ("data.small_crops=2", "multi-crop works with swav, dino"),
         ] {
             let e = TrainConfig::load(None, &[o.into()])
                 .unwrap_err()

@@ -11,6 +11,22 @@ use crate::checkpoint::{write_atomic, CheckpointError};
 use std::path::Path;
 use tch::{nn::VarStore, CModule, Kind, Tensor};
 
+/// A seeded, randomly initialised CIFAR-stem ResNet-18 at width 1/8 (64-d features), traced for
+/// `side`-px views and saved to `path`: the teacher of `--method distill`'s tests and examples.
+#[doc(hidden)]
+pub fn save_random_resnet(path: &Path, side: usize, seed: i64) -> anyhow::Result<()> {
+    use crate::backbone::{BackboneConfig, ResNetConfig, Stem};
+    tch::manual_seed(seed);
+    let mut vs = VarStore::new(tch::Device::Cpu);
+    let config = BackboneConfig::ResNet(ResNetConfig {
+        depth: 18,
+        stem: Stem::Cifar,
+        width: 0.125,
+    });
+    let net = Backbone::new(&vs.root(), &config)?;
+    save(&mut vs, &net, side, path)
+}
+
 /// Traces `net` (whose variables `vs` holds) on a batch of two `side`×`side` images and saves the
 /// module to `path` atomically ([`write_atomic`]). Freezes `vs`: a traced constant may not require
 /// gradients.

@@ -41,11 +41,30 @@ fn settings(method: &str) -> Vec<String> {
         "dino" => &["data.small_crops=2", "method.prototypes=32"],
         "jigsaw" => &["method.permutations=10"],
         "temporal_order" => &["method.frames=3"],
-        "mae" => &["model.backbone=\"vit_tiny\""],
+        "mae" | "simmim" | "ijepa" => &["model.backbone=\"vit_tiny\""],
+        "ibot" => &[
+            "model.backbone=\"vit_tiny\"",
+            "data.small_crops=2",
+            "method.prototypes=32",
+        ],
         _ => &[],
     };
     s.extend(extra.iter().map(|e| e.to_string()));
+    if method == "distill" {
+        s.push(format!("method.teacher={:?}", tiny_teacher()));
+    }
     s
+}
+
+/// A random 16-px teacher for `distill`, written once per test process.
+fn tiny_teacher() -> &'static str {
+    static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let name = format!("selfsup-precision-teacher-{}.pt", std::process::id());
+        let path = std::env::temp_dir().join(name);
+        crate::export::torchscript::save_random_resnet(&path, 16, 0).unwrap();
+        path.to_str().unwrap().to_string()
+    })
 }
 
 /// (fp32 loss, `precision` loss) of each of the first [`STEPS`] steps of `method`.
@@ -124,5 +143,6 @@ fn every_method_computes_its_loss_in_bf16_within_tolerance_of_fp32_over_20_steps
         worst.1,
         worst.0
     );
+    let _ = std::fs::remove_file(tiny_teacher());
     assert!(worst.0 > 0.0, "bf16 changed nothing: autocast did not run");
 }

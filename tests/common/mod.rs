@@ -197,20 +197,11 @@ pub fn method_runs() -> Vec<Vec<&'static str>> {
 pub fn tiny_teacher() -> &'static str {
     static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     PATH.get_or_init(|| {
-        use selfsup::backbone::{Backbone, BackboneConfig, ResNetConfig, Stem};
         let dir =
             Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("teacher-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("teacher.pt");
-        tch::manual_seed(0);
-        let mut vs = tch::nn::VarStore::new(tch::Device::Cpu);
-        let config = BackboneConfig::ResNet(ResNetConfig {
-            depth: 18,
-            stem: Stem::Cifar,
-            width: 0.125,
-        });
-        let net = Backbone::new(&vs.root(), &config).unwrap();
-        selfsup::export::torchscript::save(&mut vs, &net, 16, &path).unwrap();
+        selfsup::export::torchscript::save_random_resnet(&path, 16, 0).unwrap();
         path.to_str().unwrap().to_string()
     })
 }
