@@ -243,6 +243,18 @@ fn bad_flags_and_values_get_one_clear_message() {
             vec!["pretrain", "--small-crops", "2"],
             "multi-crop works with swav, dino",
         ),
+        (
+            vec!["pretrain", "--method", "rotation", "--micro-batch", "8"],
+            "train.micro_batch cannot serve method \"rotation\": its loss is a mean of per-image",
+        ),
+        (
+            vec!["pretrain", "--method", "moco", "--micro-batch", "8"],
+            "method.moco.queue_size",
+        ),
+        (
+            vec!["pretrain", "--micro-batch", "1"],
+            "train.micro_batch is 1: it must be in [2, train.batch_size = 256]",
+        ),
         (vec!["pretrain", "--minutes", "0"], "train.minutes"),
         (vec!["pretrain", "--crop-size", "2"], "model.crop_size"),
         (

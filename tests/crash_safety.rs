@@ -104,6 +104,13 @@ fn an_interrupted_and_resumed_mocov3_run_repeats_its_losses_exactly() {
     resumes_exactly(&["--method", "mocov3"]);
 }
 
+/// Micro-batched (gradient caching, with LARS): the second pass's random state and BatchNorm's
+/// statistics are functions of the step, so the resumed run repeats the uninterrupted one.
+#[test]
+fn an_interrupted_and_resumed_micro_batched_lars_run_repeats_its_losses_exactly() {
+    resumes_exactly(&["--micro-batch", "3", "--optimizer", "lars"]);
+}
+
 /// A pretext task's views draw their labels (here the permutation of the tiles) from the
 /// same per-image streams as the crops: the resumed run sees the same puzzles.
 #[test]

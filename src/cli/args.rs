@@ -33,9 +33,16 @@ pub struct ConfigArgs {
     /// Images per step; each gives two views [train.batch_size].
     #[arg(allow_negative_numbers = true, value_parser = whole_number::<usize>, long)]
     pub batch_size: Option<usize>,
-    /// Peak SGD learning rate; unset: the method's own [optim.lr].
+    /// Exact large batches in bounded memory: images per forward pass, the loss and gradients
+    /// still the whole batch's [train.micro_batch].
+    #[arg(allow_negative_numbers = true, value_parser = whole_number::<usize>, long)]
+    pub micro_batch: Option<usize>,
+    /// Peak learning rate; unset: the method's own [optim.lr].
     #[arg(long, allow_negative_numbers = true, value_parser = finite_number)]
     pub lr: Option<f64>,
+    /// The optimiser; unset: the method's own [optim.name].
+    #[arg(long, value_enum)]
+    pub optimizer: Option<selfsup::optim::OptimizerName>,
     /// Temperature τ of the method's contrastive loss [method.<name>.temperature].
     #[arg(long, allow_negative_numbers = true, value_parser = finite_number)]
     pub temperature: Option<f64>,
@@ -162,8 +169,14 @@ impl ConfigArgs {
         push("train.epochs", self.epochs.map(|v| v.to_string()));
         push("train.minutes", self.minutes.map(|v| format!("{v:?}")));
         push("train.batch_size", self.batch_size.map(|v| v.to_string()));
+        push("train.micro_batch", self.micro_batch.map(|v| v.to_string()));
         push("data.small_crops", self.small_crops.map(|v| v.to_string()));
         push("optim.lr", self.lr.map(|v| format!("{v:?}")));
+        push(
+            "optim.name",
+            self.optimizer
+                .map(|v| format!("{:?}", format!("{v:?}").to_lowercase())),
+        );
         push(
             "method.temperature",
             self.temperature.map(|v| format!("{v:?}")),
@@ -276,7 +289,9 @@ mod tests {
             epochs: Some(3),
             minutes: Some(2.0),
             batch_size: Some(8),
+            micro_batch: Some(4),
             lr: Some(0.1),
+            optimizer: Some(selfsup::optim::OptimizerName::Lars),
             temperature: Some(0.3),
             method: Some(selfsup::method::registry::default_name().into()),
             loss: Some(selfsup::loss::two_view::NAMES[2].into()),
@@ -293,7 +308,7 @@ mod tests {
             ..Default::default()
         };
         let o = all.overrides();
-        assert_eq!(o.len(), 18, "{o:?}");
+        assert_eq!(o.len(), 20, "{o:?}");
         for one in &o {
             TrainConfig::load(None, std::slice::from_ref(one))
                 .unwrap_or_else(|e| panic!("{one}: {e}"));

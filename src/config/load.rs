@@ -23,6 +23,7 @@ const OPTIONAL_KEYS: &[&str] = &[
     "optim.betas",
     "optim.weight_decay",
     "train.minutes",
+    "train.micro_batch",
 ];
 
 impl TrainConfig {
@@ -92,9 +93,10 @@ impl TrainConfig {
     }
 
     /// The peak learning rate: `optim.lr`, else the method's own, else
-    /// [`OptimConfig::DEFAULT_LR`].
+    /// [`OptimConfig::DEFAULT_LR`]; times `optim.lr_scaling`'s factor of the batch size.
     pub fn lr(&self) -> f64 {
         lr_for(&self.optim, self.method.spec().ok().as_deref())
+            * self.optim.lr_scaling.factor(self.train.batch_size)
     }
 
     /// Every setting as `section.key` (`method.<name>.key` for the method's) → its value as a

@@ -14,6 +14,7 @@ mod validate;
 use crate::backbone::vit::{Pool, PosEmbed};
 use crate::backbone::{BackboneConfig, BackboneName, ResNetConfig, Stem, VitConfig};
 use crate::error::SettingError;
+use crate::head::HeadNorm;
 pub use eval::EvalConfig;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -185,6 +186,10 @@ pub struct ModelConfig {
     /// ViT representation: "cls" (the class token) or "mean" (of the patch tokens). Default
     /// "cls".
     pub pool: Pool,
+    /// The normalisation in the heads' MLPs: "batch" (BatchNorm, every method's recipe) or
+    /// "layer" (LayerNorm, per image: with a ViT, `train.micro_batch` is then exact). Default
+    /// "batch".
+    pub head_norm: HeadNorm,
 }
 
 impl Default for ModelConfig {
@@ -201,6 +206,7 @@ impl Default for ModelConfig {
             patch_size: 4,
             pos_embed: PosEmbed::default(),
             pool: Pool::default(),
+            head_norm: HeadNorm::default(),
         }
     }
 }
@@ -302,6 +308,14 @@ pub struct LoopConfig {
     pub minutes: Option<f64>,
     /// Images per step (each gives two views, so 2× this many go through the encoder). Default 256.
     pub batch_size: usize,
+    /// Exact large batches in bounded memory (`--micro-batch`): the batch's views go through
+    /// the networks this many images at a time, twice (gradient caching, train/grad_cache.rs),
+    /// so activation memory is that of a batch of this size while the loss, its negatives and
+    /// its gradients are the whole batch's (BatchNorm's statistics are per micro-batch). For
+    /// the methods whose step splits into per-image embeddings and a batch loss. Unset: the
+    /// whole batch at once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub micro_batch: Option<usize>,
     /// Seed of the model initialisation, data order and augmentations. Default 0.
     pub seed: u64,
     /// CPU threads for libtorch and augmentation. 0: all cores. Default 0.
@@ -343,6 +357,7 @@ impl Default for LoopConfig {
             epochs: 10,
             minutes: None,
             batch_size: 256,
+            micro_batch: None,
             seed: 0,
             threads: 0,
             device: "auto".into(),

@@ -13,7 +13,7 @@ pub struct OptimConfig {
     pub lr: Option<f64>,
     /// Learning rate at the end of the cosine decay. Default 0.
     pub final_lr: f64,
-    /// The optimiser: "sgd" or "adamw". Unset: the method's own
+    /// The optimiser: "sgd", "adamw" or "lars". Unset: the method's own
     /// ([`MethodSpec::default_optimizer`]: AdamW for MAE, SGD for the others); a loaded
     /// config always has it set.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -29,6 +29,36 @@ pub struct OptimConfig {
     pub weight_decay: Option<f64>,
     /// Linear warm-up length in epochs (fractions allowed). Default 0.5.
     pub warmup_epochs: f64,
+    /// LARS's trust coefficient η (`optim.name = "lars"`). Default 0.001 (You et al. 2017,
+    /// SimCLR).
+    pub trust_coefficient: f64,
+    /// How the peak learning rate follows the batch size B: "none" (`optim.lr` as given),
+    /// "linear" (`optim.lr · B / 256`, SimCLR's rule with LARS: 0.3 · B/256) or "sqrt"
+    /// (`optim.lr · √(B / 256)`, SimCLR's for small batches and long runs). `optim.lr` is then
+    /// the rate at batch 256. Default "none".
+    pub lr_scaling: LrScaling,
+}
+
+/// `optim.lr_scaling`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LrScaling {
+    #[default]
+    None,
+    Linear,
+    Sqrt,
+}
+
+impl LrScaling {
+    /// The factor of `optim.lr` at batch size `batch`.
+    pub fn factor(self, batch: usize) -> f64 {
+        let ratio = batch as f64 / 256.0;
+        match self {
+            LrScaling::None => 1.0,
+            LrScaling::Linear => ratio,
+            LrScaling::Sqrt => ratio.sqrt(),
+        }
+    }
 }
 
 impl OptimConfig {
@@ -65,6 +95,8 @@ impl Default for OptimConfig {
             betas: None,
             weight_decay: None,
             warmup_epochs: 0.5,
+            trust_coefficient: 0.001,
+            lr_scaling: LrScaling::None,
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Checking a config's values once, before any work starts.
 
 use super::{ConfigError, TrainConfig};
-use crate::method::registry;
+use crate::method::{registry, MicroBatch};
 
 /// `a, b and c`.
 pub fn and_list(items: &[&str]) -> String {
@@ -44,6 +44,12 @@ impl TrainConfig {
                 ));
             }
         }
+        if !(o.trust_coefficient.is_finite() && o.trust_coefficient > 0.0) {
+            return bad(format!(
+                "optim.trust_coefficient is {}: it must be > 0 (LARS's is 0.001)",
+                o.trust_coefficient
+            ));
+        }
         if !(o.warmup_epochs.is_finite() && o.warmup_epochs >= 0.0) {
             return bad(format!(
                 "optim.warmup_epochs is {}: it must be ≥ 0",
@@ -75,6 +81,14 @@ impl TrainConfig {
                 "train.batch_size is {}: contrastive learning needs ≥ 2 images per batch",
                 t.batch_size
             ));
+        }
+        if let Some(m) = t.micro_batch {
+            if m < 2 || m > t.batch_size {
+                return bad(format!(
+                    "train.micro_batch is {m}: it must be in [2, train.batch_size = {}]",
+                    t.batch_size
+                ));
+            }
         }
         if !(t.progress_seconds.is_finite() && t.progress_seconds > 0.0) {
             return bad(format!(
@@ -127,6 +141,14 @@ impl TrainConfig {
         if !(s > 0.0 && s <= 1.0) {
             return bad(format!(
                 "data.crop_min_scale is {s}: it must be in (0, 1] (SimCLR uses 0.08)"
+            ));
+        }
+        if let (Some(_), MicroBatch::Refused(why)) = (t.micro_batch, spec.plan().micro_batch) {
+            let takers = registry::names_where(|s| s.plan().micro_batch == MicroBatch::Split);
+            return bad(format!(
+                "train.micro_batch cannot serve method {:?}: {why}. Micro-batching serves {}",
+                self.method.name,
+                and_list(&takers)
             ));
         }
         let d = &self.data;

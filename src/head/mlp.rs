@@ -1,6 +1,8 @@
 //! An MLP built from a list of blocks, each `Linear → [BatchNorm1d] → [ReLU]`
-//! (the shape of lightly's `ProjectionHead`).
+//! (the shape of lightly's `ProjectionHead`; LayerNorm for BatchNorm with
+//! `model.head_norm = "layer"`, [`super::norm`]).
 
+use super::HeadNorm;
 use crate::error::SettingError;
 use tch::nn::{self, Module, ModuleT};
 use tch::Tensor;
@@ -25,15 +27,24 @@ impl Block {
     }
 }
 
-/// A stack of [`Block`]s; variables are named `layers.<i>.linear.*` and `layers.<i>.bn.*`.
+/// The normalisation of a block.
+#[derive(Debug)]
+enum Norm {
+    Batch(nn::BatchNorm),
+    Layer(nn::LayerNorm),
+}
+
+/// A stack of [`Block`]s; variables are named `layers.<i>.linear.*` and `layers.<i>.bn.*`
+/// (`layers.<i>.ln.*` for LayerNorm).
 #[derive(Debug)]
 pub struct Mlp {
-    layers: Vec<(nn::Linear, Option<nn::BatchNorm>, bool)>,
+    layers: Vec<(nn::Linear, Option<Norm>, bool)>,
     out_dim: i64,
 }
 
 impl Mlp {
     /// Builds the blocks under `p`; consecutive blocks must chain (`out_dim` → next `in_dim`).
+    /// A block's `batch_norm` is the normalisation of the build ([`super::norm::current`]).
     pub fn new(p: &nn::Path, blocks: &[Block]) -> Result<Self, SettingError> {
         if blocks.is_empty() {
             return Err("an MLP needs at least one block".into());
@@ -63,9 +74,16 @@ impl Mlp {
                 let lp = p / "layers" / i;
                 // A bias before BatchNorm is redundant; SimCLR's head keeps it, so we do too.
                 let lin = nn::linear(&lp / "linear", b.in_dim, b.out_dim, Default::default());
-                let bn = b
-                    .batch_norm
-                    .then(|| nn::batch_norm1d(&lp / "bn", b.out_dim, Default::default()));
+                let bn = b.batch_norm.then(|| match super::norm::current() {
+                    HeadNorm::Batch => {
+                        Norm::Batch(nn::batch_norm1d(&lp / "bn", b.out_dim, Default::default()))
+                    }
+                    HeadNorm::Layer => Norm::Layer(nn::layer_norm(
+                        &lp / "ln",
+                        vec![b.out_dim],
+                        Default::default(),
+                    )),
+                });
                 (lin, bn, b.relu)
             })
             .collect();
@@ -119,8 +137,10 @@ impl ModuleT for Mlp {
             let mut y = x.shallow_clone();
             for (lin, bn, relu) in &self.layers {
                 y = lin.forward(&y);
-                if let Some(bn) = bn {
-                    y = y.apply_t(bn, train);
+                match bn {
+                    Some(Norm::Batch(bn)) => y = y.apply_t(bn, train),
+                    Some(Norm::Layer(ln)) => y = y.apply(ln),
+                    None => {}
                 }
                 if *relu {
                     y = y.relu();

@@ -4,9 +4,11 @@
 pub mod decoder;
 pub mod dino_head;
 pub mod mlp;
+pub mod norm;
 pub mod pretext;
 
 pub use decoder::Decoder;
 pub use dino_head::DinoHead;
 pub use mlp::{Block, Mlp};
+pub use norm::HeadNorm;
 pub use pretext::PretextHead;

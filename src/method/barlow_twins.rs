@@ -2,8 +2,8 @@
 //! views' projections is pulled to the identity, on a wide 3-layer projector (§4, Table 14).
 
 use super::simclr::TwoViewNet;
-use super::MethodPlan;
 use super::{BuildContext, Method, MethodSection, MethodSpec};
+use super::{MethodPlan, MicroBatch};
 use crate::error::SettingError;
 use crate::head::Mlp;
 use crate::loss::TwoViewLoss;
@@ -36,6 +36,7 @@ impl MethodSpec for BarlowTwinsConfig {
         MethodPlan {
             // Data-parallel: the cross-correlation of the gathered global batch.
             data_parallel: true,
+            micro_batch: MicroBatch::Split,
             ..MethodPlan::default()
         }
     }

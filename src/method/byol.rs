@@ -46,6 +46,7 @@ impl MethodSpec for ByolConfig {
                 asymmetric: true,
                 multi_crop: false,
             },
+            micro_batch: super::MicroBatch::PER_IMAGE,
             ..MethodPlan::default()
         }
     }

@@ -16,10 +16,10 @@
 //! trained on such crops alone), no flip ("on the left" would become false), no colour jitter
 //! or grayscale ("red" would).
 
-use super::MethodPlan;
 use super::{
     BuildContext, Method, MethodSection, MethodSpec, StepContext, StepOutput, Targets, TextImage,
 };
+use super::{MethodPlan, MicroBatch};
 use crate::augment::{ViewRecipe, Views};
 use crate::backbone::Backbone;
 use crate::dist::gather_rows;
@@ -96,6 +96,7 @@ impl MethodSpec for ClipConfig {
             default_optimizer: OptimizerName::Adamw,
             // 1e-3 with AdamW (open_clip's small-model recipes use 5e-4 to 1e-3).
             default_lr: Some(1e-3),
+            micro_batch: MicroBatch::Split,
             ..MethodPlan::default()
         }
     }
@@ -267,14 +268,13 @@ impl Clip {
 }
 
 impl Method for Clip {
-    /// `u = P_i f(x)`, `v = P_t g(captions[idx])`, `L = clip_loss(u, v, t)` over the global
-    /// batch. Logs the temperature `1/exp(t)` and the batch's image→text top-1.
-    fn step(
+    /// `u = P_i f(x)`, `v = P_t g(captions[idx])`, each [K, D].
+    fn embed_views(
         &mut self,
         views: &[Tensor],
         targets: Option<&Tensor>,
         _ctx: &StepContext,
-    ) -> anyhow::Result<StepOutput> {
+    ) -> anyhow::Result<Vec<Tensor>> {
         anyhow::ensure!(
             views.len() == 1,
             "clip takes 1 view per image, got {}",
@@ -292,7 +292,19 @@ impl Method for Clip {
             .forward_t(x, true)
             .apply(&self.image_projection); // [K, D]
         let v = self.text_rows(&ids); // [K, D]
-        let (u_all, v_all) = (gather_rows(&u), gather_rows(&v)); // [W·K, D]
+        Ok(vec![u, v])
+    }
+
+    /// `L = clip_loss(u, v, t)` over the global batch. Logs the temperature `1/exp(t)` and the
+    /// batch's image→text top-1.
+    fn embedding_loss(
+        &mut self,
+        e: &[Tensor],
+        _targets: Option<&Tensor>,
+        _ctx: &StepContext,
+    ) -> anyhow::Result<StepOutput> {
+        let (u, v) = (&e[0], &e[1]); // [K, D] each
+        let (u_all, v_all) = (gather_rows(u), gather_rows(v)); // [W·K, D]
         let loss = clip_loss(&u_all, &v_all, &self.log_scale)?;
         let metrics = tch::no_grad(|| {
             let logits = clip_logits(&u_all, &v_all, &self.log_scale); // [B, B]

@@ -89,6 +89,7 @@ impl MethodSpec for ContextEncoderConfig {
             data_parallel: true,
             similarity_matrix: false,
             default_lr: Some(0.1),
+            micro_batch: super::MicroBatch::PER_IMAGE,
             ..MethodPlan::default()
         }
     }

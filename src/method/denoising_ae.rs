@@ -59,6 +59,7 @@ impl MethodSpec for DenoisingAeConfig {
             similarity_matrix: false,
             // SGD at 0.1 (as the pretext tasks; the guide).
             default_lr: Some(0.1),
+            micro_batch: super::MicroBatch::PER_IMAGE,
             ..MethodPlan::default()
         }
     }

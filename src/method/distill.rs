@@ -101,6 +101,7 @@ impl MethodSpec for DistillConfig {
             // Data-parallel without the cache (a per-image loss, a frozen teacher); each rank
             // would fill its own cache.
             data_parallel: !self.cache,
+            micro_batch: super::MicroBatch::PER_IMAGE,
             ..MethodPlan::default()
         }
     }

@@ -73,6 +73,7 @@ impl MethodSpec for FastSiamConfig {
             data_parallel: true,
             similarity_matrix: false,
             default_lr: Some(SIMSIAM_LR),
+            micro_batch: super::MicroBatch::PER_IMAGE,
             ..MethodPlan::default()
         }
     }

@@ -106,6 +106,7 @@ impl MethodSpec for IJepaConfig {
             default_optimizer: OptimizerName::Adamw,
             // the paper's peak rate (at batch 2048 with a 40-epoch warm-up)
             default_lr: Some(1e-3),
+            micro_batch: super::MicroBatch::PER_IMAGE,
             ..MethodPlan::default()
         }
     }

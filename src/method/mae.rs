@@ -78,6 +78,7 @@ impl MethodSpec for MaeConfig {
             // 1.5e-3: the paper's base rate 1.5e-4 per 256 images scaled to its batch of 4096 is
             // 2.4e-3; short CPU runs at batch 256 train best in the low 1e-3s (the guide).
             default_lr: Some(1.5e-3),
+            micro_batch: super::MicroBatch::PER_IMAGE,
             ..MethodPlan::default()
         }
     }

@@ -60,6 +60,11 @@ impl MethodSpec for MoCoConfig {
                 keys: self.queue_size,
                 setting: "method.moco.queue_size",
             }),
+            // its negatives are the queue's, not the batch's
+            micro_batch: super::MicroBatch::Refused(
+                "its negatives come from its queue, not from the batch: a longer \
+                 method.moco.queue_size gives more of them in little memory",
+            ),
             ..MethodPlan::default()
         }
     }

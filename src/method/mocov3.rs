@@ -23,7 +23,7 @@
 use super::ema::Ema;
 use super::{
     positive, unit_interval, BuildContext, Method, MethodPlan, MethodSection, MethodSpec,
-    StepContext, StepOutput, ViewPlan,
+    MicroBatch, StepContext, StepOutput, ViewPlan,
 };
 use crate::backbone::Backbone;
 use crate::dist::gather_rows;
@@ -76,6 +76,7 @@ impl MethodSpec for MoCoV3Config {
                 asymmetric: true,
                 multi_crop: false,
             },
+            micro_batch: MicroBatch::Split,
             ..MethodPlan::default()
         }
     }
@@ -175,13 +176,14 @@ impl MoCoV3 {
 
 impl Method for MoCoV3 {
     /// Both views through both encoders in one batch each (BatchNorm sees the 2K views, as in
-    /// the paper's code), then [`mocov3_loss`] over the global batch.
-    fn step(
+    /// the paper's code): the projections z_a, z_b, the queries q_a, q_b and the keys k_a, k_b
+    /// (no gradient), each [K, D].
+    fn embed_views(
         &mut self,
         views: &[Tensor],
         _targets: Option<&Tensor>,
         _ctx: &StepContext,
-    ) -> anyhow::Result<StepOutput> {
+    ) -> anyhow::Result<Vec<Tensor>> {
         let (k, x) = super::two_views(views, "MoCo v3")?; // x: [2K, 3, H, W]
         let z = self
             .projection
@@ -194,19 +196,27 @@ impl Method for MoCoV3 {
                     .forward_t(&self.momentum_backbone.forward_t(&x, true), true),
             )
         }); // [2K, D]
-            // data-parallel: the global batch's rows [W·K, D] (identity in one process)
-        let g = |t: &Tensor, from: i64| gather_rows(&t.narrow(0, from, k));
-        let loss = mocov3_loss(
-            &g(&q, 0),
-            &g(&q, k),
-            &g(&keys, 0),
-            &g(&keys, k),
-            self.temperature,
-        )?;
+        let halves = |t: &Tensor| [t.narrow(0, 0, k), t.narrow(0, k, k)];
+        let [za, zb] = halves(&z);
+        let [qa, qb] = halves(&q);
+        let [ka, kb] = halves(&keys);
+        Ok(vec![za, zb, qa, qb, ka, kb])
+    }
+
+    /// [`mocov3_loss`] over the global batch.
+    fn embedding_loss(
+        &mut self,
+        e: &[Tensor],
+        _targets: Option<&Tensor>,
+        _ctx: &StepContext,
+    ) -> anyhow::Result<StepOutput> {
+        // data-parallel: the global batch's rows [W·K, D] (identity in one process)
+        let g = |i: usize| gather_rows(&e[i]);
+        let loss = mocov3_loss(&g(2), &g(3), &g(4), &g(5), self.temperature)?;
         Ok(StepOutput {
             loss,
-            embeddings: z.narrow(0, 0, k).detach(),
-            embeddings_b: z.narrow(0, k, k).detach(),
+            embeddings: e[0].detach(),
+            embeddings_b: e[1].detach(),
             metrics: Vec::new(),
         })
     }

@@ -49,7 +49,7 @@ pub mod vicreg;
 
 pub use ema::Ema;
 pub use fault::StepFault;
-pub use plan::{LargeState, MethodPlan, ParamPlan, Targets, ViewPlan};
+pub use plan::{LargeState, MethodPlan, MicroBatch, ParamPlan, Targets, ViewPlan};
 pub use queue::Queue;
 pub use registry::{MethodEntry, REGISTRY};
 
@@ -169,13 +169,42 @@ impl BuildContext {
 pub trait Method {
     /// Views: `views[v]` is [K, 3, H_v, W_v], view v of the same K images (views 0 and 1 the
     /// large ones; multi-crop methods take smaller ones after them). `targets` \[K\] (i64) are
-    /// what [`MethodSpec::targets`] asks for: the images' classes or their indices.
+    /// what [`MethodPlan::targets`] asks for: the images' classes or their indices.
+    ///
+    /// A method whose plan says [`MicroBatch::Split`] implements [`Method::embed_views`] and
+    /// [`Method::embedding_loss`] instead, and this is their composition.
     fn step(
         &mut self,
         views: &[Tensor],
         targets: Option<&Tensor>,
         ctx: &StepContext,
-    ) -> anyhow::Result<StepOutput>;
+    ) -> anyhow::Result<StepOutput> {
+        let e = self.embed_views(views, targets, ctx)?;
+        self.embedding_loss(&e, targets, ctx)
+    }
+    /// The per-image half of a split step: of the views (and targets) of some K images, the
+    /// tensors the loss reads, each [K, …] with row i from image i. Those computed with
+    /// gradients are the trained networks' outputs; a target network's are computed without.
+    /// Exact micro-batching (train/grad_cache.rs) calls it on slices of the batch, twice per
+    /// slice, and needs the same output both times.
+    fn embed_views(
+        &mut self,
+        _views: &[Tensor],
+        _targets: Option<&Tensor>,
+        _ctx: &StepContext,
+    ) -> anyhow::Result<Vec<Tensor>> {
+        anyhow::bail!("this method does not split its step into embeddings and a loss")
+    }
+    /// The batch half of a split step: the loss of the whole batch from [`Method::embed_views`]'s
+    /// tensors, concatenated over the batch's slices in order (`targets` are the batch's).
+    fn embedding_loss(
+        &mut self,
+        _embeddings: &[Tensor],
+        _targets: Option<&Tensor>,
+        _ctx: &StepContext,
+    ) -> anyhow::Result<StepOutput> {
+        anyhow::bail!("this method does not split its step into embeddings and a loss")
+    }
     /// Called after the optimiser's update of step `ctx.step` (not after a step that stopped on
     /// a non-finite loss): momentum updates of target networks, queue and bank writes.
     fn after_step(&mut self, _ctx: &StepContext) {}

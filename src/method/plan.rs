@@ -26,6 +26,29 @@ pub struct MethodPlan {
     /// the [`crate::dist::global_mean`] of a per-image mean), and its state across steps stays
     /// the same on every rank. False: a job with several ranks refuses it.
     pub data_parallel: bool,
+    /// Whether `train.micro_batch` (exact large batches by gradient caching,
+    /// train/grad_cache.rs) can serve the method.
+    pub micro_batch: MicroBatch,
+}
+
+/// Whether a method's step splits into per-image embeddings and a loss of the whole batch's
+/// embeddings ([`super::Method::embed_views`], [`super::Method::embedding_loss`]), which is what
+/// exact micro-batching needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MicroBatch {
+    /// It splits: `train.micro_batch` gives the full batch's loss and gradients.
+    Split,
+    /// It does not; the reason, as the refusal says it.
+    Refused(&'static str),
+}
+
+impl MicroBatch {
+    /// The refusal of a method whose loss is a mean of per-image terms: its gradient is
+    /// already a sum over images, so a larger batch adds no negatives.
+    pub const PER_IMAGE: MicroBatch = MicroBatch::Refused(
+        "its loss is a mean of per-image terms, so a larger batch gives the images nothing \
+         more to be compared with: train at a batch size that fits",
+    );
 }
 
 impl Default for MethodPlan {
@@ -39,6 +62,10 @@ impl Default for MethodPlan {
             default_lr: None,
             default_optimizer: OptimizerName::Sgd,
             data_parallel: false,
+            micro_batch: MicroBatch::Refused(
+                "its step does not split into per-image embeddings and a loss of the whole \
+                 batch yet",
+            ),
         }
     }
 }

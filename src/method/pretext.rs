@@ -45,6 +45,7 @@ pub const PLAN: MethodPlan = MethodPlan {
     default_lr: Some(0.1),
     default_optimizer: OptimizerName::Sgd,
     data_parallel: true,
+    micro_batch: super::MicroBatch::PER_IMAGE,
 };
 
 /// Checks the `grayscale_p` and `crop_min_scale` of section `[method.<section>]`.

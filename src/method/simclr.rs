@@ -2,8 +2,8 @@
 //! and NT-Xent between the two augmented views of every image; all other views in the batch
 //! are negatives. Any two-view loss of the catalogue can replace NT-Xent (`method.loss`).
 
-use super::MethodPlan;
 use super::{BuildContext, Method, MethodSection, MethodSpec, StepContext, StepOutput};
+use super::{MethodPlan, MicroBatch};
 use crate::backbone::Backbone;
 use crate::dist::gather_rows;
 use crate::error::SettingError;
@@ -37,6 +37,7 @@ impl MethodSpec for SimClrConfig {
             // Data-parallel: every two-view loss of the gathered global batch.
             data_parallel: true,
             similarity_matrix: !self.loss.is_tiled(),
+            micro_batch: MicroBatch::Split,
             ..MethodPlan::default()
         }
     }
@@ -68,19 +69,29 @@ pub struct TwoViewNet {
 
 impl Method for TwoViewNet {
     /// Both views go through f and g as one batch of 2K (BatchNorm sees both, as in SimCLR):
-    /// `z = g(f([x_a; x_b]))`, `L = loss(z[:K], z[K:])` (NT-Xent with τ by default).
-    fn step(
+    /// `[z_a; z_b] = g(f([x_a; x_b]))`, each [K, 128].
+    fn embed_views(
         &mut self,
         views: &[Tensor],
         _targets: Option<&Tensor>,
         _ctx: &StepContext,
-    ) -> anyhow::Result<StepOutput> {
+    ) -> anyhow::Result<Vec<Tensor>> {
         let (k, x) = super::two_views(views, "this method")?; // x: [2K, 3, H, W]
         let h = self.backbone.forward_t(&x, true); // [2K, D]
         let z = self.projection.forward_t(&h, true); // [2K, 128]
-        let (za, zb) = (z.narrow(0, 0, k), z.narrow(0, k, k)); // [K, 128] each
-                                                               // data-parallel: the loss of the global batch [W·K, 128] (identity in one process)
-        let loss = self.loss.compute(&gather_rows(&za), &gather_rows(&zb))?;
+        Ok(vec![z.narrow(0, 0, k), z.narrow(0, k, k)])
+    }
+
+    /// `L = loss(z_a, z_b)` (NT-Xent with τ by default) over the global batch.
+    fn embedding_loss(
+        &mut self,
+        e: &[Tensor],
+        _targets: Option<&Tensor>,
+        _ctx: &StepContext,
+    ) -> anyhow::Result<StepOutput> {
+        let (za, zb) = (&e[0], &e[1]); // [K, 128] each
+                                       // data-parallel: the loss of the global batch [W·K, 128] (identity in one process)
+        let loss = self.loss.compute(&gather_rows(za), &gather_rows(zb))?;
         Ok(StepOutput {
             loss,
             embeddings: za.detach(),

@@ -69,6 +69,7 @@ impl MethodSpec for SimMimConfig {
             // MAE's rate here: the paper's 8e-4 at batch 2048 is for 800 epochs on GPUs; short
             // CPU runs at batch 256 train best in the low 1e-3s (the guide's MAE measurements).
             default_lr: Some(1.5e-3),
+            micro_batch: super::MicroBatch::PER_IMAGE,
             ..MethodPlan::default()
         }
     }

@@ -54,6 +54,7 @@ impl MethodSpec for SimSiamConfig {
             // Data-parallel: the global mean of the per-image loss.
             data_parallel: true,
             default_lr: Some(SIMSIAM_LR),
+            micro_batch: super::MicroBatch::PER_IMAGE,
             ..MethodPlan::default()
         }
     }

@@ -1,10 +1,10 @@
 //! Supervised contrastive learning (Khosla et al. 2020, arXiv:2004.11362) when labels are
 //! given: SimCLR's network, but every view of the same class is a positive.
 
-use super::MethodPlan;
 use super::{
     positive, BuildContext, Method, MethodSection, MethodSpec, StepContext, StepOutput, Targets,
 };
+use super::{MethodPlan, MicroBatch};
 use crate::backbone::Backbone;
 use crate::error::SettingError;
 use crate::head::Mlp;
@@ -39,6 +39,7 @@ impl MethodSpec for SupConConfig {
             // Data-parallel: the supervised contrastive loss of the gathered global batch and its labels.
             data_parallel: true,
             targets: Targets::ClassLabels,
+            micro_batch: MicroBatch::Split,
             ..MethodPlan::default()
         }
     }
@@ -67,14 +68,28 @@ pub struct SupCon {
 }
 
 impl Method for SupCon {
-    /// `z = g(f([x_a; x_b]))` [2K, D], labels `[y; y]` \[2K\]: `L = SupCon(z, [y; y], τ)`.
-    fn step(
+    /// `[z_a; z_b] = g(f([x_a; x_b]))`, each [K, D].
+    fn embed_views(
         &mut self,
         views: &[Tensor],
+        _labels: Option<&Tensor>,
+        _ctx: &StepContext,
+    ) -> anyhow::Result<Vec<Tensor>> {
+        let (k, x) = super::two_views(views, "SupCon")?; // x: [2K, 3, H, W]
+        let z = self
+            .projection
+            .forward_t(&self.backbone.forward_t(&x, true), true); // [2K, D]
+        Ok(vec![z.narrow(0, 0, k), z.narrow(0, k, k)])
+    }
+
+    /// `z = [z_a; z_b]` [2K, D], labels `[y; y]` \[2K\]: `L = SupCon(z, [y; y], τ)`.
+    fn embedding_loss(
+        &mut self,
+        e: &[Tensor],
         labels: Option<&Tensor>,
         _ctx: &StepContext,
     ) -> anyhow::Result<StepOutput> {
-        let (k, x) = super::two_views(views, "SupCon")?; // x: [2K, 3, H, W]
+        let k = e[0].size()[0];
         let Some(y) = labels else {
             anyhow::bail!("SupCon needs the class labels of the batch's images");
         };
@@ -83,10 +98,8 @@ impl Method for SupCon {
             "SupCon: {} labels for {k} images",
             y.size().first().copied().unwrap_or(0)
         );
-        let z = self
-            .projection
-            .forward_t(&self.backbone.forward_t(&x, true), true);
-        // data-parallel: the global batch and its labels (identity in one process)
+        let z = Tensor::cat(&e[..2], 0); // [2K, D]
+                                         // data-parallel: the global batch and its labels (identity in one process)
         let (z_all, y_all) = (
             crate::dist::gather_rows(&z),
             crate::dist::gather_rows(&Tensor::cat(&[y, y], 0)),
@@ -94,8 +107,8 @@ impl Method for SupCon {
         let loss = supcon(&z_all, &y_all, self.temperature)?;
         Ok(StepOutput {
             loss,
-            embeddings: z.narrow(0, 0, k).detach(),
-            embeddings_b: z.narrow(0, k, k).detach(),
+            embeddings: e[0].detach(),
+            embeddings_b: e[1].detach(),
             metrics: Vec::new(),
         })
     }

@@ -2,8 +2,8 @@
 //! between the two views' projections, on a wide 3-layer projector (§4.3).
 
 use super::barlow_twins::wide_projector_net;
-use super::MethodPlan;
 use super::{BuildContext, Method, MethodSection, MethodSpec};
+use super::{MethodPlan, MicroBatch};
 use crate::error::SettingError;
 use crate::loss::TwoViewLoss;
 use serde::{Deserialize, Serialize};
@@ -35,6 +35,7 @@ impl MethodSpec for VicRegConfig {
         MethodPlan {
             // Data-parallel: variance, covariance and invariance of the gathered global batch.
             data_parallel: true,
+            micro_batch: MicroBatch::Split,
             ..MethodPlan::default()
         }
     }

@@ -1,14 +1,16 @@
 //! Optimisers and schedules, written out so that their state can be checkpointed and
-//! restored exactly: SGD with momentum ([`sgd`]) and AdamW ([`adamw`]), chosen by
+//! restored exactly: SGD with momentum ([`sgd`]), AdamW ([`adamw`]) and LARS ([`lars`]), chosen by
 //! `optim.name` (unset: the method's own, [`crate::method::MethodSpec::default_optimizer`]).
 
 pub mod adamw;
 pub mod groups;
+pub mod lars;
 pub mod schedule;
 pub mod sgd;
 
 pub use adamw::AdamW;
 pub use groups::{Param, ParamPlan};
+pub use lars::Lars;
 pub use schedule::{cosine_schedule, warmup_cosine};
 pub use sgd::Sgd;
 
@@ -24,15 +26,20 @@ pub enum OptimizerName {
     Sgd,
     /// AdamW with `optim.betas` and decoupled weight decay `optim.weight_decay`.
     Adamw,
+    /// LARS (SimCLR's for large batches): SGD with momentum whose ≥ 2-D parameters' steps are
+    /// scaled by the trust ratio `optim.trust_coefficient · ‖p‖ / (‖g‖ + λ‖p‖)`.
+    Lars,
 }
 
 impl OptimizerName {
     /// The weight decay used when `optim.weight_decay` is unset: SGD 5e-4 (SimCLR's CIFAR
-    /// recipe), AdamW 0.05 (MAE's pre-training, Table 8 of He et al. 2021).
+    /// recipe), AdamW 0.05 (MAE's pre-training, Table 8 of He et al. 2021), LARS 1e-6
+    /// (SimCLR's, §B.6 of Chen et al. 2020).
     pub fn default_weight_decay(self) -> f64 {
         match self {
             OptimizerName::Sgd => 5e-4,
             OptimizerName::Adamw => 0.05,
+            OptimizerName::Lars => 1e-6,
         }
     }
 }
@@ -77,14 +84,17 @@ pub struct Settings {
     pub momentum: f64,
     /// AdamW's (β1, β2).
     pub betas: (f64, f64),
-    /// λ: SGD's coupled or AdamW's decoupled weight decay.
+    /// λ: SGD's and LARS's coupled or AdamW's decoupled weight decay.
     pub weight_decay: f64,
+    /// LARS's trust coefficient η.
+    pub trust_coefficient: f64,
 }
 
 /// The trainer's optimiser.
 pub enum Optimizer {
     Sgd(Sgd),
     AdamW(AdamW),
+    Lars(Lars),
 }
 
 impl Optimizer {
@@ -104,6 +114,12 @@ impl Optimizer {
             OptimizerName::Adamw => {
                 Optimizer::AdamW(AdamW::planned(params, settings.betas, wd, vs.device()))
             }
+            OptimizerName::Lars => Optimizer::Lars(Lars::planned(
+                params,
+                settings.momentum,
+                wd,
+                settings.trust_coefficient,
+            )),
         }
     }
 
@@ -111,6 +127,7 @@ impl Optimizer {
         match self {
             Optimizer::Sgd(o) => o.zero_grad(),
             Optimizer::AdamW(o) => o.zero_grad(),
+            Optimizer::Lars(o) => o.zero_grad(),
         }
     }
 
@@ -119,6 +136,7 @@ impl Optimizer {
         let params = match self {
             Optimizer::Sgd(o) => o.params(),
             Optimizer::AdamW(o) => o.params(),
+            Optimizer::Lars(o) => o.params(),
         };
         sgd::grad_norm(params)
     }
@@ -128,6 +146,7 @@ impl Optimizer {
         let params = match self {
             Optimizer::Sgd(o) => o.params(),
             Optimizer::AdamW(o) => o.params(),
+            Optimizer::Lars(o) => o.params(),
         };
         sgd::grad_norm_tensor(params)
     }
@@ -136,6 +155,7 @@ impl Optimizer {
         match self {
             Optimizer::Sgd(o) => o.step(lr),
             Optimizer::AdamW(o) => o.step(lr),
+            Optimizer::Lars(o) => o.step(lr),
         }
     }
 
@@ -145,6 +165,7 @@ impl Optimizer {
         match self {
             Optimizer::Sgd(o) => o.state(),
             Optimizer::AdamW(o) => o.state(),
+            Optimizer::Lars(o) => o.state(),
         }
     }
 
@@ -152,6 +173,7 @@ impl Optimizer {
         match self {
             Optimizer::Sgd(o) => o.load_state(state),
             Optimizer::AdamW(o) => o.load_state(state),
+            Optimizer::Lars(o) => o.load_state(state),
         }
     }
 }

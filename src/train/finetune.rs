@@ -313,6 +313,7 @@ pub fn finetune(
         momentum: 0.0,
         betas: (0.9, 0.999),
         weight_decay: cfg.weight_decay,
+        trust_coefficient: 0.0,
     };
     let from = state.step;
     let mut trainer = Trainer::with_optimizer(&mut model, OptimizerName::Adamw, adam, schedule);

@@ -57,6 +57,10 @@ pub struct StepShape {
     pub views: Vec<(usize, usize)>,
     /// The contrastive loss works in blocks (no 2B×2B matrix).
     pub tiled: bool,
+    /// `train.micro_batch`: the images whose activations are held at once (None: all).
+    pub micro_batch: Option<usize>,
+    /// The method can be micro-batched (what a refusal may suggest).
+    pub splits: bool,
 }
 
 impl StepShape {
@@ -74,6 +78,8 @@ impl StepShape {
             batch,
             views,
             tiled,
+            micro_batch: None,
+            splits: false,
         }
     }
 
@@ -102,7 +108,8 @@ pub const HEAP_OVERHEAD: f64 = 1.3;
 /// Bytes of one training step: the activations kept for backward for every view (their
 /// gradients are freed layer by layer as backward proceeds), plus the 2B×2B similarity matrix
 /// of the plain contrastive losses about four times over (logits, mask, softmax, gradient)
-/// unless tiled, times [`HEAP_OVERHEAD`]. Calibration: ResNet-18 width 0.25, 32 px, batch 256,
+/// unless tiled, times [`HEAP_OVERHEAD`]. Micro-batched, the activations are a micro-batch's
+/// and the whole batch's views are held besides. Calibration: ResNet-18 width 0.25, 32 px, batch 256,
 /// two views is estimated at 1.1 GB; that run's process peaks at about 2.2 GB including
 /// libtorch, the decoded images and the model.
 pub fn step_bytes(cfg: &BackboneConfig, s: &StepShape) -> f64 {
@@ -112,7 +119,16 @@ pub fn step_bytes(cfg: &BackboneConfig, s: &StepShape) -> f64 {
         .iter()
         .map(|&(crops, side)| crops as f64 * backbone_activation_floats(cfg, side))
         .sum();
-    let activations = 4.0 * b * view_floats;
+    let held = s.micro_batch.map_or(b, |m| m.min(s.batch) as f64);
+    let inputs: f64 = match s.micro_batch {
+        None => 0.0, // counted among the activations
+        Some(_) => s
+            .views
+            .iter()
+            .map(|&(c, side)| (c * 3 * side * side) as f64)
+            .sum(),
+    };
+    let activations = 4.0 * (held * view_floats + b * inputs);
     let similarity = if s.tiled {
         0.0
     } else {
@@ -170,17 +186,33 @@ pub fn check_fits(
     let largest = (1..=shape.batch)
         .rev()
         .find(|&b| step_bytes(cfg, &at(b)) <= available);
+    let micro = |m| StepShape {
+        micro_batch: Some(m),
+        ..shape.clone()
+    };
+    let largest_micro = (2..shape.micro_batch.unwrap_or(shape.batch))
+        .rev()
+        .find(|&m| shape.splits && step_bytes(cfg, &micro(m)) <= available);
     Err(format!(
-        "a training step at batch size {} {} ({}) needs about \
+        "a training step at batch size {}{} {} ({}) needs about \
          {:.1} GiB but {:.1} GiB of memory is available: {}",
         shape.batch,
+        shape
+            .micro_batch
+            .map_or(String::new(), |m| format!(" in micro-batches of {m}")),
         shape.describe(),
         cfg.describe(),
         gib(need),
         gib(available),
-        match largest {
-            Some(b) => format!("lower --batch-size to at most {b} (or --image-size / --width)"),
-            None => "lower --image-size or --width".into(),
+        match (largest_micro, largest) {
+            (Some(m), _) => format!(
+                "keep the batch and pass --micro-batch {m} or less (exact gradients in the memory \
+                 of a smaller batch), or lower --batch-size"
+            ),
+            (None, Some(b)) => {
+                format!("lower --batch-size to at most {b} (or --image-size / --width)")
+            }
+            (None, None) => "lower --image-size or --width".into(),
         },
     )
     .into())
@@ -231,6 +263,32 @@ mod tests {
     }
 
     #[test]
+    fn micro_batches_hold_a_micro_batchs_activations_and_a_refusal_suggests_them() {
+        let c = resnet18(0.25);
+        let tiled = |micro| StepShape {
+            micro_batch: micro,
+            splits: true,
+            ..shape(4096, 32, true)
+        };
+        let (whole, micro) = (
+            step_bytes(&c, &tiled(None)),
+            step_bytes(&c, &tiled(Some(256))),
+        );
+        let plain_256 = step_bytes(&c, &shape(256, 32, true));
+        assert!(whole > 10.0 * micro, "{whole} vs {micro}");
+        // the 4096 images' views on top of 256 images' activations
+        assert!(
+            micro > plain_256 && micro < 1.2 * plain_256,
+            "{micro} vs {plain_256}"
+        );
+        let e = check_fits(&c, &tiled(None), 2.0 * plain_256)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--micro-batch"), "{e}");
+        assert!(check_fits(&c, &tiled(Some(256)), 2.0 * plain_256).is_ok());
+    }
+
+    #[test]
     fn a_step_that_cannot_fit_is_refused_with_the_estimate_and_a_batch_that_fits() {
         let c = resnet18(0.25);
         assert!(check_fits(&c, &shape(256, 32, false), 64e9).is_ok());
@@ -266,6 +324,8 @@ mod tests {
             batch: 256,
             views: vec![(9, 18)],
             tiled: true,
+            micro_batch: None,
+            splits: false,
         };
         let e = check_fits(&c, &jigsaw, 0.2e9).unwrap_err().to_string();
         assert!(e.contains("on 9 crops of 18x18 per image"), "{e}");

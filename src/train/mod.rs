@@ -11,6 +11,7 @@ pub mod bench;
 pub mod budget;
 pub mod dist_check;
 pub mod finetune;
+pub mod grad_cache;
 pub mod interrupt;
 pub mod loader;
 pub mod memory;
@@ -184,7 +185,8 @@ pub fn build_model(
         tch::Cuda::cudnn_set_benchmark(true); // fixed input sizes: cuDNN picks its fastest kernels once
     }
     let vs = VarStore::new(device);
-    let method = spec.build(&vs, &build_context(cfg, data, restore_from))?;
+    let ctx = build_context(cfg, data, restore_from);
+    let method = crate::head::norm::building_with(cfg.model.head_norm, || spec.build(&vs, &ctx))?;
     if cfg.model.uses_channels_last() {
         to_channels_last(&vs);
     } else if cfg.model.channels_last && !cfg.model.is_vit() {

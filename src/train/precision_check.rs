@@ -6,7 +6,7 @@
 //! tests/golden_losses.rs).
 
 use super::loader::{Loader, LoaderSpec};
-use super::step::{sgd_step, StepPrecision};
+use super::step::{sgd_step, StepMode};
 use super::trainer::{Batches, LoaderBatches, Schedule};
 use super::{build_model, load_data, preflight::preflight};
 use crate::config::TrainConfig;
@@ -112,7 +112,7 @@ fn teacher_forced(method: &str, precision: Precision) -> Vec<(f64, f64)> {
                 &batch.views,
                 batch.targets.as_ref(),
                 &ctx,
-                &mut StepPrecision::new(Precision::Fp32),
+                &mut StepMode::new(Precision::Fp32),
             )
             .unwrap();
             (done.loss, low_loss)

@@ -70,6 +70,8 @@ pub fn preflight(
                 .map(|v| (v.shape().crops, v.shape().side))
                 .collect(),
             tiled: !spec.plan().similarity_matrix,
+            micro_batch: t.micro_batch,
+            splits: spec.plan().micro_batch == crate::method::MicroBatch::Split,
         };
         memory::check_fits(&cfg.model.backbone_config(size), &shape, available)
             .map_err(anyhow::Error::msg)?;

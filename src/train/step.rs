@@ -1,8 +1,8 @@
 //! One training step of [`Trainer::run`](super::Trainer::run):
 //! ```text
-//! method step (loss; encoder and heads in train.precision) → check finite → zero_grad
-//!   → backward (of loss × scale under fp16) → all-reduce ∇ (data-parallel) → ∇ ÷ scale
-//!   → ‖∇‖ → check finite → SGD(lr) → after_step
+//! zero_grad → method step (loss; encoder and heads in train.precision) → backward (of
+//!   loss × scale under fp16; with train.micro_batch both by gradient caching, grad_cache.rs)
+//!   → all-reduce ∇ (data-parallel) → ∇ ÷ scale → ‖∇‖ → check finite → SGD(lr) → after_step
 //! ```
 //! Under fp16 a non-finite loss or gradient is an overflow, not a fault: the step is skipped
 //! and the loss scale halved ([`LossScaler`]); only when the scale falls below 1 does it stop.
@@ -33,18 +33,22 @@ pub struct FaultAt {
     pub epoch: u64,
 }
 
-/// The precision of a run's steps, and the fp16 loss scale ([`LossScaler`], None otherwise).
+/// How a run's steps are taken: their precision, the fp16 loss scale ([`LossScaler`], None
+/// otherwise), and the micro-batch of exact gradient caching ([`super::grad_cache`]; None: the
+/// whole batch at once).
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct StepPrecision {
+pub struct StepMode {
     pub precision: Precision,
     pub scaler: Option<LossScaler>,
+    pub micro_batch: Option<usize>,
 }
 
-impl StepPrecision {
+impl StepMode {
     pub fn new(precision: Precision) -> Self {
-        StepPrecision {
+        StepMode {
             precision,
             scaler: (precision == Precision::Fp16).then(LossScaler::default),
+            micro_batch: None,
         }
     }
 }
@@ -62,27 +66,36 @@ pub fn sgd_step(
     views: &[Tensor],
     targets: Option<&Tensor>,
     ctx: &StepContext,
-    mixed: &mut StepPrecision,
+    mode: &mut StepMode,
 ) -> anyhow::Result<StepDone> {
-    let device = model.vs.device();
-    let method = &mut model.method;
-    let out =
-        crate::precision::training(mixed.precision, device, || method.step(views, targets, ctx))?;
-    let scale = mixed.scaler.map_or(1.0, |s| s.scale);
+    let scale = mode.scaler.map_or(1.0, |s| s.scale);
     opt.zero_grad();
     // backward whatever the loss: a non-finite loss gives a non-finite gradient, and the one
     // host read below (loss and ‖∇‖ together) decides before any update
-    match mixed.scaler {
-        None => out.loss.backward(),
-        Some(_) => (&out.loss * scale).backward(),
-    }
+    let k = views.first().map_or(0, |v| v.size()[0] as usize);
+    let out = match mode.micro_batch.filter(|&m| m < k) {
+        Some(m) => {
+            super::grad_cache::backward(model, m, views, targets, ctx, (mode.precision, scale))?
+        }
+        None => {
+            let (device, method) = (model.vs.device(), &mut model.method);
+            let out = crate::precision::training(mode.precision, device, || {
+                method.step(views, targets, ctx)
+            })?;
+            match scale == 1.0 {
+                true => out.loss.backward(),
+                false => (&out.loss * scale).backward(),
+            }
+            out
+        }
+    };
     crate::dist::all_reduce_gradients(shared);
     if scale != 1.0 {
         unscale(shared, scale);
     }
     let (loss, grad_norm) = loss_and_grad_norm(&out.loss, opt);
     if !(loss.is_finite() && grad_norm.is_finite()) {
-        if let Some(s) = &mut mixed.scaler {
+        if let Some(s) = &mut mode.scaler {
             if s.overflow() {
                 opt.zero_grad();
                 return Ok(StepDone {
@@ -100,7 +113,7 @@ pub fn sgd_step(
         }
         .into());
     }
-    if let Some(s) = &mut mixed.scaler {
+    if let Some(s) = &mut mode.scaler {
         s.good();
     }
     opt.step(ctx.lr);
@@ -157,7 +170,7 @@ mod tests {
 
     /// A step whose loss is not finite: fp32 stops with a fault; fp16 skips it, halves the
     /// scale and leaves the weights as they were.
-    fn poisoned_step(precision: Precision) -> (anyhow::Result<StepDone>, StepPrecision, bool) {
+    fn poisoned_step(precision: Precision) -> (anyhow::Result<StepDone>, StepMode, bool) {
         let mut model = tiny_model();
         let plan = crate::method::plan::parameter_groups(model.method.as_ref());
         let mut opt = Optimizer::new(
@@ -168,6 +181,7 @@ mod tests {
                 momentum: 0.9,
                 betas: (0.9, 0.999),
                 weight_decay: 0.0,
+                trust_coefficient: 0.0,
             },
             0.1,
         );
@@ -178,7 +192,7 @@ mod tests {
         let before: Vec<Tensor> = shared.iter().map(|t| t.copy()).collect();
         let mut views = tiny_views(4, 3);
         views[0] = views[0].fill(f64::INFINITY);
-        let mut mixed = StepPrecision::new(precision);
+        let mut mixed = StepMode::new(precision);
         let r = sgd_step(
             &mut model,
             &mut opt,

@@ -4,7 +4,7 @@
 //! for s in steps:  batch ← batches (loader or fixed views) → sgd_step(ctx(s)) → observer
 //! ```
 
-use super::step::{sgd_step, FaultAt, StepDone, StepFault, StepPrecision};
+use super::step::{sgd_step, FaultAt, StepDone, StepFault, StepMode};
 use super::{Loader, Model};
 use crate::config::TrainConfig;
 use crate::method::StepContext;
@@ -158,8 +158,9 @@ pub struct Trainer<'m> {
     /// Every trainable variable in name order: the gradients the ranks of a data-parallel job
     /// sum (the same order on every rank; a VarStore's own order is a hash map's).
     pub shared: Vec<Tensor>,
-    /// The precision of the steps (`train.precision`) and the fp16 loss scale.
-    pub mixed: StepPrecision,
+    /// The precision of the steps (`train.precision`), the fp16 loss scale and the
+    /// micro-batch (`train.micro_batch`).
+    pub mode: StepMode,
 }
 
 impl<'m> Trainer<'m> {
@@ -173,12 +174,16 @@ impl<'m> Trainer<'m> {
             momentum: o.momentum,
             betas: o.betas(),
             weight_decay: o.weight_decay_for(name),
+            trust_coefficient: o.trust_coefficient,
         };
         // the name was checked when the config was (config/validate.rs)
         let precision =
             Precision::resolve(&cfg.train.precision, model.vs.device()).unwrap_or(Precision::Fp32);
         let mut t = Self::with_optimizer(model, name, settings, schedule);
-        t.mixed = StepPrecision::new(precision);
+        t.mode = StepMode {
+            micro_batch: cfg.train.micro_batch,
+            ..StepMode::new(precision)
+        };
         t
     }
 
@@ -200,7 +205,7 @@ impl<'m> Trainer<'m> {
             opt,
             schedule,
             shared: shared.into_iter().map(|(_, t)| t).collect(),
-            mixed: StepPrecision::new(Precision::Fp32),
+            mode: StepMode::new(Precision::Fp32),
         }
     }
 
@@ -208,7 +213,7 @@ impl<'m> Trainer<'m> {
     /// loss scale.
     pub fn state(&self) -> Vec<(String, Tensor)> {
         let mut state = self.opt.state();
-        if let Some(s) = &self.mixed.scaler {
+        if let Some(s) = &self.mode.scaler {
             state.extend(s.state());
         }
         state
@@ -218,7 +223,7 @@ impl<'m> Trainer<'m> {
     /// an fp32 or bf16 run resumed in fp16, starts the scale afresh).
     pub fn load_state(&mut self, state: &[(String, Tensor)]) -> anyhow::Result<()> {
         self.opt.load_state(state)?;
-        if let (Some(s), Some(saved)) = (&mut self.mixed.scaler, LossScaler::from_state(state)) {
+        if let (Some(s), Some(saved)) = (&mut self.mode.scaler, LossScaler::from_state(state)) {
             *s = saved;
         }
         Ok(())
@@ -247,7 +252,7 @@ impl<'m> Trainer<'m> {
                 &batch.views,
                 batch.targets.as_ref(),
                 &ctx,
-                &mut self.mixed,
+                &mut self.mode,
             )
             .map_err(|e| match e.downcast::<StepFault>() {
                 Ok(fault) => FaultAt {

@@ -54,7 +54,7 @@ impl RunObserver for MetricsLog {
             "alignment": alignment(&out.embeddings, &out.embeddings_b),
             "uniformity": uniformity(&out.embeddings),
         });
-        if let Some(scaler) = &tr.mixed.scaler {
+        if let Some(scaler) = &tr.mode.scaler {
             // fp16: the loss scale and the overflowed steps so far in this session
             line["loss_scale"] = serde_json::json!(scaler.scale);
             line["skipped_steps"] = serde_json::json!(self.skipped);
