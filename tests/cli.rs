@@ -52,6 +52,52 @@ fn pretrain_eval_embed_on_tiny_synthetic_data() {
         t.contains("encoder, layer1: kNN top-1") && t.contains("encoder, layer2: kNN top-1"),
         "{t}"
     );
+    // the clustering alone; few labels; fine-tuning on few labels
+    let o = run(selfsup().args(["eval", "--run", run_dir, "--kind", "clusters"]));
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(
+        t.contains("clusters (k-means, k = 10 on 40 test images): NMI"),
+        "{t}"
+    );
+    assert!(t.contains("kNN not asked for"), "{t}");
+    let few = [
+        "eval",
+        "--run",
+        run_dir,
+        "--labels-per-class",
+        "1,2",
+        "--draws",
+        "2",
+    ];
+    let o = run(selfsup().args(few));
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(
+        t.contains("few labels (2 draws each, 40 test images)"),
+        "{t}"
+    );
+    assert!(
+        t.contains("\n      1 | ") && t.contains("\n      2 | "),
+        "{t}"
+    );
+    let o = run(selfsup().args(["eval", "--run", run_dir, "--labels-per-class", "9"]));
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("has only 8 training images; give at most 8"),
+        "{}",
+        text(&o)
+    );
+    let ft = dir.path().join("ft");
+    let o = run(selfsup()
+        .args(["finetune", "--run", run_dir, "--labels-per-class", "2"])
+        .args(["--epochs", "1", "--out", ft.to_str().unwrap()]));
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(
+        t.contains("fine-tuning on 2 labelled images per class (20 images)"),
+        "{t}"
+    );
 
     // Embed a small image folder.
     let imgs = dir.path().join("imgs");

@@ -93,12 +93,26 @@ pub(crate) fn print_eval(label: &str, r: &EvalReport) {
         true => "kNN not asked for".to_string(),
         false => format!("kNN top-1 {:.2} %", 100.0 * r.knn_top1),
     };
+    let c = &r.clusters;
+    let share = 100.0 * selfsup::eval::clusters::SHARE;
     println!(
         "{label}: {knn}{linear} (feature std {:.3}, effective rank {:.1}, uniformity {:.2}; {:.0} s)",
         r.feature_std,
         r.feature_effective_rank,
         r.feature_uniformity,
         r.seconds
+    );
+    println!(
+        "  clusters (k-means, k = {} on {} test images): NMI {:.3}, ARI {:.3}; classes split over \
+         2+ clusters (each ≥ {share:.0} % of the class): {} of {}; clusters mixing 2+ classes: {} of {}",
+        c.clusters,
+        c.images,
+        c.nmi,
+        c.ari,
+        c.split_classes(),
+        c.clusters_per_class.len(),
+        c.merged_clusters(),
+        c.classes_per_cluster.len()
     );
 }
 

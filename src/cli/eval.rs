@@ -38,6 +38,13 @@ pub struct EvalArgs {
     /// are evaluated one after another on one load of the data (`--layer layer1,layer2,layer3,layer4`).
     #[arg(long, value_enum, value_delimiter = ',', default_value = "layer4")]
     pub layer: Vec<selfsup::backbone::Layer>,
+    /// Few-label evaluation: kNN and the linear probe given only this many labelled training
+    /// images per class (comma-separated, e.g. 1,5,10,100), on the whole test split.
+    #[arg(long, value_delimiter = ',', value_parser = whole_number::<usize>)]
+    pub labels_per_class: Vec<usize>,
+    /// --labels-per-class: class-balanced draws per count (mean ± sd over them).
+    #[arg(long, value_parser = whole_number::<usize>, default_value_t = 5, requires = "labels_per_class")]
+    pub draws: usize,
     /// Use at most this many images per split.
     #[arg(allow_negative_numbers = true, value_parser = whole_number::<usize>, long)]
     pub limit: Option<usize>,
@@ -79,6 +86,14 @@ pub fn eval(a: &EvalArgs) -> anyhow::Result<()> {
     let splits = train::load_data(&cfg)?;
     describe(&splits, &cfg);
     let test = test_split(&splits).ok_or_else(|| anyhow::anyhow!(missing_labels(&splits)))?;
+    if !a.labels_per_class.is_empty() {
+        return few_labels(
+            a,
+            &enc.frozen(&splits.train.images),
+            (&splits.train, test),
+            &cfg,
+        );
+    }
     for &layer in &a.layer {
         let encoder = FrozenEncoder {
             layer,
@@ -94,6 +109,49 @@ pub fn eval(a: &EvalArgs) -> anyhow::Result<()> {
             _ => print_eval(&format!("{who}, {}", layer.name()), &r),
         }
     }
+    Ok(())
+}
+
+/// `eval --labels-per-class`: a line per count, the mean ± sd over the draws.
+fn few_labels(
+    a: &EvalArgs,
+    encoder: &FrozenEncoder,
+    splits: (&selfsup::data::Dataset, &selfsup::data::Dataset),
+    cfg: &TrainConfig,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        a.draws >= 1 && a.labels_per_class.iter().all(|&n| n >= 1),
+        "--labels-per-class and --draws must be ≥ 1"
+    );
+    let started = Instant::now();
+    let curve = eval::few_labels::evaluate_encoder(
+        *encoder,
+        splits,
+        &cfg.eval,
+        &a.labels_per_class,
+        (a.draws, cfg.train.seed),
+    )?;
+    let who = match a.random_init {
+        true => "random-init encoder",
+        false => "encoder",
+    };
+    println!(
+        "{who}, few labels ({} draws each, {} test images): labels per class | kNN top-1 | linear probe top-1",
+        a.draws,
+        splits.1.len()
+    );
+    for n in &curve {
+        let ((k, ks), (l, ls)) = (n.mean_sd(false), n.mean_sd(true));
+        println!(
+            "  {:>5} | {:.2} ± {:.2} % | {:.2} ± {:.2} %",
+            n.labels_per_class,
+            100.0 * k,
+            100.0 * ks,
+            100.0 * l,
+            100.0 * ls
+        );
+    }
+    eprintln!("evaluated in {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
 }
 

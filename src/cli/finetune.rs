@@ -50,6 +50,10 @@ pub struct FinetuneArgs {
     /// Continue the fine-tuning in --out from its last checkpoint (same flags).
     #[arg(long)]
     pub resume: bool,
+    /// Fine-tune on only this many labelled training images per class (a class-balanced draw
+    /// seeded by the run's seed: the same images as `eval --labels-per-class`'s first draw).
+    #[arg(long, value_parser = whole_number::<usize>)]
+    pub labels_per_class: Option<usize>,
 }
 
 pub fn finetune(a: &FinetuneArgs) -> anyhow::Result<()> {
@@ -73,8 +77,22 @@ pub fn finetune(a: &FinetuneArgs) -> anyhow::Result<()> {
             a.weight_decay
         );
     }
-    let splits = train::load_data(&cfg)?;
+    let mut splits = train::load_data(&cfg)?;
     describe(&splits, &cfg);
+    if let Some(n) = a.labels_per_class {
+        anyhow::ensure!(n >= 1, "--labels-per-class is 0: give at least 1");
+        let labels = splits
+            .train
+            .labels
+            .as_deref()
+            .context("--labels-per-class needs a labelled training split (class folders)")?;
+        let picked = selfsup::eval::few_labels::draw(labels, n, cfg.train.seed, 0)?;
+        splits.train = splits.train.subset(&picked);
+        println!(
+            "fine-tuning on {n} labelled images per class ({} images)",
+            picked.len()
+        );
+    }
     let test = test_split(&splits)
         .context("fine-tuning needs a labeled test split: a folder with train/ and test/ class folders, IDX or CIFAR files")?;
     let fc = FinetuneConfig {

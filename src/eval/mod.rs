@@ -1,8 +1,11 @@
 //! Judging an encoder by its frozen features on a labeled split: a weighted kNN classifier and
-//! a linear probe, plus collapse diagnostics of embeddings.
+//! a linear probe, plus collapse diagnostics of embeddings and how k-means of them splits or
+//! merges the classes ([`clusters`]).
 
+pub mod clusters;
 pub mod diagnostics;
 pub mod features;
+pub mod few_labels;
 pub mod knn;
 pub mod linear;
 pub mod similarity;
@@ -48,6 +51,8 @@ pub struct EvalReport {
     pub feature_effective_rank: f64,
     /// Uniformity (Wang & Isola 2020) of up to 2048 test features (0 = collapsed, −4 = spread).
     pub feature_uniformity: f64,
+    /// k-means of the test features against the test labels ([`clusters::cluster_report`]).
+    pub clusters: clusters::ClusterReport,
     pub seconds: f64,
 }
 
@@ -72,14 +77,16 @@ pub enum EvalKind {
     Linear,
     /// Both.
     Both,
+    /// Only the clustering of the test features (which every evaluation also reports).
+    Clusters,
 }
 
 impl EvalKind {
     fn knn(self) -> bool {
-        self != EvalKind::Linear
+        matches!(self, EvalKind::Knn | EvalKind::Both)
     }
     fn linear(self) -> bool {
-        self != EvalKind::Knn
+        matches!(self, EvalKind::Linear | EvalKind::Both)
     }
 }
 
@@ -101,10 +108,15 @@ pub fn evaluate(
     }
     // Evaluation view of every image, whatever its size: the centred square of the stored
     // image (its whole shorter side) resized to the training resolution.
-    let ftr = extract_features(encoder, &train.images, cfg.batch_size); // [N, D]
+    let ftr = match kind.knn() || kind.linear() {
+        true => extract_features(encoder, &train.images, cfg.batch_size), // [N, D]
+        false => tch::Tensor::zeros([0, 1], (tch::Kind::Float, tch::Device::Cpu)),
+    };
     let fte = extract_features(encoder, &test.images, cfg.batch_size); // [M, D]
     ensure_finite(&ftr, "the training split")?;
     ensure_finite(&fte, "the test split")?;
+    let classes_n = train.num_classes().max(test.num_classes());
+    let clusters = clusters::cluster_report(&fte, yte, classes_n);
     let (ytr, yte) = (labels_tensor(ytr), labels_tensor(yte));
     let classes = train.num_classes().max(test.num_classes()) as i64;
     let knn_top1 = match kind.knn() {
@@ -130,6 +142,7 @@ pub fn evaluate(
         feature_std: embedding_std(&fte),
         feature_effective_rank: effective_rank(&fte),
         feature_uniformity: uniformity(&fte.narrow(0, 0, fte.size()[0].min(2048))),
+        clusters,
         seconds: start.elapsed().as_secs_f64(),
     })
 }

@@ -5,6 +5,25 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+/// The clustering of an evaluation line's `clusters` object.
+fn clustering(c: &serde_json::Value) -> Option<Clustering> {
+    let many = |k: &str| {
+        let list = c.get(k)?.as_array()?;
+        Some((
+            list.iter().filter(|n| n.as_u64() >= Some(2)).count(),
+            list.len(),
+        ))
+    };
+    let ((split, k), (merged, _)) = (many("clusters_per_class")?, many("classes_per_cluster")?);
+    Some(Clustering {
+        nmi: c.get("nmi")?.as_f64()?,
+        ari: c.get("ari")?.as_f64()?,
+        split_classes: split,
+        merged_clusters: merged,
+        k,
+    })
+}
+
 /// Keys of a step line that are its position, not a curve.
 const POSITION: &[&str] = &["step", "epoch", "train_minutes"];
 
@@ -27,6 +46,19 @@ pub struct Evaluation {
     pub knn_top1: Option<f64>,
     pub linear_top1: Option<f64>,
     pub effective_rank: Option<f64>,
+    /// k-means of the test features: NMI, ARI, classes split and clusters merged, and of how
+    /// many (evaluations logged since 2026-12-07).
+    pub clusters: Option<Clustering>,
+}
+
+/// The clustering figures of an evaluation line.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Clustering {
+    pub nmi: f64,
+    pub ari: f64,
+    pub split_classes: usize,
+    pub merged_clusters: usize,
+    pub k: usize,
 }
 
 impl Metrics {
@@ -58,6 +90,7 @@ impl Metrics {
                     knn_top1: num("knn_top1"),
                     linear_top1: num("linear_top1"),
                     effective_rank: num("feature_effective_rank"),
+                    clusters: e.get("clusters").and_then(clustering),
                 });
                 continue;
             }
@@ -124,6 +157,7 @@ mod tests {
                 step: 20.0,
                 minutes: Some(1.0),
                 knn_top1: Some(0.5),
+                clusters: None,
                 linear_top1: None,
                 effective_rank: Some(12.0),
             }]
@@ -133,5 +167,16 @@ mod tests {
         assert_eq!(m.last_step(), Some(20.0));
         assert_eq!(m.median("lr"), Some(0.2));
         assert!(!Metrics::parse(r#"{"step":1,"loss":1.0}"#).has_clock());
+        let line = r#"{"eval":{"knn_top1":0.5,"clusters":{"nmi":0.4,"ari":0.2,"clusters_per_class":[1,2,3],"classes_per_cluster":[2,1,1]}},"step":5}"#;
+        assert_eq!(
+            Metrics::parse(line).evals[0].clusters,
+            Some(Clustering {
+                nmi: 0.4,
+                ari: 0.2,
+                split_classes: 2,
+                merged_clusters: 1,
+                k: 3
+            })
+        );
     }
 }

@@ -143,6 +143,15 @@ pub fn run_facts(cfg: &TrainConfig, m: &Metrics) -> Vec<Fact> {
                 &format!("{:.2} %", 100.0 * a),
             ));
         }
+        if let Some(c) = &e.clusters {
+            f.push(Fact::new(
+                "k-means of the test features (last logged)",
+                &format!(
+                    "NMI {:.3}, ARI {:.3}; {} of {} classes split, {} of {} clusters mixed",
+                    c.nmi, c.ari, c.split_classes, c.k, c.merged_clusters, c.k
+                ),
+            ));
+        }
     }
     f
 }
