@@ -49,6 +49,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "data",
             "device",
             "error",
+            "head",
             "loss",
             "method",
             "optim",

@@ -93,6 +93,9 @@ pub fn bench(a: &BenchArgs) -> anyhow::Result<()> {
         "train_views_per_s={:.1} fwd_views_per_s={:.1} step_s={:.3} loss_first={:.4} loss_last={:.4}",
         f.train_views_per_s, f.forward_views_per_s, f.step_s, f.loss_first, f.loss_last
     );
+    if let Some(rss) = f.step_peak_rss_mib {
+        println!("step_peak_rss_mb={rss:.0} (after the training steps, before the forward timing)");
+    }
     if a.e2e_steps > 0 {
         let e = bench::time_end_to_end(&cfg, &splits.train, a.warm, a.e2e_steps)?;
         println!(

@@ -51,9 +51,12 @@ pub struct FinetuneArgs {
     #[arg(long)]
     pub resume: bool,
     /// Fine-tune on only this many labelled training images per class (a class-balanced draw
-    /// seeded by the run's seed: the same images as `eval --labels-per-class`'s first draw).
+    /// seeded by the run's seed: the images of `eval --labels-per-class`'s draw `--draw`).
     #[arg(long, value_parser = whole_number::<usize>)]
     pub labels_per_class: Option<usize>,
+    /// --labels-per-class: which draw (0, 1, …: the draws of `eval --labels-per-class`).
+    #[arg(long, value_parser = whole_number::<u64>, default_value_t = 0, requires = "labels_per_class")]
+    pub draw: u64,
 }
 
 pub fn finetune(a: &FinetuneArgs) -> anyhow::Result<()> {
@@ -86,7 +89,7 @@ pub fn finetune(a: &FinetuneArgs) -> anyhow::Result<()> {
             .labels
             .as_deref()
             .context("--labels-per-class needs a labelled training split (class folders)")?;
-        let picked = selfsup::eval::few_labels::draw(labels, n, cfg.train.seed, 0)?;
+        let picked = selfsup::eval::few_labels::draw(labels, n, cfg.train.seed, a.draw)?;
         splits.train = splits.train.subset(&picked);
         println!(
             "fine-tuning on {n} labelled images per class ({} images)",

@@ -33,6 +33,9 @@ pub struct StepFigures {
     pub step_s: f64,
     pub loss_first: f64,
     pub loss_last: f64,
+    /// The process's peak resident memory in MiB when the training steps are done (before the
+    /// forward-pass timing, which runs the whole batch through the encoder at once).
+    pub step_peak_rss_mib: Option<f64>,
 }
 
 /// Random normal views `[B, 3, S, S]`, laid out as the loader's batches are (NHWC memory).
@@ -89,16 +92,17 @@ pub fn time_train_step(
         .constant(cfg.lr())
         .fitted(total);
     let mut timing = Timing::start();
-    let x = Tensor::cat(&views[..views.len().min(2)], 0);
     let device = model.vs.device();
     let on = |t: &Tensor| crate::device::to_device(t, device);
-    let x = on(&x);
     let mut same = SameBatch(Batch {
         views: views.iter().map(on).collect(),
         targets: targets.as_ref().map(on),
         augment_s: 0.0,
     });
     Trainer::new(&mut model, cfg, schedule).run(0..total, &mut same, &mut timing)?;
+    let step_peak_rss_mib = peak_rss_mib();
+    // the forward pass's input made only now, so that the steps' peak does not count it
+    let x = on(&Tensor::cat(&views[..views.len().min(2)], 0));
     let mut fwd = Vec::new();
     tch::no_grad(|| {
         for _ in 0..3 {
@@ -115,6 +119,7 @@ pub fn time_train_step(
         step_s,
         loss_first: timing.losses[0],
         loss_last: *timing.losses.last().unwrap(),
+        step_peak_rss_mib,
     })
 }
 
