@@ -115,10 +115,10 @@ pub fn evaluate(
     let fte = extract_features(encoder, &test.images, cfg.batch_size); // [M, D]
     ensure_finite(&ftr, "the training split")?;
     ensure_finite(&fte, "the test split")?;
-    let classes_n = train.num_classes().max(test.num_classes());
-    let clusters = clusters::cluster_report(&fte, yte, classes_n);
+    let classes = train.num_classes().max(test.num_classes());
+    let clusters = clusters::cluster_report(&fte, yte, classes);
     let (ytr, yte) = (labels_tensor(ytr), labels_tensor(yte));
-    let classes = train.num_classes().max(test.num_classes()) as i64;
+    let classes = classes as i64;
     let knn_top1 = match kind.knn() {
         true => knn_accuracy(&ftr, &ytr, &fte, &yte, classes, cfg.knn_k, cfg.knn_t),
         false => f64::NAN,
