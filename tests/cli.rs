@@ -530,15 +530,18 @@ fn budget_run(
 }
 
 /// kNN on the way (`train.eval_at_minutes`): logged with its minutes, off the budget's clock;
-/// an entry that is not a positive number of minutes is refused before the run starts.
+/// a minute the budget's calibration already spent (0.0001 min = 6 ms: always) is evaluated at
+/// the first step, not dropped; an entry that is not a positive number of minutes is refused
+/// before the run starts.
 #[test]
 fn evaluations_on_the_way_are_logged_with_their_minutes() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
-    let (o, t) = budget_run(&out, "0.05", &["--set", "train.eval_at_minutes=[0.01]"]);
+    let minutes = "train.eval_at_minutes=[0.0001, 0.05]";
+    let (o, t) = budget_run(&out, "0.1", &["--set", minutes]);
     assert!(o.status.success(), "{t}");
     assert!(
-        t.contains("min of training (step") && t.contains("off the clock"),
+        t.contains("min of training (step 1)") && t.contains("off the clock"),
         "{t}"
     );
     let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
@@ -549,12 +552,14 @@ fn evaluations_on_the_way_are_logged_with_their_minutes() {
         .collect();
     assert_eq!(
         evals.len(),
-        2,
-        "one on the way, one after pretraining: {metrics}"
+        3,
+        "two on the way, one after pretraining: {metrics}"
     );
-    let on_the_way = evals[0]["train_minutes"].as_f64().unwrap();
-    assert!((0.01..0.05).contains(&on_the_way), "{on_the_way}");
-    assert!(evals[0]["eval"]["knn_top1"].as_f64().unwrap() > 0.0);
+    let at = |i: usize| evals[i]["train_minutes"].as_f64().unwrap();
+    assert_eq!(evals[0]["step"], 1, "{metrics}");
+    assert!((0.0001..0.05).contains(&at(0)), "{metrics}");
+    assert!((0.05..0.1).contains(&at(1)), "{metrics}");
+    assert!(evals[1]["eval"]["knn_top1"].as_f64().unwrap() > 0.0);
     let bad = dir.path().join("bad");
     let (o, t) = budget_run(&bad, "0.05", &["--set", "train.eval_at_minutes=[-1]"]);
     assert!(

@@ -237,6 +237,9 @@ impl Pretraining {
         let cfg = &self.cfg;
         let t = &cfg.train;
         let fraction = cfg.data.progressive_fraction;
+        // evaluations on the way already had their chance before this session (on resume); the
+        // minutes the budget's calibration counts below have not (it can outlast an early one)
+        let evaluated_min = self.state.train_seconds / 60.0;
         if let (Some(minutes), false) = (t.minutes, self.state.budget.fitted) {
             budget::fit(
                 cfg,
@@ -325,8 +328,7 @@ impl Pretraining {
         );
         let mut list: Vec<Box<dyn RunObserver + '_>> = Vec::new();
         if let Some((train, test)) = &self.curve_data {
-            let trained_min = self.state.train_seconds / 60.0;
-            let due = Due::new(&t.eval_at_minutes, trained_min, t.minutes);
+            let due = Due::new(&t.eval_at_minutes, evaluated_min, t.minutes);
             list.push(Box::new(KnnOnTheWay { train, test, due }));
         }
         list.push(Box::new(Retimer {
