@@ -16,4 +16,4 @@ run: setup
 # The test suite (debug build, optimised dependencies); Chromium for the report's browser test.
 test: setup-cuda
 	@bash scripts/setup-chromium.sh
-	cargo test
+	cargo test --no-fail-fast
