@@ -59,7 +59,16 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "eval",
         &[
-            "augment", "backbone", "config", "data", "device", "error", "loss", "method", "optim",
+            "augment",
+            "backbone",
+            "checkpoint",
+            "config",
+            "data",
+            "device",
+            "error",
+            "loss",
+            "method",
+            "optim",
             "rng",
         ],
     ),

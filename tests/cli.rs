@@ -81,6 +81,14 @@ fn pretrain_eval_embed_on_tiny_synthetic_data() {
         t.contains("\n      1 | ") && t.contains("\n      2 | "),
         "{t}"
     );
+    let saved = std::fs::read_to_string(out.join("few_labels.encoder.json")).unwrap();
+    let saved: serde_json::Value = serde_json::from_str(&saved).unwrap();
+    assert_eq!(saved["points"].as_array().unwrap().len(), 2, "{saved}");
+    assert_eq!(
+        saved["points"][1]["draws"].as_array().unwrap().len(),
+        2,
+        "{saved}"
+    );
     let o = run(selfsup().args(["eval", "--run", run_dir, "--labels-per-class", "9"]));
     assert!(!o.status.success());
     assert!(

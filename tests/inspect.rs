@@ -35,12 +35,33 @@ fn pattern(i: u32) -> image::RgbImage {
 fn report_of_a_tiny_run_has_every_section_and_its_pngs() {
     let dir = tempfile::tempdir().unwrap();
     let out = tiny_run(dir.path());
+    // the few-label curves the report draws: the encoder's and the random-init baseline's
+    for baseline in [&[][..], &["--random-init"][..]] {
+        let o = run(selfsup()
+            .args([
+                "eval",
+                "--run",
+                s(&out),
+                "--labels-per-class",
+                "1,4",
+                "--draws",
+                "2",
+            ])
+            .args(baseline));
+        assert!(
+            o.status.success() && text(&o).contains("saved for `selfsup report`"),
+            "{}",
+            text(&o)
+        );
+    }
     let o = run(selfsup().args(["report", "--run", s(&out), "--map-points", "40"]));
     let t = text(&o);
     assert!(o.status.success() && t.contains("report written to"), "{t}");
     let report = out.join("report");
     let html = std::fs::read_to_string(report.join("index.html")).unwrap();
     for needle in [
+        "Label efficiency",
+        "few labels: random init, linear probe",
         "Training curves",
         "Map of the embeddings",
         "t-SNE",
@@ -69,6 +90,7 @@ fn report_of_a_tiny_run_has_every_section_and_its_pngs() {
         "neighbours.png",
         "spectrum.png",
         "dimension_std.png",
+        "label_efficiency.png",
     ] {
         assert!(pngs.iter().any(|p| p == want), "{want} missing: {pngs:?}");
         let img = image::open(report.join(want)).unwrap();

@@ -152,6 +152,19 @@ fn few_labels(
         );
     }
     eprintln!("evaluated in {:.1} s", started.elapsed().as_secs_f64());
+    let saved = eval::few_labels::SavedCurve {
+        random_init: a.random_init,
+        data: super::report::source(cfg),
+        test_images: splits.1.len(),
+        points: curve,
+    };
+    // the figures are printed: a run folder that cannot take the file only loses the report's curve
+    match saved.save(&a.run) {
+        Ok(p) => eprintln!("saved for `selfsup report` in {}", p.display()),
+        Err(e) => eprintln!(
+            "note: the curve was not saved for `selfsup report` ({e:#}); the figures above stand"
+        ),
+    }
     Ok(())
 }
 

@@ -15,6 +15,8 @@ use super::{ensure_finite, extract_features, knn_accuracy, linear_probe};
 use super::{labels_tensor, EvalConfig, FrozenEncoder};
 use crate::data::Dataset;
 use crate::rng::Rng;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
 use tch::Tensor;
 
 /// The random stream of the draws.
@@ -23,7 +25,7 @@ const DRAW_STREAM: u64 = 11 << 32;
 const MIN_PROBE_STEPS: usize = 300;
 
 /// One N of the curve.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FewLabels {
     pub labels_per_class: usize,
     /// Per draw: (kNN top-1, linear probe top-1).
@@ -42,6 +44,53 @@ impl FewLabels {
         let mean = v.iter().sum::<f64>() / n.max(1.0);
         let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
         (mean, var.sqrt())
+    }
+}
+
+/// A curve as `eval --labels-per-class` leaves it in the run folder for `selfsup report`:
+/// `RUN/few_labels.encoder.json` or `RUN/few_labels.random_init.json` (one file per encoder,
+/// so that the two evaluations can run at once; each replaces its own file, atomically).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SavedCurve {
+    pub random_init: bool,
+    /// The data it was measured on, in words (a path, or "built-in synthetic shapes").
+    pub data: String,
+    pub test_images: usize,
+    pub points: Vec<FewLabels>,
+}
+
+impl SavedCurve {
+    pub fn path(run: &Path, random_init: bool) -> PathBuf {
+        run.join(match random_init {
+            true => "few_labels.random_init.json",
+            false => "few_labels.encoder.json",
+        })
+    }
+
+    pub fn save(&self, run: &Path) -> anyhow::Result<PathBuf> {
+        let path = Self::path(run, self.random_init);
+        crate::checkpoint::write_atomic(&path, serde_json::to_string_pretty(self)?.as_bytes())?;
+        Ok(path)
+    }
+
+    /// The saved curves of `run`: the encoder's, then the random-init one's, each when present.
+    /// A file that cannot be read is an error naming it.
+    pub fn load_all(run: &Path) -> anyhow::Result<Vec<SavedCurve>> {
+        [false, true]
+            .into_iter()
+            .map(|r| Self::path(run, r))
+            .filter(|p| p.exists())
+            .map(|p| {
+                let text = std::fs::read_to_string(&p)?;
+                serde_json::from_str(&text).map_err(|e| {
+                    anyhow::anyhow!(
+                        "{} is not a few-label curve ({e}): delete it, or write it again with \
+                         `selfsup eval --run RUN --labels-per-class 1,5,10,100`",
+                        p.display()
+                    )
+                })
+            })
+            .collect()
     }
 }
 
@@ -199,5 +248,32 @@ mod tests {
         };
         let (m, sd) = spread.mean_sd(false);
         assert!((m - 0.3).abs() < 1e-12 && (sd - 0.02f64.sqrt()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn saved_curves_come_back_in_encoder_order_and_a_broken_file_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(SavedCurve::load_all(dir.path()).unwrap().is_empty());
+        let curve = |random_init| SavedCurve {
+            random_init,
+            data: "data/cifar10".into(),
+            test_images: 40,
+            points: vec![FewLabels {
+                labels_per_class: 5,
+                draws: vec![(0.25, 0.5), (0.75, 0.5)],
+            }],
+        };
+        curve(true).save(dir.path()).unwrap();
+        curve(false).save(dir.path()).unwrap();
+        assert_eq!(
+            SavedCurve::load_all(dir.path()).unwrap(),
+            vec![curve(false), curve(true)]
+        );
+        std::fs::write(SavedCurve::path(dir.path(), true), "{").unwrap();
+        let e = SavedCurve::load_all(dir.path()).unwrap_err().to_string();
+        assert!(
+            e.contains("few_labels.random_init.json is not a few-label curve"),
+            "{e}"
+        );
     }
 }

@@ -7,10 +7,10 @@ use plotters::prelude::*;
 use std::sync::Once;
 
 /// The font family every figure names.
-const FONT: &str = "sans-serif";
+pub(super) const FONT: &str = "sans-serif";
 
 /// Registers DejaVu Sans as [`FONT`], once per process.
-fn register_font() {
+pub(super) fn register_font() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         plotters::style::register_font(FONT, FontStyle::Normal, dejavu::sans::regular())
@@ -18,7 +18,7 @@ fn register_font() {
     });
 }
 
-fn drawing<E: std::fmt::Display>(e: E) -> anyhow::Error {
+pub(super) fn drawing<E: std::fmt::Display>(e: E) -> anyhow::Error {
     anyhow::anyhow!("drawing a figure: {e}")
 }
 

@@ -7,6 +7,7 @@
 //!   drawn with the images;
 //! - nearest-neighbour grids: queries and their k most similar images by cosine similarity;
 //! - collapse diagnostics: the singular-value spectrum, the per-dimension std, effective rank;
+//! - the label-efficiency curve, when `selfsup eval --labels-per-class` saved one;
 //! - the run's config and measured figures.
 //!
 //! The folder is written under a temporary name and renamed into place: a failed report
@@ -14,6 +15,7 @@
 
 pub mod charts;
 pub mod embeddings;
+pub mod label_efficiency;
 pub mod map;
 pub mod metrics;
 pub mod page;
@@ -92,6 +94,10 @@ pub fn write(inp: &Inputs, opts: &Options) -> anyhow::Result<PathBuf> {
     page.facts = training::run_facts(inp.config, &metrics);
     page.facts.extend(facts);
     page.sections.extend(sections);
+    if let Some((section, facts)) = label_efficiency::section(inp.run_dir)? {
+        page.facts.extend(facts);
+        page.sections.push(section);
+    }
     page.config = std::fs::read_to_string(inp.run_dir.join("config.toml"))
         .unwrap_or_else(|_| inp.config.to_toml());
     if metrics.unreadable > 0 {
