@@ -81,8 +81,10 @@ impl TrainConfig {
             .try_into()
             .map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
         cfg.validate()?;
-        cfg.optim.lr = Some(cfg.lr());
         let spec = cfg.method.spec().ok();
+        // the rate at batch 256 when a scaling rule is set: `lr()` applies the rule, once (it
+        // stored the scaled rate here, and every use scaled it again: 76.8 for LARS at 4096)
+        cfg.optim.lr = Some(lr_for(&cfg.optim, spec.as_deref()));
         let name = cfg.optim.optimizer(spec.as_deref());
         cfg.optim.name = Some(name);
         cfg.optim.weight_decay = Some(cfg.optim.weight_decay_for(name));
@@ -276,5 +278,35 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(lr_for(&given, Some(&OwnLr)), 0.2);
+    }
+
+    #[test]
+    fn the_scaling_rule_multiplies_the_rate_by_the_batch_over_256() {
+        let lr = |rule: &str, batch: usize| {
+            let sets = [
+                "optim.lr=0.3".to_string(),
+                format!("optim.lr_scaling={rule}"),
+                format!("train.batch_size={batch}"),
+            ];
+            TrainConfig::load(None, &sets).unwrap().lr()
+        };
+        // SimCLR's LARS recipe: 0.3 · 4096 / 256 = 4.8
+        assert!((lr("linear", 4096) - 4.8).abs() < 1e-12);
+        assert!((lr("sqrt", 4096) - 1.2).abs() < 1e-12);
+        assert!((lr("none", 4096) - 0.3).abs() < 1e-12);
+        assert!((lr("linear", 64) - 0.075).abs() < 1e-12);
+        for rule in ["none", "linear", "sqrt"] {
+            assert!((lr(rule, 256) - 0.3).abs() < 1e-12, "{rule}");
+        }
+        let e = TrainConfig::load(None, &["optim.lr_scaling=cubic".into()]).unwrap_err();
+        assert!(e.to_string().contains("lr_scaling"), "{e}");
+        // the saved config (what a resume loads) gives the same rate: the rule is applied once
+        let sets = ["optim.lr=0.3", "optim.lr_scaling=linear", "train.batch_size=4096"];
+        let cfg = TrainConfig::load(None, &sets.map(String::from)).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let saved = dir.path().join("config.toml");
+        std::fs::write(&saved, cfg.to_toml()).unwrap();
+        let resumed = TrainConfig::load(Some(&saved), &[]).unwrap();
+        assert!((resumed.lr() - 4.8).abs() < 1e-12, "{}", resumed.lr());
     }
 }
