@@ -13,7 +13,9 @@ setup-cuda:
 run: setup
 	cargo run --release
 
-# The test suite (debug build, optimised dependencies); Chromium for the report's browser test.
+# The test suite (debug build, optimised dependencies); Chromium for the report's browser test;
+# onnx and onnxruntime in .venv for the ONNX export's check (tests/onnx.rs).
 test: setup-cuda
 	@bash scripts/setup-chromium.sh
+	@bash scripts/setup-onnx-check.sh
 	cargo test --no-fail-fast

@@ -8,8 +8,10 @@
 //! start-up where it loads, which is what makes libtorch see the GPUs.
 //!
 //! It also compiles `csrc/autocast.cpp` (mixed precision, see `src/precision.rs`) against the
-//! same libtorch's headers (`<lib>/../include`).
+//! same libtorch's headers (`<lib>/../include`), and generates ONNX's protobuf types from
+//! `proto/onnx.proto` (`src/export/onnx/proto.rs` includes them).
 fn main() {
+    onnx_types();
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     println!("cargo:rerun-if-changed=csrc/autocast.cpp");
     let dir = std::env::var("DEP_TCH_LIBTORCH_LIB")
@@ -46,4 +48,14 @@ fn libtorch_version(include: &std::path::Path) -> String {
             .unwrap_or_else(|| "?".into())
     };
     format!("{}.{}.{}", part("MAJOR"), part("MINOR"), part("PATCH"))
+}
+
+/// `OUT_DIR/onnx.rs`: prost's types for ONNX's schema, parsed by protox (no protoc needed).
+fn onnx_types() {
+    println!("cargo:rerun-if-changed=proto/onnx.proto");
+    let descriptors = protox::compile(["onnx.proto"], ["proto"])
+        .unwrap_or_else(|e| panic!("proto/onnx.proto does not parse: {e}"));
+    prost_build::Config::new()
+        .compile_fds(descriptors)
+        .unwrap_or_else(|e| panic!("prost-build could not generate ONNX's types: {e}"));
 }

@@ -5,13 +5,28 @@
 //! - the encoder's weights under torchvision's names ([`torchvision`]) and as a TorchScript
 //!   module ([`torchscript`]).
 
+pub mod onnx;
 pub mod torchscript;
 pub mod torchvision;
 
-use crate::checkpoint::write_atomic;
+use crate::checkpoint::{write_atomic, CheckpointError};
 use crate::data::{Dataset, Splits};
 use crate::eval::{extract_features_with, FrozenEncoder};
 use std::path::{Path, PathBuf};
+
+/// Writes an exported file's `bytes` to `path` atomically ([`write_atomic`]); a failed write
+/// names the file and says to choose another `--out`.
+pub fn write_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    write_atomic(path, bytes).map_err(|e| match e {
+        CheckpointError::Write { cause, .. } => {
+            anyhow::anyhow!(
+                "cannot write {} ({cause}): choose another --out",
+                path.display()
+            )
+        }
+        other => other.into(),
+    })
+}
 
 /// The features of every image, train split first, with what names each row.
 pub struct Embeddings {

@@ -72,7 +72,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "rng",
         ],
     ),
-    ("export", &["backbone", "checkpoint", "data", "eval"]),
+    (
+        "export",
+        &["augment", "backbone", "checkpoint", "data", "eval"],
+    ),
     ("sequence", &["eval", "loss", "optim", "rng"]),
     (
         "train",

@@ -89,7 +89,7 @@ pub struct ResNetConfig {
 
 impl ResNetConfig {
     /// Blocks per stage and whether the blocks are bottlenecks (×4 expansion).
-    fn layout(&self) -> Option<([usize; 4], bool)> {
+    pub(crate) fn layout(&self) -> Option<([usize; 4], bool)> {
         match self.depth {
             18 => Some(([2, 2, 2, 2], false)),
             34 => Some(([3, 4, 6, 3], false)),

@@ -1,5 +1,5 @@
-//! `selfsup export`: a run's encoder as safetensors (torchvision's or timm's names) or
-//! TorchScript, for other tools.
+//! `selfsup export`: a run's encoder as safetensors (torchvision's or timm's names),
+//! TorchScript or ONNX, for other tools.
 
 use clap::Args;
 use clap::ValueEnum;
@@ -15,6 +15,9 @@ pub enum Format {
     Safetensors,
     /// A TorchScript module traced with tch: torch.jit.load(FILE)(x) gives the features.
     Torchscript,
+    /// An ONNX model (opset 17, dynamic batch): ONNX Runtime, TensorRT, OpenVINO and the web
+    /// and mobile runtimes run it.
+    Onnx,
 }
 
 #[derive(Args)]
@@ -25,9 +28,14 @@ pub struct ExportArgs {
     /// What to write.
     #[arg(long, value_enum)]
     pub format: Format,
-    /// The file to write. Default: encoder.safetensors / encoder.pt in the run folder.
+    /// The file to write. Default: encoder.safetensors / encoder.pt / encoder.onnx in the run
+    /// folder. An existing ONNX file is not replaced.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// --format onnx: the model takes uint8 RGB images [N, S, S, 3] and normalises them itself,
+    /// so that a deployment needs no preprocessing code beyond the resize.
+    #[arg(long)]
+    pub with_normalisation: bool,
 }
 
 pub fn export(a: &ExportArgs) -> anyhow::Result<()> {
@@ -35,13 +43,23 @@ pub fn export(a: &ExportArgs) -> anyhow::Result<()> {
         a.run.join(match a.format {
             Format::Safetensors => "encoder.safetensors",
             Format::Torchscript => "encoder.pt",
+            Format::Onnx => "encoder.onnx",
         })
     });
+    anyhow::ensure!(
+        !a.with_normalisation || a.format == Format::Onnx,
+        "--with-normalisation is an option of --format onnx"
+    );
     super::common::existing_parent(&out, "--out")?;
     train::refuse_own_file(&a.run, &out, "--out")?;
     anyhow::ensure!(
         !out.is_dir(),
         "--out {} is a folder: give the file to write",
+        out.display()
+    );
+    anyhow::ensure!(
+        a.format != Format::Onnx || !out.exists(),
+        "--out {} exists: delete it or choose another --out (an ONNX export never replaces a file)",
         out.display()
     );
     // exports run on the CPU: the files load anywhere
@@ -63,6 +81,33 @@ pub fn export(a: &ExportArgs) -> anyhow::Result<()> {
         Format::Torchscript => {
             export::torchscript::save(&mut enc.vs, &enc.net, side, &out)?;
             println!("TorchScript encoder written to {}", out.display());
+        }
+        Format::Onnx => {
+            let opts = export::onnx::Options {
+                side: side as i64,
+                with_normalisation: a.with_normalisation,
+            };
+            export::onnx::save(
+                &enc.net,
+                (&enc.vs, selfsup::method::ENCODER_PREFIX),
+                opts,
+                &out,
+            )?;
+            println!(
+                "ONNX encoder written to {} (opset {}, input `{}`, output `{}`, any batch size)",
+                out.display(),
+                export::onnx::OPSET,
+                export::onnx::INPUT,
+                export::onnx::OUTPUT
+            );
+            if a.with_normalisation {
+                println!(
+                    "input: uint8 [N, {side}, {side}, 3], RGB, the centred square of the image resized to {side}; \
+                     normalised inside the model; output: the encoder's features [N, {}]",
+                    enc.net.out_dim()
+                );
+                return Ok(());
+            }
         }
     }
     let (mean, std) = (

@@ -7,7 +7,6 @@
 //! Traced in eval mode (BatchNorm running statistics): the weights are constants of the graph.
 
 use crate::backbone::{Backbone, Layer};
-use crate::checkpoint::{write_atomic, CheckpointError};
 use std::path::Path;
 use tch::{nn::VarStore, CModule, Kind, Tensor};
 
@@ -28,7 +27,7 @@ pub fn save_random_resnet(path: &Path, side: usize, seed: i64) -> anyhow::Result
 }
 
 /// Traces `net` (whose variables `vs` holds) on a batch of two `side`×`side` images and saves the
-/// module to `path` atomically ([`write_atomic`]). Freezes `vs`: a traced constant may not require
+/// module to `path` atomically ([`super::write_file`]). Freezes `vs`: a traced constant may not require
 /// gradients.
 ///
 /// libtorch never writes to `path`'s disk itself: when its file writer fails (a full disk), its
@@ -38,15 +37,7 @@ pub fn save_random_resnet(path: &Path, side: usize, seed: i64) -> anyhow::Result
 pub fn save(vs: &mut VarStore, net: &Backbone, side: usize, path: &Path) -> anyhow::Result<()> {
     let module = trace(vs, net, side)?;
     let bytes = module_bytes(&module)?;
-    write_atomic(path, &bytes).map_err(|e| match e {
-        CheckpointError::Write { cause, .. } => {
-            anyhow::anyhow!(
-                "cannot write {} ({cause}): choose another --out",
-                path.display()
-            )
-        }
-        other => other.into(),
-    })
+    super::write_file(path, &bytes)
 }
 
 /// The saved module's bytes (a zip archive), written by libtorch into an anonymous file in memory
