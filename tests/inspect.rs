@@ -401,19 +401,21 @@ fn exports_open_elsewhere_and_torchscript_gives_the_features_of_embed() {
         .any(|n| n.starts_with("fc.") || n.starts_with("backbone.")));
 
     // a format that does not exist: refused by name, nothing written
-    let bad = dir.path().join("enc.onnx");
+    let bad = dir.path().join("enc.mlmodel");
     let o = run(selfsup().args([
         "export",
         "--run",
         s(&out),
         "--format",
-        "onnx",
+        "coreml",
         "--out",
         s(&bad),
     ]));
     let t = text(&o);
     assert!(
-        !o.status.success() && t.contains("onnx") && t.contains("safetensors, torchscript"),
+        !o.status.success()
+            && t.contains("coreml")
+            && t.contains("safetensors, torchscript, onnx"),
         "{t}"
     );
     assert!(!bad.exists());
