@@ -413,9 +413,7 @@ fn exports_open_elsewhere_and_torchscript_gives_the_features_of_embed() {
     ]));
     let t = text(&o);
     assert!(
-        !o.status.success()
-            && t.contains("coreml")
-            && t.contains("safetensors, torchscript, onnx"),
+        !o.status.success() && t.contains("coreml") && t.contains("safetensors, torchscript, onnx"),
         "{t}"
     );
     assert!(!bad.exists());

@@ -301,7 +301,11 @@ mod tests {
         let e = TrainConfig::load(None, &["optim.lr_scaling=cubic".into()]).unwrap_err();
         assert!(e.to_string().contains("lr_scaling"), "{e}");
         // the saved config (what a resume loads) gives the same rate: the rule is applied once
-        let sets = ["optim.lr=0.3", "optim.lr_scaling=linear", "train.batch_size=4096"];
+        let sets = [
+            "optim.lr=0.3",
+            "optim.lr_scaling=linear",
+            "train.batch_size=4096",
+        ];
         let cfg = TrainConfig::load(None, &sets.map(String::from)).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let saved = dir.path().join("config.toml");
