@@ -80,6 +80,21 @@ pub fn tick(v: &f64) -> String {
     }
 }
 
+/// The legend of `chart`'s labelled series, in every figure's style, at `at`.
+pub(super) fn legend<'a, X: Ranged, Y: Ranged>(
+    chart: &mut ChartContext<'a, BitMapBackend<'a>, Cartesian2d<X, Y>>,
+    at: SeriesLabelPosition,
+) -> anyhow::Result<()> {
+    chart
+        .configure_series_labels()
+        .label_font((FONT, 12))
+        .background_style(WHITE.mix(0.85))
+        .border_style(RGBColor(180, 180, 180))
+        .position(at)
+        .draw()
+        .map_err(drawing)
+}
+
 /// One line of a chart.
 pub struct Line {
     pub label: String,
@@ -144,14 +159,7 @@ pub fn line_chart(
             });
         }
         if lines.len() > 1 {
-            chart
-                .configure_series_labels()
-                .label_font((FONT, 12))
-                .background_style(WHITE.mix(0.85))
-                .border_style(RGBColor(180, 180, 180))
-                .position(SeriesLabelPosition::UpperRight)
-                .draw()
-                .map_err(drawing)?;
+            legend(&mut chart, SeriesLabelPosition::UpperRight)?;
         }
         root.present().map_err(drawing)?;
     }
@@ -206,14 +214,7 @@ pub fn scatter(
             }
         }
         if classes.is_some() && !class_names.is_empty() && class_names.len() <= 20 {
-            chart
-                .configure_series_labels()
-                .label_font((FONT, 12))
-                .background_style(WHITE.mix(0.85))
-                .border_style(RGBColor(180, 180, 180))
-                .position(SeriesLabelPosition::UpperRight)
-                .draw()
-                .map_err(drawing)?;
+            legend(&mut chart, SeriesLabelPosition::UpperRight)?;
         }
         root.present().map_err(drawing)?;
     }

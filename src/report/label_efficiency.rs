@@ -130,14 +130,7 @@ fn log_x_chart(series: &[Series], (w, h): (u32, u32)) -> anyhow::Result<RgbImage
                     PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2))
                 });
         }
-        chart
-            .configure_series_labels()
-            .label_font((FONT, 12))
-            .background_style(WHITE.mix(0.85))
-            .border_style(RGBColor(180, 180, 180))
-            .position(SeriesLabelPosition::UpperLeft)
-            .draw()
-            .map_err(drawing)?;
+        super::charts::legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
         root.present().map_err(drawing)?;
     }
     Ok(RgbImage::from_raw(w, h, buf).expect("w·h·3 bytes"))
